@@ -1,0 +1,122 @@
+"""Per-segment bandits: one independent policy (posterior) per segment x arm."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tailorkit.decide.bandits.base import (
+    Decision,
+    Policy,
+    RandomStream,
+    RngLike,
+    policy_from_state,
+)
+
+__all__ = ["SegmentedPolicy"]
+
+
+def segment_key(context: Any) -> str:
+    """The segment named by ``context``: a string, or a mapping's ``"segment"``.
+
+    >>> segment_key("vip"), segment_key({"segment": "new", "country": "DE"})
+    ('vip', 'new')
+    """
+    if isinstance(context, str):
+        return context
+    if isinstance(context, Mapping) and isinstance(context.get("segment"), str):
+        return str(context["segment"])
+    raise TypeError("segment context must be a str or a mapping with a str 'segment'")
+
+
+class SegmentedPolicy(Policy):
+    """Wraps a template policy and keeps one copy of it per segment.
+
+    A segment seen for the first time starts from the template's state, so
+    the template's priors (or counts) are the warm start of every segment.
+    All segments draw from one shared random stream. The context of ``pull``
+    and ``update`` is the segment key (or a mapping with a ``"segment"`` key).
+
+    >>> from tailorkit.decide.bandits import ThompsonSampling
+    >>> policy = SegmentedPolicy(ThompsonSampling(n_arms=2), rng=1)
+    >>> policy.update_many([1, 1, 1], [1.0, 1.0, 1.0], ["vip", "vip", "vip"])
+    >>> round(policy.probabilities("vip")[1], 4), policy.probabilities("new")
+    (0.8, (0.5, 0.5))
+    """
+
+    kind = "segmented"
+
+    def __init__(self, template: Policy, rng: RngLike = None) -> None:
+        super().__init__(template.n_arms, template.floor, rng)
+        self.template = template
+        self._template_state = template.to_state()
+        self.segments: dict[str, Policy] = {}
+
+    def set_rng(self, rng: RngLike) -> None:
+        """Replace the random stream shared by every segment."""
+        self._stream = RandomStream(rng)
+        for policy in getattr(self, "segments", {}).values():
+            policy._stream = self._stream
+
+    def policy_for(self, segment: str) -> Policy:
+        """The policy of ``segment``, created from the template on first use."""
+        policy = self.segments.get(segment)
+        if policy is None:
+            policy = policy_from_state(self._template_state)
+            policy._stream = self._stream
+            self.segments[segment] = policy
+        return policy
+
+    def pull(self, context: Any = None) -> Decision:
+        """Draw an arm with the policy of the context's segment."""
+        key = context if type(context) is str else segment_key(context)
+        policy = self.segments.get(key)
+        if policy is None:
+            policy = self.policy_for(key)
+        return policy.pull()
+
+    def update(self, arm: int, reward: float, context: Any = None) -> None:
+        """Record a reward in the context's segment."""
+        key = context if type(context) is str else segment_key(context)
+        policy = self.segments.get(key)
+        if policy is None:
+            policy = self.policy_for(key)
+        policy.update(arm, reward)
+
+    def update_many(
+        self,
+        arms: Sequence[int],
+        rewards: Sequence[float],
+        contexts: Sequence[Any] | None = None,
+    ) -> None:
+        """Group a batch by segment and hand each group to its policy at once."""
+        if contexts is None:
+            raise ValueError("segmented updates need a context (segment) per reward")
+        if not len(arms) == len(rewards) == len(contexts):
+            raise ValueError("arms, rewards and contexts must have the same length")
+        groups: dict[str, tuple[list[int], list[float]]] = {}
+        for arm, reward, ctx in zip(arms, rewards, contexts, strict=True):
+            group = groups.setdefault(segment_key(ctx), ([], []))
+            group[0].append(int(arm))
+            group[1].append(float(reward))
+        for key, (seg_arms, seg_rewards) in groups.items():
+            self.policy_for(key).update_many(seg_arms, seg_rewards)
+
+    def probabilities(self, context: Any = None) -> tuple[float, ...]:
+        """Arm probabilities in the context's segment."""
+        return self.policy_for(segment_key(context)).probabilities()
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-serialisable state: the template and every segment's state."""
+        return {
+            "kind": self.kind,
+            "template": self._template_state,
+            "segments": {key: p.to_state() for key, p in self.segments.items()},
+        }
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> SegmentedPolicy:
+        policy = cls(policy_from_state(state["template"]))
+        for key, seg_state in state["segments"].items():
+            policy.segments[key] = policy_from_state(seg_state)
+        return policy
