@@ -1,0 +1,188 @@
+"""The ``tailorkit`` command line. Every command takes ``--json`` for machine output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from tailorkit.project import ConfigError, Project, load_project
+
+app = typer.Typer(
+    help="tailorkit: personalization and experimentation engine.", no_args_is_help=True
+)
+console = Console(stderr=True)
+
+ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project folder.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def emit(data: dict[str, Any], as_json: bool, title: str = "") -> None:
+    """Print ``data`` as JSON on stdout, or as a readable table."""
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        return
+    table = Table(title=title, show_header=False)
+    for key, value in data.items():
+        shown = value if isinstance(value, str | int | float) else json.dumps(value, default=str)
+        table.add_row(str(key), str(shown)[:2000])
+    Console().print(table)
+
+
+def fail(message: str, as_json: bool, code: int = 2) -> None:
+    """Report an error (as JSON with ``--json``) and exit."""
+    if as_json:
+        sys.stdout.write(json.dumps({"error": message}) + "\n")
+    else:
+        console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def open_project(path: Path, as_json: bool) -> Project:
+    """Load the project or exit with the file, key and reason."""
+    try:
+        return load_project(path)
+    except ConfigError as exc:
+        fail(str(exc), as_json)
+        raise  # unreachable: fail exits
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a project folder with commented settings and fresh keys."""
+    from tailorkit.project.init import write_project
+
+    try:
+        root = write_project(directory)
+    except FileExistsError as exc:
+        fail(str(exc), as_json)
+    project = load_project(root)
+    emit(
+        {
+            "project": str(root),
+            "store": project.settings.store_url,
+            "ingest_key": project.settings.ingest_keys[0],
+            "admin_key": project.settings.admin_keys[0],
+        },
+        as_json,
+        "project created",
+    )
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="NDJSON, CSV or Parquet files.")],
+    project: ProjectOpt = Path("."),
+    on_error: Annotated[
+        str, typer.Option(help="skip: load the good lines; abort: load nothing if any is bad.")
+    ] = "skip",
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate and store events from files, with a progress bar and a summary."""
+    from tailorkit.collect.bulk import ingest_files
+    from tailorkit.collect.pipeline import Collector
+    from tailorkit.store.warehouse import Warehouse
+
+    if on_error not in ("skip", "abort"):
+        fail("--on-error must be 'skip' or 'abort'", as_json)
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        fail(f"no such file: {', '.join(missing)}", as_json)
+    proj = open_project(project, as_json)
+    collector = Collector(Warehouse(proj.settings.store_url), proj.settings)
+    total = sum(f.stat().st_size for f in files)
+    columns = (
+        *Progress.get_default_columns()[:1],
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=as_json) as bar:
+        task = bar.add_task("ingesting", total=total)
+        try:
+            summary = ingest_files(
+                collector,
+                files,
+                on_error,  # type: ignore[arg-type]
+                progress=lambda n: bar.advance(task, n),
+            )
+        except ValueError as exc:
+            fail(str(exc), as_json)
+    emit(summary.to_dict(), as_json, "ingest")
+    if summary.aborted:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    project: ProjectOpt = Path("."),
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Run the HTTP server (ingestion, decisions, admin, metrics, docs at /docs)."""
+    import uvicorn
+
+    from tailorkit.server.app import create_app
+
+    proj = open_project(project, False)
+    uvicorn.run(
+        create_app(proj),
+        host=host or proj.settings.host,
+        port=port or proj.settings.port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command()
+def erase(
+    user_id: Annotated[str, typer.Argument(help="User id to erase.")],
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase every event and identity row of a user (and merged anonymous ids)."""
+    from tailorkit.store.warehouse import Warehouse
+
+    proj = open_project(project, as_json)
+    deleted = Warehouse(proj.settings.store_url).erase_user(user_id)
+    emit({"user_id": user_id, "events_deleted": deleted}, as_json, "erase")
+
+
+@app.command()
+def purge(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """Delete events older than the retention window in tailorkit.yaml."""
+    from tailorkit.store.warehouse import Warehouse
+
+    proj = open_project(project, as_json)
+    cutoff = datetime.now(UTC) - timedelta(days=proj.settings.retention_days)
+    deleted = Warehouse(proj.settings.store_url).purge_before(cutoff)
+    emit({"cutoff": cutoff.isoformat(), "events_deleted": deleted}, as_json, "purge")
+
+
+@app.command()
+def quality(
+    project: ProjectOpt = Path("."),
+    days: Annotated[int, typer.Option(help="Days to report.")] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Data-quality report: violations, duplicates, skew, late events, bots, outliers."""
+    from tailorkit.collect.quality import quality_report
+    from tailorkit.store.warehouse import Warehouse
+
+    proj = open_project(project, as_json)
+    report = quality_report(Warehouse(proj.settings.store_url), proj.settings.quality, days)
+    emit(report, as_json, "data quality")
+
+
+if __name__ == "__main__":
+    app()

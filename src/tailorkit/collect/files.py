@@ -1,0 +1,150 @@
+"""Bulk files (NDJSON, CSV, Parquet) → raw batches, with line numbers.
+
+Files are read by DuckDB, so parsing is columnar and a malformed line is a
+row with an ``_error`` (its line number in the reason) rather than a failed
+load. NDJSON chunks are split on newlines inside DuckDB so that every line,
+blank or not, keeps its number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from tailorkit.collect.raw import ID_FIELDS, JSON_FIELDS, RAW_SCHEMA
+from tailorkit.project.loader import Limits
+
+CHUNK_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class RawChunk:
+    """A raw batch and the 1-based file line of its first row (``_index`` 0)."""
+
+    raw: pa.Table
+    first_line: int
+    bytes_read: int
+
+
+def _string_checks(doc: str) -> str:
+    checks = [
+        f"WHEN json_type({doc}, '$.{name}') NOT IN ('VARCHAR', 'NULL') "
+        f"THEN '{name}: must be a string'"
+        for name in ID_FIELDS
+    ] + [
+        f"WHEN json_type({doc}, '$.{name}') NOT IN ('OBJECT', 'NULL') "
+        f"THEN '{name}: must be an object'"
+        for name in JSON_FIELDS
+    ]
+    return "\n".join(checks)
+
+
+def _ndjson_sql(limits: Limits) -> str:
+    fields = ", ".join(f"json_extract_string(doc, '$.{n}') AS {n}" for n in ID_FIELDS)
+    objects = ", ".join(f"json_extract(doc, '$.{n}')::VARCHAR AS {n}" for n in JSON_FIELDS)
+    return f"""
+    WITH lines AS (
+      SELECT unnest(string_split($chunk, chr(10))) AS line,
+             unnest(generate_series(0, len(string_split($chunk, chr(10))) - 1)) AS _index
+    ), docs AS (
+      SELECT *, CASE WHEN json_valid(line) THEN line END AS doc FROM lines
+    )
+    SELECT _index,
+      CASE
+        WHEN length(line) > {limits.max_event_bytes}
+          THEN 'event: over the limit of {limits.max_event_bytes} bytes'
+        WHEN doc IS NULL THEN 'not valid JSON'
+        WHEN json_type(doc) <> 'OBJECT' THEN 'event: must be a JSON object'
+        {_string_checks("doc")}
+      END AS _error,
+      {fields}, {objects}
+    FROM docs WHERE trim(line) <> ''
+    """
+
+
+def _split_chunks(path: Path) -> Iterator[tuple[str, int, int]]:
+    """Yield (text, first line number, bytes) pieces ending on a newline."""
+    line = 1
+    with path.open("rb") as handle:
+        carry = b""
+        while True:
+            block = handle.read(CHUNK_BYTES)
+            if not block:
+                break
+            block = carry + block
+            cut = block.rfind(b"\n")
+            if cut < 0:
+                carry = block
+                continue
+            piece, carry = block[: cut + 1], block[cut + 1 :]
+            yield piece.decode("utf-8", errors="replace"), line, len(piece)
+            line += piece.count(b"\n")
+        if carry:
+            yield carry.decode("utf-8", errors="replace"), line, len(carry)
+
+
+def read_ndjson(path: Path, limits: Limits) -> Iterator[RawChunk]:
+    """Raw batches from an NDJSON file; ``_index`` counts lines within the chunk."""
+    db = duckdb.connect()
+    sql = _ndjson_sql(limits)
+    for text, first_line, size in _split_chunks(path):
+        table = db.execute(sql, {"chunk": text}).to_arrow_table()
+        yield RawChunk(table.cast(RAW_SCHEMA), first_line, size)
+
+
+def read_tabular(path: Path, limits: Limits) -> Iterator[RawChunk]:
+    """Raw batches from a CSV or Parquet file (one row per event, header line 1)."""
+    db = duckdb.connect()
+    is_csv = path.suffix.lower() in (".csv", ".tsv")
+    source = (
+        "read_csv($path, all_varchar = true, header = true)" if is_csv else "read_parquet($path)"
+    )
+    columns = {
+        row[0]: row[1]
+        for row in db.execute(f"DESCRIBE SELECT * FROM {source}", {"path": str(path)}).fetchall()
+    }
+    select = []
+    for name in ID_FIELDS:
+        select.append(
+            f'"{name}"::VARCHAR AS {name}' if name in columns else f"NULL::VARCHAR AS {name}"
+        )
+    for name in JSON_FIELDS:
+        if name not in columns:
+            select.append(f"NULL::VARCHAR AS {name}")
+        elif columns[name] == "VARCHAR":
+            select.append(f'"{name}" AS {name}')
+        else:
+            select.append(f'to_json("{name}")::VARCHAR AS {name}')
+    checks = "\n".join(
+        f"WHEN {n} IS NOT NULL AND NOT json_valid({n}) THEN '{n}: not valid JSON'"
+        for n in JSON_FIELDS
+    )
+    sql = f"""
+    SELECT (row_number() OVER () - 1)::BIGINT AS _index,
+      CASE {checks} END AS _error, {", ".join(select)}
+    FROM {source}
+    """
+    if not checks:
+        sql = sql.replace("CASE  END", "NULL")
+    table = db.execute(sql, {"path": str(path)}).to_arrow_table().cast(RAW_SCHEMA)
+    first_line = 2 if is_csv else 1
+    step = 500_000
+    for start in range(0, max(table.num_rows, 1), step):
+        part = table.slice(start, step)
+        yield RawChunk(
+            part, first_line + start, path.stat().st_size * part.num_rows // max(table.num_rows, 1)
+        )
+
+
+def read_file(path: Path, limits: Limits) -> Iterator[RawChunk]:
+    """Raw batches from any supported file, chosen by extension."""
+    suffix = path.suffix.lower()
+    if suffix in (".ndjson", ".jsonl", ".json"):
+        return read_ndjson(path, limits)
+    if suffix in (".csv", ".tsv", ".parquet", ".pq"):
+        return read_tabular(path, limits)
+    raise ValueError(f"{path}: unsupported file type {suffix!r} (ndjson, jsonl, csv, parquet)")

@@ -1,0 +1,269 @@
+"""The collector: raw batch → validated → durably stored, with per-event answers.
+
+HTTP requests go through :meth:`Collector.submit`: a single writer thread
+takes every request waiting in the queue, validates them together and stores
+them in one transaction (group commit), then answers each request. An event is
+acknowledged only after that transaction has committed, so a crash can lose
+only unacknowledged events; re-sending them is safe because ids are
+deduplicated against the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tailorkit import metrics
+from tailorkit.collect.validate import Validated, Validator
+from tailorkit.project.loader import QualitySettings, Settings
+from tailorkit.store.warehouse import INGEST_STATS_SCHEMA, Warehouse
+
+log = logging.getLogger(__name__)
+
+ACCEPTED, DUPLICATE, REJECTED, CONSENT_DROPPED = (
+    "accepted",
+    "duplicate",
+    "rejected",
+    "consent_dropped",
+)
+SKEW_FLAG_MS = 60_000
+
+
+@dataclass
+class BatchResult:
+    """Per-event answer for one request or file chunk; indexes are the caller's."""
+
+    statuses: list[str]
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        """Number of events with ``status``."""
+        return sum(1 for s in self.statuses if s == status)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON answer: counts, one status per event, and the rejected events' reasons."""
+        return {
+            ACCEPTED: self.count(ACCEPTED),
+            "duplicates": self.count(DUPLICATE),
+            REJECTED: self.count(REJECTED),
+            CONSENT_DROPPED: self.count(CONSENT_DROPPED),
+            "statuses": self.statuses,
+            "errors": self.errors,
+        }
+
+
+@dataclass
+class _Pending:
+    raw: pa.Table
+    source: str
+    future: Future[BatchResult]
+
+
+class Collector:
+    """Validate and store events; thread-safe through a group-commit writer.
+
+    ``on_stored`` is called in the writer thread with each committed batch of
+    new events (the online profile executor hooks in there).
+    """
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        settings: Settings,
+        on_stored: Callable[[pa.Table], None] | None = None,
+    ) -> None:
+        self.warehouse = warehouse
+        self.settings = settings
+        self.validator = Validator(settings.pii)
+        self.on_stored = on_stored
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.max_group_events = 20_000
+
+    # -- synchronous path (files, tests) ------------------------------------
+    def ingest(self, raw: pa.Table, source: str) -> BatchResult:
+        """Validate and store one raw batch now (no writer thread)."""
+        return self._commit([_Pending(raw, source, Future())])[0]
+
+    # -- asynchronous path (HTTP) -------------------------------------------
+    def start(self) -> None:
+        """Start the writer thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tailorkit-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Finish queued work and stop the writer thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def submit(self, raw: pa.Table, source: str) -> Future[BatchResult]:
+        """Queue a raw batch; the future resolves once it is durably stored."""
+        pending = _Pending(raw, source, Future())
+        self._queue.put(pending)
+        return pending.future
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group, stop = [first], False
+            size = first.raw.num_rows
+            while size < self.max_group_events:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                group.append(item)
+                size += item.raw.num_rows
+            self._commit_and_answer(group)
+            if stop:
+                return
+
+    def _commit_and_answer(self, group: list[_Pending]) -> None:
+        try:
+            results = self._commit(group)
+        except Exception as exc:  # answer every waiting request, never hang them
+            metrics.ERRORS.labels("writer").inc()
+            log.exception("group commit failed")
+            for pending in group:
+                pending.future.set_exception(exc)
+            return
+        for pending, result in zip(group, results, strict=True):
+            pending.future.set_result(result)
+
+    # -- shared core ---------------------------------------------------------
+    def _commit(self, group: list[_Pending]) -> list[BatchResult]:
+        received = datetime.now(UTC)
+        with metrics.INGEST_BATCH_SECONDS.time():
+            by_source: dict[str, list[int]] = {}
+            for i, pending in enumerate(group):
+                by_source.setdefault(pending.source, []).append(i)
+            validated: list[tuple[str, list[int], Validated, list[int]]] = []
+            for source, members in by_source.items():
+                raw, offsets = _concat([group[i].raw for i in members])
+                validated.append(
+                    (source, members, self.validator.validate(raw, received, source), offsets)
+                )
+            events = pa.concat_tables([v.accepted for _, _, v, _ in validated])
+            identities = pa.concat_tables(
+                [v.identities for _, _, v, _ in validated if v.identities is not None]
+            )
+            with self.warehouse.lock:
+                dups = self.warehouse.stored_ids(events["event_id"])
+                if dups:
+                    fresh = pc.invert(pc.is_in(events["event_id"], pa.array(list(dups))))
+                    events = events.filter(fresh)
+                stats = _stats_table(validated, dups, received, self.settings.quality)
+                self.warehouse.insert(events, identities, stats)
+        results = [BatchResult([ACCEPTED] * p.raw.num_rows) for p in group]
+        for source, members, v, offsets in validated:
+            self._fill(results, members, offsets, v, dups, source)
+        if self.on_stored is not None and events.num_rows:
+            self.on_stored(events)
+        return results
+
+    def _fill(
+        self,
+        results: list[BatchResult],
+        members: list[int],
+        offsets: list[int],
+        v: Validated,
+        store_dups: frozenset[str],
+        source: str,
+    ) -> None:
+        def locate(index: int) -> tuple[BatchResult, int]:
+            k = _bisect(offsets, index)
+            return results[members[k]], index - offsets[k]
+
+        for index, reason in v.rejected:
+            result, local = locate(index)
+            result.statuses[local] = REJECTED
+            result.errors.append({"index": local, "reason": reason})
+        for index in v.duplicate_index:
+            result, local = locate(index)
+            result.statuses[local] = DUPLICATE
+        for index in v.consent_dropped:
+            result, local = locate(index)
+            result.statuses[local] = CONSENT_DROPPED
+        if store_dups:
+            ids = v.accepted.column("event_id").to_pylist()
+            for index, event_id in zip(v.accepted_index, ids, strict=True):
+                if event_id in store_dups:
+                    result, local = locate(index)
+                    result.statuses[local] = DUPLICATE
+        counts = Counter(s for i in members for s in results[i].statuses)
+        for outcome, n in counts.items():
+            metrics.EVENTS.labels(source, outcome).inc(n)
+
+
+def _concat(raws: list[pa.Table]) -> tuple[pa.Table, list[int]]:
+    """Concatenate raw batches, renumbering ``_index`` so it is unique."""
+    offsets, parts, offset = [], [], 0
+    for raw in raws:
+        offsets.append(offset)
+        index = pa.array(range(offset, offset + raw.num_rows), pa.int64())
+        parts.append(raw.set_column(0, "_index", index))
+        offset += raw.num_rows
+    return pa.concat_tables(parts), offsets
+
+
+def _bisect(offsets: list[int], index: int) -> int:
+    lo, hi = 0, len(offsets) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if offsets[mid] <= index:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _stats_table(
+    validated: list[tuple[str, list[int], Validated, list[int]]],
+    store_dups: frozenset[str],
+    received: datetime,
+    quality: QualitySettings,
+) -> pa.Table:
+    """Counts per (day, source, outcome, reason) for the data-quality report."""
+    day = received.date()
+    rows: Counter[tuple[str, str, str | None]] = Counter()
+    for source, _, v, _ in validated:
+        ids = v.accepted["event_id"]
+        n_dup = pc.sum(pc.is_in(ids, pa.array(list(store_dups), pa.string()))).as_py() or 0
+        rows[(source, ACCEPTED, None)] += v.accepted.num_rows - n_dup
+        rows[(source, DUPLICATE, None)] += len(v.duplicate_index) + n_dup
+        rows[(source, CONSENT_DROPPED, None)] += len(v.consent_dropped)
+        for _, reason in v.rejected:
+            rows[(source, REJECTED, reason.split(":")[0])] += 1
+        if v.accepted.num_rows:
+            late = pc.less(
+                v.accepted["timestamp"], received - timedelta(hours=quality.late_after_hours)
+            )
+            rows[(source, "late", None)] += pc.sum(late).as_py() or 0
+            skew = pc.abs(pc.fill_null(v.accepted["clock_skew_ms"], 0))
+            rows[(source, "clock_skewed", None)] += (
+                pc.sum(pc.greater(skew, SKEW_FLAG_MS)).as_py() or 0
+            )
+    data = [
+        {"day": day, "source": s, "outcome": o, "reason": r, "n": n}
+        for (s, o, r), n in rows.items()
+        if n
+    ]
+    return pa.Table.from_pylist(data, schema=INGEST_STATS_SCHEMA.to_pyarrow())

@@ -1,0 +1,19 @@
+"""Prometheus metrics shared by the collector, the decision path and the server."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+EVENTS = Counter("tailorkit_events_total", "Events received, by outcome", ["source", "outcome"])
+INGEST_BATCH_SECONDS = Histogram(
+    "tailorkit_ingest_commit_seconds",
+    "Time to validate and durably store one group commit",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+REQUEST_SECONDS = Histogram(
+    "tailorkit_request_seconds",
+    "HTTP request latency by route",
+    ["route", "method", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+ERRORS = Counter("tailorkit_errors_total", "Internal errors by component", ["component"])

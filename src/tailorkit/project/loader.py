@@ -1,0 +1,187 @@
+"""Load and validate a project folder against the published JSON Schemas.
+
+Every error names the file, the key path inside it and what is wrong, so that a
+GitOps review can point at the line to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+DEFINITION_FILES = ("segments.yaml", "features.yaml", "placements.yaml")
+DEFAULT_PII_FIELDS = (
+    "email",
+    "phone",
+    "name",
+    "first_name",
+    "last_name",
+    "address",
+    "street",
+    "ip",
+    "birthday",
+)
+
+
+class ConfigError(ValueError):
+    """A project file is invalid: says which file, where and what is wrong."""
+
+    def __init__(self, file: str, path: str, message: str) -> None:
+        self.file, self.path, self.message = file, path, message
+        super().__init__(f"{file}: {path or '<root>'}: {message}")
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    """Return a published JSON Schema by name (``tailorkit`` or ``definitions``)."""
+    text = resources.files("tailorkit.project").joinpath(f"schemas/{name}.schema.json")
+    loaded: dict[str, Any] = json.loads(text.read_text())
+    return loaded
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may carry (413/422 beyond them)."""
+
+    max_batch_events: int = 1000
+    max_event_bytes: int = 32 * 1024
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_depth: int = 8
+
+
+@dataclass(frozen=True)
+class PiiSettings:
+    """Which property/trait keys are pseudonymized and with which key."""
+
+    fields: tuple[str, ...] = DEFAULT_PII_FIELDS
+    hmac_key: str = ""
+    truncate_ip: bool = True
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """Bot/outlier detection thresholds."""
+
+    exclude_flagged_users: bool = True
+    robust_z_threshold: float = 6.0
+    late_after_hours: float = 24.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed view of ``tailorkit.yaml`` after schema validation."""
+
+    store_url: str
+    ingest_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    pii: PiiSettings = field(default_factory=PiiSettings)
+    retention_days: int = 395
+    limits: Limits = field(default_factory=Limits)
+    quality: QualitySettings = field(default_factory=QualitySettings)
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded project folder: settings plus the raw, validated definition files."""
+
+    root: Path
+    settings: Settings
+    definitions: dict[str, dict[str, Any]]
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(path.name, where, f"not valid YAML: {exc}") from exc
+
+
+def validate_document(file: str, document: Any, schema_doc: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` for the first (most specific) schema violation.
+
+    >>> validate_document("x.yaml", {"store": {}}, schema("tailorkit"))
+    Traceback (most recent call last):
+    ...
+    tailorkit.project.loader.ConfigError: x.yaml: store: 'url' is a required property
+    """
+    validator = jsonschema.Draft202012Validator(schema_doc)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if error is not None:
+        path = ".".join(str(p) for p in error.absolute_path)
+        raise ConfigError(file, path, error.message)
+
+
+def _expand(value: str, root: Path) -> str:
+    # "duckdb:///<project>/x" names a file inside the (absolute) project folder.
+    value = value.replace("duckdb:///<project>", f"duckdb://{root}")
+    return value.replace("<project>", str(root)).replace("${PROJECT}", str(root))
+
+
+def _hmac_key(pii: dict[str, Any]) -> str:
+    env_name = pii.get("hmac_key_env", "TAILORKIT_PII_KEY")
+    key = os.environ.get(env_name) or pii.get("hmac_key", "")
+    return str(key)
+
+
+def settings_from_document(doc: dict[str, Any], root: Path) -> Settings:
+    """Build :class:`Settings` from a validated ``tailorkit.yaml`` document."""
+    store = doc.get("store", {})
+    keys = doc.get("keys", {})
+    pii = doc.get("pii", {})
+    server = doc.get("server", {})
+    return Settings(
+        store_url=_expand(store.get("url", "duckdb:///<project>/tailorkit.duckdb"), root),
+        ingest_keys=tuple(keys.get("ingest", ())),
+        admin_keys=tuple(keys.get("admin", ())),
+        cors_origins=tuple(keys.get("cors_origins", ())),
+        pii=PiiSettings(
+            fields=tuple(pii.get("fields", DEFAULT_PII_FIELDS)),
+            hmac_key=_hmac_key(pii),
+            truncate_ip=pii.get("truncate_ip", True),
+        ),
+        retention_days=doc.get("retention", {}).get("events_days", 395),
+        limits=Limits(**doc.get("limits", {})),
+        quality=QualitySettings(**doc.get("quality", {})),
+        host=server.get("host", "127.0.0.1"),
+        port=server.get("port", 8000),
+    )
+
+
+def load_project(root: str | Path) -> Project:
+    """Load and validate the project folder at ``root``.
+
+    Raises :class:`ConfigError` naming the file, key path and problem.
+    """
+    root = Path(root).resolve()
+    main = root / "tailorkit.yaml"
+    if not main.is_file():
+        raise ConfigError("tailorkit.yaml", "", f"not found in {root} (run `tailorkit init`)")
+    doc = _read_yaml(main)
+    validate_document("tailorkit.yaml", doc, schema("tailorkit"))
+    settings = settings_from_document(doc, root)
+    if not settings.pii.hmac_key:
+        raise ConfigError(
+            "tailorkit.yaml", "pii.hmac_key", "no PII key: set pii.hmac_key or the env variable"
+        )
+    definitions: dict[str, dict[str, Any]] = {}
+    defs_schema = schema("definitions")
+    for name in DEFINITION_FILES:
+        path = root / name
+        document = _read_yaml(path) if path.is_file() else {}
+        sub = {"$defs": defs_schema["$defs"], **defs_schema["$defs"][name.removesuffix(".yaml")]}
+        validate_document(name, document, sub)
+        definitions[name.removesuffix(".yaml")] = document
+    return Project(root=root, settings=settings, definitions=definitions)

@@ -1,0 +1,236 @@
+"""The FastAPI application: ingestion, admin, health and metrics endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tailorkit import __version__, metrics
+from tailorkit.collect import segment_spec
+from tailorkit.collect.pipeline import Collector
+from tailorkit.collect.quality import quality_report
+from tailorkit.collect.raw import PayloadError, parse_body, raw_from_items
+from tailorkit.project.loader import Project
+from tailorkit.server.auth import KeyChecker, Scope
+from tailorkit.server.schemas import EventIn, IngestAnswer, SegmentMessage
+from tailorkit.store.warehouse import Warehouse
+
+log = logging.getLogger("tailorkit.server")
+
+
+@dataclass
+class AppState:
+    """What the request handlers share."""
+
+    project: Project
+    warehouse: Warehouse
+    collector: Collector
+    keys: KeyChecker
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.tk
+    return state
+
+
+def _require(scope: Scope) -> Callable[[Request], AppState]:
+    def dependency(request: Request) -> AppState:
+        state = _state(request)
+        state.keys.check(request, scope)
+        return state
+
+    return dependency
+
+
+Ingest = Annotated[AppState, Depends(_require(Scope.INGEST))]
+Admin = Annotated[AppState, Depends(_require(Scope.ADMIN))]
+
+
+async def read_bounded(request: Request, limit: int) -> bytes:
+    """Read the body, refusing (413) past ``limit`` bytes even without Content-Length."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadError(413, f"request body over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadError(413, f"request body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _ingest_items(state: AppState, items: list[Any], source: str) -> Response:
+    raw = raw_from_items(items, state.project.settings.limits)
+    result = await asyncio.wrap_future(state.collector.submit(raw, source))
+    body = result.to_dict()
+    all_rejected = bool(items) and body["rejected"] == len(items)
+    status = 422 if all_rejected else 200
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+events_router = APIRouter(tags=["collect"])
+
+
+@events_router.post(
+    "/v1/events",
+    response_model=IngestAnswer,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "items": EventIn.model_json_schema()}
+                },
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+            "required": True,
+        }
+    },
+)
+async def post_events(request: Request, state: Ingest) -> Response:
+    """Store a batch of events (JSON array, one object, or NDJSON).
+
+    Answers one status per event (``accepted``, ``duplicate``, ``rejected``,
+    ``consent_dropped``) and, for rejected ones, the index and reason. Events
+    are acknowledged only after they are durably stored.
+    """
+    limits = state.project.settings.limits
+    body = await read_bounded(request, limits.max_request_bytes)
+    items = parse_body(body, request.headers.get("content-type", ""), limits)
+    return await _ingest_items(state, items, "http")
+
+
+segment_router = APIRouter(prefix="/v1/segment", tags=["segment"])
+
+
+def _segment_route(call: str | None) -> Callable[[Request, AppState], Awaitable[Response]]:
+    async def handler(request: Request, state: Ingest) -> Response:
+        limits = state.project.settings.limits
+        body = await read_bounded(request, limits.max_request_bytes)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(422, f"body is not valid JSON: {exc}") from exc
+        if call is None:
+            items = segment_spec.batch_to_events(payload)
+        else:
+            items = [segment_spec.to_event(payload, call)]
+        if len(items) > limits.max_batch_events:
+            raise PayloadError(413, f"{len(items)} events; at most {limits.max_batch_events}")
+        return await _ingest_items(state, items, "segment")
+
+    handler.__doc__ = f"Segment tracking API: `{call or 'batch'}` call."
+    return handler
+
+
+for _call in ("track", "identify", "page", "screen", "alias", None):
+    segment_router.add_api_route(
+        f"/{_call or 'batch'}",
+        _segment_route(_call),
+        methods=["POST"],
+        response_model=IngestAnswer,
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/json": {"schema": SegmentMessage.model_json_schema()}},
+                "required": True,
+            }
+        },
+        name=f"segment_{_call or 'batch'}",
+    )
+
+
+admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+@admin_router.get("/quality")
+def get_quality(state: Admin, days: int = 30) -> dict[str, Any]:
+    """Data-quality report: violations, duplicates, skew, late events, bots and outliers."""
+    return quality_report(state.warehouse, state.project.settings.quality, days=days)
+
+
+@admin_router.delete("/users/{user_id}")
+def erase_user(user_id: str, state: Admin) -> dict[str, Any]:
+    """Erase every event and identity row of a user and their merged anonymous ids."""
+    return {"user_id": user_id, "events_deleted": state.warehouse.erase_user(user_id)}
+
+
+@admin_router.post("/purge")
+def purge(state: Admin) -> dict[str, Any]:
+    """Delete events older than the configured retention window."""
+    cutoff = datetime.now(UTC) - timedelta(days=state.project.settings.retention_days)
+    return {"cutoff": cutoff.isoformat(), "events_deleted": state.warehouse.purge_before(cutoff)}
+
+
+ops_router = APIRouter(tags=["ops"])
+
+
+@ops_router.get("/healthz")
+def healthz(request: Request) -> dict[str, Any]:
+    """Liveness and the store backend."""
+    state = _state(request)
+    return {"status": "ok", "version": __version__, "store": state.warehouse.backend}
+
+
+@ops_router.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Prometheus metrics."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
+    """Build the application for a loaded project."""
+    settings = project.settings
+    warehouse = warehouse or Warehouse(settings.store_url)
+    collector = Collector(warehouse, settings)
+    state = AppState(
+        project, warehouse, collector, KeyChecker(settings.ingest_keys, settings.admin_keys)
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        collector.start()
+        yield
+        collector.stop()
+
+    app = FastAPI(title="tailorkit", version=__version__, lifespan=lifespan)
+    app.state.tk = state
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-tailorkit-key"],
+        )
+
+    @app.exception_handler(PayloadError)
+    async def payload_error(request: Request, exc: PayloadError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.middleware("http")
+    async def timing(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.REQUEST_SECONDS.labels(path, request.method, str(response.status_code)).observe(
+            time.perf_counter() - start
+        )
+        return response
+
+    for router in (events_router, segment_router, admin_router, ops_router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,219 @@
+"""The warehouse: events and identities in any Ibis backend.
+
+DuckDB (a file in the project folder) is the embedded default; PostgreSQL and
+other Ibis backends are reached by URL. Every query is an Ibis expression so
+the same code runs on each backend; only connection set-up differs.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+import sqlglot
+
+EVENTS = "events"
+IDENTITIES = "identities"
+INGEST_STATS = "ingest_stats"
+
+EVENT_SCHEMA = ibis.schema(
+    {
+        "event_id": "!string",
+        "type": "!string",
+        "user_id": "string",
+        "anonymous_id": "string",
+        "timestamp": "!timestamp('UTC')",
+        "received_at": "!timestamp('UTC')",
+        "clock_skew_ms": "int64",
+        "source": "!string",
+        "properties": "string",
+        "context": "string",
+        "personalization": "!boolean",
+    }
+)
+IDENTITY_SCHEMA = ibis.schema(
+    {"anonymous_id": "!string", "user_id": "!string", "merged_at": "!timestamp('UTC')"}
+)
+INGEST_STATS_SCHEMA = ibis.schema(
+    {
+        "day": "!date",
+        "source": "!string",
+        "outcome": "!string",
+        "reason": "string",
+        "n": "!int64",
+    }
+)
+EVENT_ARROW_SCHEMA = EVENT_SCHEMA.to_pyarrow()
+
+_POSTGRES = re.compile(r"^postgres(ql)?://")
+
+
+def connect_url(url: str) -> ibis.BaseBackend:
+    """Open an Ibis backend from a store URL.
+
+    ``duckdb:///abs/path.duckdb`` (or ``duckdb://:memory:``) and
+    ``postgres://user@host:port/db`` are tested; other Ibis URLs are passed
+    through to :func:`ibis.connect`.
+
+    >>> connect_url("duckdb://:memory:").name
+    'duckdb'
+    """
+    if url.startswith("duckdb://"):
+        path = url.removeprefix("duckdb://")
+        if path not in ("", ":memory:"):
+            path = "/" + path.lstrip("/")
+        return ibis.duckdb.connect(path or ":memory:")
+    if _POSTGRES.match(url):
+        return ibis.connect(_POSTGRES.sub("postgres://", url))
+    return ibis.connect(url)
+
+
+class Warehouse:
+    """Event store over an Ibis backend; one writer at a time per process.
+
+    >>> wh = Warehouse("duckdb://:memory:")
+    >>> wh.count_events()
+    0
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.con = connect_url(url)
+        self.backend = self.con.name
+        # Ibis connections are not thread-safe; the HTTP writer thread and
+        # admin requests share one connection through this lock.
+        self.lock = threading.RLock()
+        self.ensure_schema()
+
+    def ensure_schema(self) -> None:
+        """Create the tables that do not exist yet."""
+        existing = set(self.con.list_tables())
+        for name, schema in (
+            (EVENTS, EVENT_SCHEMA),
+            (IDENTITIES, IDENTITY_SCHEMA),
+            (INGEST_STATS, INGEST_STATS_SCHEMA),
+        ):
+            if name not in existing:
+                self.con.create_table(name, schema=schema)
+
+    @property
+    def events(self) -> ir.Table:
+        """The raw events table (ids as sent)."""
+        return self.con.table(EVENTS)
+
+    @property
+    def identities(self) -> ir.Table:
+        """Anonymous id → user id merges from ``identify`` and ``alias``."""
+        return self.con.table(IDENTITIES)
+
+    def resolved_events(self) -> ir.Table:
+        """Events with ``person_id``: the known user id, merging anonymous history.
+
+        An anonymous id that was later identified or aliased resolves to that
+        user, so a user's profile includes what they did before logging in.
+        """
+        events = self.events
+        ids = self.identities.group_by("anonymous_id").aggregate(
+            merged_user_id=self.identities.user_id.max()
+        )
+        joined = events.left_join(ids, events.anonymous_id == ids.anonymous_id)
+        person = ibis.coalesce(joined.user_id, joined.merged_user_id, joined.anonymous_id)
+        return joined.select(*[c for c in events.columns], person_id=person)
+
+    def count_events(self) -> int:
+        """Number of stored events."""
+        with self.lock:
+            return int(self.events.count().execute())
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        if self.backend == "duckdb":
+            raw: Any = self.con.con
+            raw.begin()
+            try:
+                yield
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+        else:
+            yield
+
+    def stored_ids(self, event_ids: pa.Array) -> frozenset[str]:
+        """The subset of ``event_ids`` already in the store (exact dedup)."""
+        with self.lock:
+            staging = ibis.memtable(pa.table({"event_id": event_ids.cast(pa.string())}))
+            stored = self.events
+            found = staging.semi_join(stored, staging.event_id == stored.event_id)
+            return frozenset(self.con.to_pyarrow(found.event_id).to_pylist())
+
+    def insert(
+        self, events: pa.Table, identities: pa.Table | None = None, stats: pa.Table | None = None
+    ) -> None:
+        """Write new events, identity merges and ingest statistics in one transaction.
+
+        Callers deduplicate first (:meth:`stored_ids`) while holding :attr:`lock`;
+        when this returns, everything is durable.
+        """
+        with self.lock, self._transaction():
+            if events.num_rows:
+                batch = events.select(EVENT_ARROW_SCHEMA.names).cast(EVENT_ARROW_SCHEMA)
+                self.con.insert(EVENTS, ibis.memtable(batch))
+            if identities is not None and identities.num_rows:
+                self.con.insert(IDENTITIES, ibis.memtable(identities))
+            if stats is not None and stats.num_rows:
+                self.con.insert(INGEST_STATS, ibis.memtable(stats))
+
+    def user_anonymous_ids(self, user_id: str) -> list[str]:
+        """Anonymous ids merged into ``user_id``."""
+        ids = self.identities
+        expr = ids.filter(ids.user_id == user_id).select("anonymous_id").distinct()
+        with self.lock:
+            return [str(v) for v in self.con.to_pyarrow(expr).column(0).to_pylist()]
+
+    def erase_user(self, user_id: str) -> int:
+        """Delete every event and identity row of a user and their anonymous ids.
+
+        Returns the number of events deleted.
+        """
+        with self.lock:
+            anon = self.user_anonymous_ids(user_id)
+            events = self.events
+            cond = events.user_id == user_id
+            if anon:
+                cond = cond | events.anonymous_id.isin(anon)
+            n = int(events.filter(cond).count().execute())
+            self._delete(EVENTS, events, cond)
+            ids = self.identities
+            self._delete(IDENTITIES, ids, ids.user_id == user_id)
+            return n
+
+    def purge_before(self, cutoff: datetime) -> int:
+        """Delete events with a timestamp before ``cutoff`` (retention)."""
+        with self.lock:
+            events = self.events
+            cond = events.timestamp < cutoff
+            n = int(events.filter(cond).count().execute())
+            self._delete(EVENTS, events, cond)
+            return n
+
+    def _delete(self, name: str, table: ir.Table, cond: ir.BooleanValue) -> None:
+        # Ibis has no DELETE: compile the predicate with Ibis (so quoting and
+        # literals follow the backend's dialect) and wrap it with sqlglot.
+        select = self.con.compiler.to_sqlglot(table.filter(cond))
+        where = select.args["where"].this.transform(_unqualify)
+        stmt = sqlglot.exp.delete(sqlglot.exp.to_table(name, quoted=True), where=where)
+        self.con.raw_sql(stmt.sql(dialect=self.con.dialect))
+
+
+def _unqualify(node: sqlglot.exp.Expression) -> sqlglot.exp.Expression:
+    if isinstance(node, sqlglot.exp.Column) and node.table:
+        return sqlglot.exp.column(node.name, quoted=True)
+    return node

@@ -1,0 +1,89 @@
+"""The event store behaves the same on DuckDB and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tailorkit.collect.pipeline import Collector
+from tailorkit.collect.raw import raw_from_items
+from tailorkit.project.loader import PiiSettings, Settings
+from tailorkit.store.warehouse import Warehouse
+from tests.helpers import event
+
+
+def collector(wh: Warehouse) -> Collector:
+    return Collector(wh, Settings(store_url=wh.url, pii=PiiSettings(hmac_key="k" * 20)))
+
+
+def ingest(wh: Warehouse, items: list) -> dict:
+    return collector(wh).ingest(raw_from_items(items, Settings("x").limits), "test").to_dict()
+
+
+def test_dedup_is_exact_across_batches(warehouse: Warehouse) -> None:
+    items = [event() for _ in range(50)]
+    assert ingest(warehouse, items)["accepted"] == 50
+    again = ingest(warehouse, [*items[:10], event()])
+    assert again["duplicates"] == 10 and again["accepted"] == 1
+    assert again["statuses"][:10] == ["duplicate"] * 10
+    assert warehouse.count_events() == 51
+
+
+def test_anonymous_history_merges_into_known_user(warehouse: Warehouse) -> None:
+    ingest(
+        warehouse,
+        [
+            event(user_id=None, anonymous_id="anon-1"),
+            event(user_id=None, anonymous_id="anon-1"),
+            event(type="identify", user_id="alice", anonymous_id="anon-1"),
+            event(user_id="alice"),
+            event(user_id=None, anonymous_id="anon-2"),
+        ],
+    )
+    counts = warehouse.resolved_events().person_id.value_counts().to_pyarrow().to_pylist()
+    assert {r["person_id"]: r["person_id_count"] for r in counts} == {"alice": 4, "anon-2": 1}
+
+
+def test_erase_removes_user_and_merged_anonymous_history(warehouse: Warehouse) -> None:
+    ingest(
+        warehouse,
+        [
+            event(user_id=None, anonymous_id="anon-1"),
+            event(type="identify", user_id="alice", anonymous_id="anon-1"),
+            event(user_id="alice"),
+            event(user_id="bob"),
+        ],
+    )
+    assert warehouse.erase_user("alice") == 3
+    events = warehouse.events.to_pyarrow()
+    assert events.column("user_id").to_pylist() == ["bob"]
+    assert "anon-1" not in events.column("anonymous_id").to_pylist()
+    assert warehouse.identities.count().execute() == 0
+
+
+def test_purge_removes_only_events_older_than_cutoff(warehouse: Warehouse) -> None:
+    old = (datetime.now(UTC) - timedelta(days=400)).isoformat()
+    ingest(warehouse, [event(timestamp=old), event(timestamp=datetime.now(UTC).isoformat())])
+    assert warehouse.purge_before(datetime.now(UTC) - timedelta(days=395)) == 1
+    assert warehouse.count_events() == 1
+
+
+def test_same_results_on_both_backends(tmp_path, pg_database: str) -> None:
+    items = [event(user_id=f"u{i % 7}", properties={"price": i}) for i in range(200)]
+    totals = {}
+    for url in (f"duckdb://{tmp_path / 'a.duckdb'}", pg_database):
+        wh = Warehouse(url)
+        ingest(wh, items)
+        t = wh.resolved_events()
+        rows = (
+            t.group_by("person_id")
+            .aggregate(n=t.count(), price=t.properties.cast("json")["price"].int.sum())
+            .order_by("person_id")
+            .to_pyarrow()
+            .to_pylist()
+        )
+        totals[wh.backend] = rows
+        if wh.backend == "postgres":
+            for table in ("events", "identities", "ingest_stats"):
+                wh.con.drop_table(table, force=True)
+    assert totals["duckdb"] == totals["postgres"]
+    assert sum(r["n"] for r in totals["duckdb"]) == 200
