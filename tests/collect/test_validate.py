@@ -159,3 +159,12 @@ def test_identify_and_alias_produce_identity_merges(validator: Validator) -> Non
     ]
     merges = run(validator, items).identities.to_pylist()
     assert sorted((m["anonymous_id"], m["user_id"]) for m in merges) == [("a7", "u7"), ("a8", "u8")]
+
+
+def test_trait_only_keys_are_kept_on_other_events(validator: Validator) -> None:
+    product = event(type="product_view", properties={"name": "Blue Shoes", "email": "x@y.z"})
+    person = event(type="identify", properties={"name": "Blue Shoes"})
+    result = run(validator, [product, person])
+    props = [json.loads(p) for p in result.accepted.column("properties").to_pylist()]
+    assert props[0] == {"name": "Blue Shoes", "email": expected_hmac("x@y.z")}
+    assert props[1] == {"name": expected_hmac("Blue Shoes")}

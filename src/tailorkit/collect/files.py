@@ -107,29 +107,27 @@ def read_tabular(path: Path, limits: Limits) -> Iterator[RawChunk]:
         row[0]: row[1]
         for row in db.execute(f"DESCRIBE SELECT * FROM {source}", {"path": str(path)}).fetchall()
     }
-    select = []
+    exprs: dict[str, str] = {}
     for name in ID_FIELDS:
-        select.append(
-            f'"{name}"::VARCHAR AS {name}' if name in columns else f"NULL::VARCHAR AS {name}"
-        )
+        exprs[name] = f'"{name}"::VARCHAR' if name in columns else "NULL::VARCHAR"
     for name in JSON_FIELDS:
         if name not in columns:
-            select.append(f"NULL::VARCHAR AS {name}")
+            exprs[name] = "NULL::VARCHAR"
         elif columns[name] == "VARCHAR":
-            select.append(f'"{name}" AS {name}')
+            exprs[name] = f'"{name}"'
         else:
-            select.append(f'to_json("{name}")::VARCHAR AS {name}')
-    checks = "\n".join(
-        f"WHEN {n} IS NOT NULL AND NOT json_valid({n}) THEN '{n}: not valid JSON'"
+            exprs[name] = f'to_json("{name}")::VARCHAR'
+    checks = " ".join(
+        f"WHEN {exprs[n]} IS NOT NULL AND NOT json_valid({exprs[n]}) THEN '{n}: not valid JSON'"
         for n in JSON_FIELDS
+        if n in columns
     )
+    error = f"CASE {checks} END" if checks else "NULL::VARCHAR"
+    select = ", ".join(f"{expr} AS {name}" for name, expr in exprs.items())
     sql = f"""
-    SELECT (row_number() OVER () - 1)::BIGINT AS _index,
-      CASE {checks} END AS _error, {", ".join(select)}
+    SELECT (row_number() OVER () - 1)::BIGINT AS _index, {error} AS _error, {select}
     FROM {source}
     """
-    if not checks:
-        sql = sql.replace("CASE  END", "NULL")
     table = db.execute(sql, {"path": str(path)}).to_arrow_table().cast(RAW_SCHEMA)
     first_line = 2 if is_csv else 1
     step = 500_000

@@ -5,7 +5,8 @@ all per-event work for every source, so HTTP batches and bulk files follow the
 same rules and bulk loads run at columnar speed. DuckDB is used here as an
 in-process vectorized engine, independent of the warehouse backend.
 
-PII: configured keys in ``properties`` and ``context.traits`` are replaced by
+PII: configured keys (``pii.fields``) in ``properties`` and ``context.traits``,
+and trait keys (``pii.trait_fields``) in identify traits and ``context.traits``, are replaced by
 HMAC-SHA256(key, value) as lowercase hex; ``context.ip`` is truncated (IPv4 to
 /24, IPv6 to /48). HMAC is computed in SQL from two SHA-256 passes
 (RFC 2104), which a test checks against Python's :mod:`hmac`.
@@ -97,9 +98,11 @@ def _pii_patch(column: str, path: str, keys: tuple[str, ...]) -> str:
 
 def _pii_sql(pii: PiiSettings) -> tuple[str, str]:
     """SQL expressions for pseudonymized ``properties`` and ``context``."""
-    patch = _pii_patch("properties", "$", pii.fields)
+    everywhere = _pii_patch("properties", "$", pii.fields)
+    as_traits = _pii_patch("properties", "$", pii.fields + pii.trait_fields)
+    patch = f"CASE WHEN type IN ('identify', 'alias') THEN {as_traits} ELSE {everywhere} END"
     props = f"json_merge_patch(coalesce(properties, '{{}}'), {patch})"
-    traits = _pii_patch("context", "$.traits", pii.fields)
+    traits = _pii_patch("context", "$.traits", pii.fields + pii.trait_fields)
     ctx_keys = tuple(k for k in pii.fields if k != "ip" or not pii.truncate_ip)
     ctx = f"json_merge_patch(coalesce(context, '{{}}'), {_pii_patch('context', '$', ctx_keys)})"
     ctx = (

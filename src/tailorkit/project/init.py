@@ -30,7 +30,9 @@ pii:
   # Property and trait keys pseudonymized with HMAC-SHA256 before anything is
   # stored or logged. The key comes from the environment variable below, or
   # from hmac_key (generated here for local use; use the env variable in production).
-  fields: [email, phone, name, first_name, last_name, address, street, ip, birthday]
+  fields: [email, phone, first_name, last_name, address, street, ip, birthday]
+  # Pseudonymized only in identify traits and context.traits (products have names too).
+  trait_fields: [name, username]
   hmac_key_env: TAILORKIT_PII_KEY
   hmac_key: {pii_key}
   # Zero the last octet of IPv4 addresses and keep the first 48 bits of IPv6.

@@ -21,7 +21,6 @@ DEFINITION_FILES = ("segments.yaml", "features.yaml", "placements.yaml")
 DEFAULT_PII_FIELDS = (
     "email",
     "phone",
-    "name",
     "first_name",
     "last_name",
     "address",
@@ -29,6 +28,8 @@ DEFAULT_PII_FIELDS = (
     "ip",
     "birthday",
 )
+# Keys that are personal only as traits of a person (a product also has a name).
+DEFAULT_PII_TRAIT_FIELDS = ("name", "username")
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,7 @@ class PiiSettings:
     """Which property/trait keys are pseudonymized and with which key."""
 
     fields: tuple[str, ...] = DEFAULT_PII_FIELDS
+    trait_fields: tuple[str, ...] = DEFAULT_PII_TRAIT_FIELDS
     hmac_key: str = ""
     truncate_ip: bool = True
 
@@ -149,6 +151,7 @@ def settings_from_document(doc: dict[str, Any], root: Path) -> Settings:
         cors_origins=tuple(keys.get("cors_origins", ())),
         pii=PiiSettings(
             fields=tuple(pii.get("fields", DEFAULT_PII_FIELDS)),
+            trait_fields=tuple(pii.get("trait_fields", DEFAULT_PII_TRAIT_FIELDS)),
             hmac_key=_hmac_key(pii),
             truncate_ip=pii.get("truncate_ip", True),
         ),

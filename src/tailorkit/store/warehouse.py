@@ -92,6 +92,10 @@ class Warehouse:
         self.lock = threading.RLock()
         self.ensure_schema()
 
+    def close(self) -> None:
+        """Release the connection (a DuckDB file admits one writing process)."""
+        self.con.disconnect()
+
     def ensure_schema(self) -> None:
         """Create the tables that do not exist yet."""
         existing = set(self.con.list_tables())
