@@ -50,6 +50,7 @@ __all__ = [
     "doubly_robust",
     "evaluate_policy",
     "importance_weights",
+    "interaction_design",
     "ips",
     "one_hot_design",
     "snips",
@@ -232,6 +233,23 @@ def one_hot_design(context: np.ndarray, action: np.ndarray, n_actions: int) -> n
     onehot = np.zeros((len(action), n_actions))
     onehot[np.arange(len(action)), action] = 1.0
     return np.hstack([np.asarray(context, dtype=float).reshape(len(action), -1), onehot])
+
+
+def interaction_design(context: np.ndarray, action: np.ndarray, n_actions: int) -> np.ndarray:
+    """Reward-model features with one block of context columns per action
+    (plus a per-action intercept), i.e. a separate linear model per action.
+
+    >>> interaction_design(np.array([[0.5], [2.0]]), np.array([1, 0]), 2).tolist()
+    [[0.0, 0.0, 1.0, 0.5], [1.0, 2.0, 0.0, 0.0]]
+    """
+    x = np.asarray(context, dtype=float).reshape(len(action), -1)
+    block = np.hstack([np.ones((len(action), 1)), x])
+    out = np.zeros((len(action), n_actions * block.shape[1]))
+    width = block.shape[1]
+    for k in range(n_actions):
+        rows = action == k
+        out[rows, k * width : (k + 1) * width] = block[rows]
+    return out
 
 
 def _is_binary(r: np.ndarray) -> bool:
