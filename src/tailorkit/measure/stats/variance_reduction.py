@@ -112,10 +112,12 @@ def _design(
     variations = [v for v in sorted(arm.unique()) if v != control]
     if control not in set(arm):
         raise ValueError(f"control {control!r} not found in column {treatment!r}")
-    dummies = pd.DataFrame({f"T[{v}]": (arm == v).astype(float) for v in variations})
-    covs = pd.get_dummies(frame[list(covariates)], drop_first=True, dtype=float)
-    design = pd.concat([dummies, covs.astype(float)], axis=1)
-    return sm.add_constant(design.reset_index(drop=True), has_constant="add"), variations
+    dummies = pd.DataFrame({f"T[{v}]": (arm == v).to_numpy(dtype=float) for v in variations})
+    design = dummies
+    if covariates:
+        covs = pd.get_dummies(frame[list(covariates)], drop_first=True, dtype=float)
+        design = pd.concat([dummies, covs.reset_index(drop=True).astype(float)], axis=1)
+    return sm.add_constant(design, has_constant="add"), variations
 
 
 def regression_adjustment(
