@@ -1,0 +1,23 @@
+"""Run the docstring examples of the bandit modules and of measure.ope."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import tailorkit.decide.bandits as bandits_pkg
+
+MODULES = [
+    bandits_pkg.__name__,
+    *(f"{bandits_pkg.__name__}.{m.name}" for m in pkgutil.iter_modules(bandits_pkg.__path__)),
+    "tailorkit.measure.ope",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
