@@ -78,10 +78,13 @@ class _Filter:
         self.ranges: list[Range] = [(float(r[0]), float(r[1])) for r in spec.get("ranges") or []]
 
     def excludes(self, ctx: Context) -> bool:
-        _, value = hash_attribute_value(ctx.attributes, self.attribute, None)
-        if not js_truthy(value):
-            return True
-        n = self.hasher.hash(hash_string(value), ctx.prefix_cache)
+        text = ctx.attributes.get(self.attribute)
+        if type(text) is not str or not text:
+            _, value = hash_attribute_value(ctx.attributes, self.attribute, None)
+            if not js_truthy(value):
+                return True
+            text = hash_string(value)
+        n = self.hasher.hash(text, ctx.prefix_cache)
         if n is None:
             return True
         return not any(low <= n < high for low, high in self.ranges)
@@ -147,6 +150,7 @@ class CompiledExperiment:
         "ranges",
         "sticky_key",
         "stopped",
+        "targeting",
         "url_pattern",
         "url_patterns",
         "variations",
@@ -176,6 +180,7 @@ class CompiledExperiment:
     ranges: list[Range]
     sticky_key: str
     stopped: bool
+    targeting: bool
     url_pattern: str | None
     url_patterns: list[Any] | None
     variations: list[Any]
@@ -211,18 +216,76 @@ class CompiledExperiment:
             return MISS
         if self.url_patterns is not None and not is_url_targeted(ctx.url, self.url_patterns):
             return MISS
-        forced = self._forced_variation(ctx)
-        if forced is not None:
-            return self.result(ctx, forced, False, feature_id)
+        if ctx.url or ctx.forced_variations:
+            forced = self._forced_variation(ctx)
+            if forced is not None:
+                return self.result(ctx, forced, False, feature_id)
         if not self.active:
             return MISS
-        sticky = ctx.sticky_service is not None and not self.disable_sticky
+        if ctx.sticky_service is not None and not self.disable_sticky:
+            return self._assign_sticky(ctx, feature_id, evaluate_parent, stack)
+        # The common case, inlined: a non-empty string id, no sticky bucketing
+        attribute = self.hash_attribute
+        value = ctx.attributes.get(attribute)
+        if type(value) is str and value:
+            text = value
+        else:
+            attribute, value = hash_attribute_value(ctx.attributes, attribute, None)
+            if not js_truthy(value):
+                return MISS
+            text = hash_string(value)
+        if self.targeting and not self._targeted(ctx, text, evaluate_parent, stack):
+            return MISS
+        if self.url_pattern is not None and not url_matches_regex(ctx.url, self.url_pattern):
+            return MISS
+        n = self.hasher.hash(text, ctx.prefix_cache)
+        if n is None:
+            return MISS
+        index = 0
+        for low, high in self.ranges:
+            if low <= n < high:
+                break
+            index += 1
+        else:
+            return MISS
+        if self.has_force:
+            return self.result(ctx, self.force, False, feature_id)
+        if ctx.qa_mode or self.stopped:
+            return MISS
+        meta = self.meta[index]
+        result = ExperimentResult(
+            self.variations[index],
+            index,
+            True,
+            True,
+            attribute,
+            value,
+            feature_id,
+            meta.key,
+            meta.name,
+            n,
+            meta.passthrough,
+        )
+        if self.bandit is not None:
+            self._add_bandit(result)
+        if ctx.on_exposure is not None:
+            self._expose(ctx, result)
+        return result
+
+    def _assign_sticky(
+        self,
+        ctx: Context,
+        feature_id: str | None,
+        evaluate_parent: ParentEvaluator | None,
+        stack: frozenset[str],
+    ) -> ExperimentResult | _Outcome:
+        """Assignment with sticky bucketing (hash attribute may fall back)."""
         attribute, value = hash_attribute_value(
-            ctx.attributes, self.hash_attribute, self.fallback_attribute if sticky else None
+            ctx.attributes, self.hash_attribute, self.fallback_attribute
         )
         if not js_truthy(value):
             return MISS
-        return self._bucket(ctx, feature_id, evaluate_parent, stack, sticky, attribute, value)
+        return self._bucket(ctx, feature_id, evaluate_parent, stack, True, attribute, value)
 
     def _forced_variation(self, ctx: Context) -> Any:
         if ctx.url:
@@ -343,12 +406,17 @@ class CompiledExperiment:
             meta.passthrough,
             sticky_used,
         )
-        bandit = self.bandit
-        if bandit is not None and hash_used and in_experiment:
-            result.leaf_id = bandit["leafId"]
-            result.variation_weights = bandit["variationWeights"]
-            result.bandit_version = bandit.get("banditVersion")
+        if self.bandit is not None and hash_used and in_experiment:
+            self._add_bandit(result)
         return result
+
+    def _add_bandit(self, result: ExperimentResult) -> None:
+        """Contextual-bandit metadata of a hashed assignment."""
+        bandit = self.bandit
+        assert bandit is not None
+        result.leaf_id = bandit["leafId"]
+        result.variation_weights = bandit["variationWeights"]
+        result.bandit_version = bandit.get("banditVersion")
 
     def _expose(self, ctx: Context, result: ExperimentResult) -> None:
         """Report an exposure once per context (see :class:`ExposureRecord`)."""
@@ -477,3 +545,9 @@ def _compile_targeting(
     compiled.url_pattern = url if isinstance(url, str) and url else None
     patterns = exp.get("urlPatterns")
     compiled.url_patterns = list(patterns) if isinstance(patterns, Sequence) and patterns else None
+    compiled.targeting = bool(
+        compiled.condition is not None
+        or compiled.filters is not None
+        or compiled.namespace is not None
+        or compiled.parents
+    )

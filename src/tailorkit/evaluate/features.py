@@ -351,11 +351,17 @@ def _rollout(key: str, rule: Mapping[str, Any], sticky: bool) -> Callable[[Conte
     hasher = SeedHasher(str(rule.get("seed") or key), rule.get("hashVersion") or 1)
     low, high = (float(bucket[0]), float(bucket[1])) if bucket else (0.0, 0.0)
 
+    name = attribute or "id"
+    hash_fn = hasher.hash
+
     def included(ctx: Context) -> bool:
-        _, value = hash_attribute_value(ctx.attributes, attribute, fallback)
-        if not js_truthy(value):
-            return False
-        n = hasher.hash(hash_string(value), ctx.prefix_cache)
+        text = ctx.attributes.get(name)
+        if type(text) is not str or not text:
+            _, value = hash_attribute_value(ctx.attributes, attribute, fallback)
+            if not js_truthy(value):
+                return False
+            text = hash_string(value)
+        n = hash_fn(text, ctx.prefix_cache)
         if n is None:
             return False
         if bucket:
