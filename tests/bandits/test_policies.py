@@ -161,3 +161,16 @@ def test_linear_policy_checks_the_feature_dimension() -> None:
 def test_random_stream_is_reproducible() -> None:
     a, b = RandomStream(5, block=8), RandomStream(np.random.default_rng(5), block=3)
     assert [a.uniform() for _ in range(20)] == [b.uniform() for _ in range(20)]
+
+
+def test_growthbook_payload_follows_the_contextual_bandit_format() -> None:
+    policy = SegmentedPolicy(ThompsonSampling(3, floor=0.01), rng=0)
+    policy.update_many([2] * 30, [1.0] * 30, ["pro"] * 30)
+    payload = policy.to_growthbook([("pro", {"plan": "pro"}), ("rest", {})], version=7)
+    assert payload["banditVersion"] == 7
+    leaves = payload["contexts"]
+    assert [leaf["leafId"] for leaf in leaves] == [1, 2]
+    assert leaves[0]["condition"] == {"plan": "pro"} and leaves[1]["condition"] == {}
+    assert leaves[0]["weights"] == list(policy.probabilities("pro"))
+    assert leaves[0]["weights"][2] > 0.9 and sum(leaves[1]["weights"]) == pytest.approx(1.0)
+    assert "banditVersion" not in policy.to_growthbook([("rest", {})])

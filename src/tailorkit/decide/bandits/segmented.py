@@ -106,6 +106,32 @@ class SegmentedPolicy(Policy):
         """Arm probabilities in the context's segment."""
         return self.policy_for(segment_key(context)).probabilities()
 
+    def to_growthbook(
+        self, leaves: Sequence[tuple[str, Mapping[str, Any]]], version: int | None = None
+    ) -> dict[str, Any]:
+        """GrowthBook contextual-bandit payload: one leaf per segment.
+
+        ``leaves`` lists ``(segment, condition)`` pairs in priority order (the
+        SDK uses the first leaf whose condition matches; end with a catch-all
+        ``{}``). Each leaf's ``weights`` are the segment's current arm
+        probabilities, so the weight of the variation a GrowthBook SDK assigns
+        is the propensity to log.
+
+        >>> from tailorkit.decide.bandits import ThompsonSampling
+        >>> policy = SegmentedPolicy(ThompsonSampling(n_arms=2))
+        >>> policy.to_growthbook([("vip", {"plan": "pro"}), ("rest", {})], version=3)
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'banditVersion': 3, 'contexts': [{'leafId': 1, 'condition': {'plan': 'pro'},
+        'weights': [0.5, 0.5]}, {'leafId': 2, 'condition': {}, 'weights': [0.5, 0.5]}]}
+        """
+        contexts = [
+            {"leafId": i, "condition": dict(condition), "weights": list(self.probabilities(seg))}
+            for i, (seg, condition) in enumerate(leaves, start=1)
+        ]
+        payload: dict[str, Any] = {} if version is None else {"banditVersion": version}
+        payload["contexts"] = contexts
+        return payload
+
     def to_state(self) -> dict[str, Any]:
         """JSON-serialisable state: the template and every segment's state."""
         return {

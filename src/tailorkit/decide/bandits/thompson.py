@@ -214,6 +214,19 @@ class ThompsonSampling(CachedPolicy):
             p = top_two_probabilities(p, self.top_two)
         return [float(v) for v in p]
 
+    def update(self, arm: int, reward: float, context: Any = None) -> None:
+        """Record one reward in [0, 1]; probabilities refresh lazily on the next pull."""
+        # Inlined (_check_arm, _record, _touched): this is the update hot path.
+        if not 0 <= arm < self.n_arms:
+            raise ValueError(f"arm {arm} out of range 0..{self.n_arms - 1}")
+        if not 0.0 <= reward <= 1.0:
+            raise ValueError(f"Thompson sampling rewards must be in [0, 1], got {reward}")
+        self.successes[arm] += reward
+        self.failures[arm] += 1.0 - reward
+        self._pending += 1
+        if self._pending >= self.refresh_every:
+            self._stale = True
+
     def _record(self, arm: int, reward: float) -> None:
         if not 0.0 <= reward <= 1.0:
             raise ValueError(f"Thompson sampling rewards must be in [0, 1], got {reward}")
