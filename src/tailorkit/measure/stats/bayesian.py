@@ -224,9 +224,23 @@ def _partial_means(
     return t * dist.cdf(t) - below, above - t * dist.sf(t)
 
 
-def _quantile(cdf: Callable[[float], float], q: float, center: float, scale: float) -> float:
-    """Invert a monotone CDF with Brent's method, bracketed from a normal guess."""
-    lo, hi = center - 12.0 * scale, center + 12.0 * scale
+def _quantile(
+    cdf: Callable[[float], float],
+    q: float,
+    center: float,
+    scale: float,
+    bounds: tuple[float, float],
+) -> float:
+    """Invert a monotone CDF with Brent's method.
+
+    The bracket starts at ``center ± 12·scale`` (a normal guess) and doubles
+    until it straddles ``q`` — tiny samples give heavy-tailed ratio posteriors.
+    """
+    lo, hi = max(center - 12.0 * scale, bounds[0]), min(center + 12.0 * scale, bounds[1])
+    while cdf(lo) > q and lo > bounds[0]:
+        lo = max(center - 2.0 * (center - lo), bounds[0])
+    while cdf(hi) < q and hi < bounds[1]:
+        hi = min(center + 2.0 * (hi - center), bounds[1])
     return float(optimize.brentq(lambda d: cdf(d) - q, lo, hi, xtol=1e-9 * scale))
 
 
@@ -262,6 +276,8 @@ def beta_binomial(
         return float(weights @ post_t.cdf(nodes + d))
 
     def ratio_cdf(r: float) -> float:  # P(p_t / p_c − 1 ≤ r)
+        if r <= -1.0:
+            return 0.0
         nodes, weights = _quadrature(post_c, (t_lo / (1.0 + r), t_hi / (1.0 + r)))
         return float(weights @ post_t.cdf((1.0 + r) * nodes))
 
@@ -274,16 +290,16 @@ def beta_binomial(
         relative_risk=float(rel_risk),
         lift_mean=diff_mean,
         credible_interval=Interval(
-            _quantile(diff_cdf, lo_q, diff_mean, diff_sd),
-            _quantile(diff_cdf, hi_q, diff_mean, diff_sd),
+            _quantile(diff_cdf, lo_q, diff_mean, diff_sd, (-1.0, 1.0)),
+            _quantile(diff_cdf, hi_q, diff_mean, diff_sd, (-1.0, 1.0)),
         ),
         # E[1/X] = (a + b − 1)/(a − 1) for X ~ Beta(a, b); infinite when a ≤ 1.
         relative_mean=float(post_t.mean() * (ac + bc - 1.0) / (ac - 1.0) - 1.0)
         if ac > 1.0
         else float("inf"),
         relative_credible_interval=Interval(
-            _quantile(ratio_cdf, lo_q, rel_center, rel_scale),
-            _quantile(ratio_cdf, hi_q, rel_center, rel_scale),
+            _quantile(ratio_cdf, lo_q, rel_center, rel_scale, (-1.0, 1e12)),
+            _quantile(ratio_cdf, hi_q, rel_center, rel_scale, (-1.0, 1e12)),
         ),
     )
 

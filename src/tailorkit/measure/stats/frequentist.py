@@ -32,9 +32,10 @@ class Interval:
     lower: Real
     upper: Real
 
-    def contains(self, value: float) -> bool | npt.NDArray[np.bool_]:
+    def contains(self, value: npt.ArrayLike) -> bool | npt.NDArray[np.bool_]:
         """Whether ``value`` lies inside (elementwise for arrays)."""
-        inside = (as_array(self.lower) <= value) & (value <= as_array(self.upper))
+        v = as_array(value)
+        inside = (as_array(self.lower) <= v) & (v <= as_array(self.upper))
         return bool(inside) if inside.ndim == 0 else inside
 
 
