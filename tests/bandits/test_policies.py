@@ -152,6 +152,11 @@ def test_segmented_rejects_non_string_contexts() -> None:
         policy.update_many([0], [1.0])
 
 
+def test_segmented_needs_a_context_free_template() -> None:
+    with pytest.raises(TypeError, match="context-free"):
+        SegmentedPolicy(LinearThompsonSampling(2, n_features=3))
+
+
 def test_linear_policy_checks_the_feature_dimension() -> None:
     policy = LinearThompsonSampling(2, n_features=3)
     with pytest.raises(ValueError, match="features"):

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tailorkit.decide.bandits.base import (
+    CachedPolicy,
     Decision,
     Policy,
     RandomStream,
@@ -47,6 +48,9 @@ class SegmentedPolicy(Policy):
     kind = "segmented"
 
     def __init__(self, template: Policy, rng: RngLike = None) -> None:
+        # The segment *is* the context, so the template must not need one.
+        if not isinstance(template, CachedPolicy):
+            raise TypeError("the template must be a context-free policy (TS, UCB1, ...)")
         super().__init__(template.n_arms, template.floor, rng)
         self.template = template
         self._template_state = template.to_state()
