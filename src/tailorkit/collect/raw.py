@@ -136,6 +136,30 @@ def _check_item(item: Any, limits: Limits) -> tuple[str | None, dict[str, str | 
     return None, row
 
 
+def raw_from_arrow(table: pa.Table, first_index: int = 0) -> pa.Table:
+    """Build the raw batch from an Arrow table of events (columns named as in the model).
+
+    ``timestamp``/``sent_at`` may be timestamp columns (rendered as ISO-8601 in
+    UTC) or strings; JSON columns must already be JSON text.
+    """
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        "_index": pa.array(range(first_index, first_index + n), pa.int64()),
+        "_error": pa.nulls(n, pa.string()),
+    }
+    for name in ID_FIELDS + JSON_FIELDS:
+        if name not in table.column_names:
+            columns[name] = pa.nulls(n, pa.string())
+            continue
+        column = table[name]
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.timestamp("us", "UTC"))  # renders as "... hh:mm:ss.ffffffZ"
+        columns[name] = column.cast(pa.string())
+    return pa.table(columns, schema=RAW_SCHEMA)
+
+
 def raw_from_items(items: list[Any], limits: Limits, first_index: int = 0) -> pa.Table:
     """Build the raw batch from parsed JSON items (one row each, errors kept)."""
     columns: dict[str, list[Any]] = {name: [] for name in RAW_SCHEMA.names}
