@@ -6,6 +6,7 @@ import doctest
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +35,12 @@ def test_public_functions_have_examples() -> None:
             if defined_here and not attr.startswith("_") and ">>>" not in (obj.__doc__ or ""):
                 missing.append(f"{name}.{attr}")
     assert missing == []
+
+
+def test_statistics_docs_examples() -> None:
+    """The examples in docs/statistics.md (e.g. the 150-vs-1,100 note) run as shown."""
+    path = Path(__file__).resolve().parents[2] / "docs" / "statistics.md"
+    result = doctest.testfile(
+        str(path), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE
+    )
+    assert result.attempted > 0 and result.failed == 0
