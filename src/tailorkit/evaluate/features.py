@@ -132,8 +132,14 @@ class Evaluator:
         forced_features: Mapping[str, Any] | None = None,
         qa_mode: bool | None = None,
         enabled: bool | None = None,
+        on_exposure: ExposureCallback | None = None,
     ) -> Context:
-        """A per-request context; options default to the evaluator's."""
+        """A per-request context; options default to the evaluator's.
+
+        ``forced_variations`` (experiment key → index) and the ``url``'s
+        ``?<experiment>=<index>`` force variations without hashing (not
+        exposures); ``forced_features`` (key → value) override features.
+        """
         return Context(
             attributes,
             url,
@@ -142,7 +148,7 @@ class Evaluator:
             self.qa_mode if qa_mode is None else qa_mode,
             self.enabled if enabled is None else enabled,
             self.sticky_bucket_service,
-            self.on_exposure,
+            self.on_exposure if on_exposure is None else on_exposure,
             self,
         )
 
