@@ -244,6 +244,68 @@ def _quantile(
     return float(optimize.brentq(lambda d: cdf(d) - q, lo, hi, xtol=1e-9 * scale))
 
 
+class _BetaPair:
+    """Treatment and control Beta posteriors and exact summaries of their contrast.
+
+    Everything is an expectation over the control posterior of a closed form
+    in the treatment posterior, integrated by :func:`_quadrature`.
+    """
+
+    def __init__(self, t: tuple[float, float], c: tuple[float, float]) -> None:
+        self.at, self.bt = t
+        self.ac, self.bc = c
+        self.post_t, self.post_c = sps.beta(*t), sps.beta(*c)
+        self.t_lo, self.t_hi = _bulk(self.post_t)
+        self.diff_mean = float(self.post_t.mean() - self.post_c.mean())
+        self.diff_sd = float(np.sqrt(self.post_t.var() + self.post_c.var()))
+
+    def chance_and_risks(self) -> tuple[float, float, float, float]:
+        """``P(p_t > p_c)``, ``E[(p_c − p_t)⁺]``, ``E[(p_t − p_c)⁺]``, ``E[(1 − p_t/p_c)⁺]``."""
+        c, w = _quadrature(self.post_c, (self.t_lo, self.t_hi))
+        below, above = _partial_means(self.post_t, self.at, self.bt, c)
+        ctw, risk, risk_c, rel = (
+            float(w @ f) for f in (self.post_t.sf(c), below, above, below / c)
+        )
+        return ctw, risk, risk_c, rel
+
+    def diff_cdf(self, d: float) -> float:
+        """``P(p_t − p_c ≤ d)``."""
+        nodes, weights = _quadrature(self.post_c, (self.t_lo - d, self.t_hi - d))
+        return float(weights @ self.post_t.cdf(nodes + d))
+
+    def ratio_cdf(self, r: float) -> float:
+        """``P(p_t / p_c − 1 ≤ r)``."""
+        if r <= -1.0:
+            return 0.0
+        steep = (self.t_lo / (1.0 + r), self.t_hi / (1.0 + r))
+        nodes, weights = _quadrature(self.post_c, steep)
+        return float(weights @ self.post_t.cdf((1.0 + r) * nodes))
+
+    def diff_interval(self, alpha: float) -> Interval:
+        """Equal-tailed credible interval of ``p_t − p_c``."""
+        args = (self.diff_mean, self.diff_sd, (-1.0, 1.0))
+        return Interval(
+            _quantile(self.diff_cdf, alpha / 2.0, *args),
+            _quantile(self.diff_cdf, 1.0 - alpha / 2.0, *args),
+        )
+
+    def ratio_interval(self, alpha: float) -> Interval:
+        """Equal-tailed credible interval of ``p_t / p_c − 1``."""
+        center = float(self.post_t.mean() / self.post_c.mean() - 1.0)
+        scale = self.diff_sd / float(self.post_c.mean()) * (1.0 + abs(center))
+        args = (center, scale, (-1.0, 1e12))
+        return Interval(
+            _quantile(self.ratio_cdf, alpha / 2.0, *args),
+            _quantile(self.ratio_cdf, 1.0 - alpha / 2.0, *args),
+        )
+
+    def relative_mean(self) -> float:
+        """``E[p_t/p_c] − 1``, using ``E[1/X] = (a + b − 1)/(a − 1)`` (infinite if a ≤ 1)."""
+        if self.ac <= 1.0:
+            return float("inf")
+        return float(self.post_t.mean() * (self.ac + self.bc - 1.0) / (self.ac - 1.0) - 1.0)
+
+
 def beta_binomial(
     treatment: SampleStats,
     control: SampleStats,
@@ -259,54 +321,18 @@ def beta_binomial(
     """
     check_alpha(alpha)
     prior = prior or BetaPrior()
-    at, bt = _posterior_params(treatment, prior)
-    ac, bc = _posterior_params(control, prior)
-    post_t, post_c = sps.beta(at, bt), sps.beta(ac, bc)
-    t_lo, t_hi = _bulk(post_t)
-    c, w = _quadrature(post_c, (t_lo, t_hi))
-    # Everything is an expectation over the control posterior of a closed form
-    # in the treatment posterior (see _partial_means).
-    below, above = _partial_means(post_t, at, bt, c)
-    ctw, risk, risk_c, rel_risk = (float(w @ f) for f in (post_t.sf(c), below, above, below / c))
-    diff_mean, diff_sd = _moments_of_difference(post_t, post_c)
-    lo_q, hi_q = alpha / 2.0, 1.0 - alpha / 2.0
-
-    def diff_cdf(d: float) -> float:  # P(p_t − p_c ≤ d)
-        nodes, weights = _quadrature(post_c, (t_lo - d, t_hi - d))
-        return float(weights @ post_t.cdf(nodes + d))
-
-    def ratio_cdf(r: float) -> float:  # P(p_t / p_c − 1 ≤ r)
-        if r <= -1.0:
-            return 0.0
-        nodes, weights = _quadrature(post_c, (t_lo / (1.0 + r), t_hi / (1.0 + r)))
-        return float(weights @ post_t.cdf((1.0 + r) * nodes))
-
-    rel_center = float(post_t.mean() / post_c.mean() - 1.0)
-    rel_scale = diff_sd / float(post_c.mean()) * (1.0 + abs(rel_center))
+    pair = _BetaPair(_posterior_params(treatment, prior), _posterior_params(control, prior))
+    ctw, risk, risk_c, rel_risk = pair.chance_and_risks()
     return BayesianResult(
-        chance_to_win=float(ctw),
-        risk=float(risk),
-        risk_control=float(risk_c),
-        relative_risk=float(rel_risk),
-        lift_mean=diff_mean,
-        credible_interval=Interval(
-            _quantile(diff_cdf, lo_q, diff_mean, diff_sd, (-1.0, 1.0)),
-            _quantile(diff_cdf, hi_q, diff_mean, diff_sd, (-1.0, 1.0)),
-        ),
-        # E[1/X] = (a + b − 1)/(a − 1) for X ~ Beta(a, b); infinite when a ≤ 1.
-        relative_mean=float(post_t.mean() * (ac + bc - 1.0) / (ac - 1.0) - 1.0)
-        if ac > 1.0
-        else float("inf"),
-        relative_credible_interval=Interval(
-            _quantile(ratio_cdf, lo_q, rel_center, rel_scale, (-1.0, 1e12)),
-            _quantile(ratio_cdf, hi_q, rel_center, rel_scale, (-1.0, 1e12)),
-        ),
+        chance_to_win=ctw,
+        risk=risk,
+        risk_control=risk_c,
+        relative_risk=rel_risk,
+        lift_mean=pair.diff_mean,
+        credible_interval=pair.diff_interval(alpha),
+        relative_mean=pair.relative_mean(),
+        relative_credible_interval=pair.ratio_interval(alpha),
     )
-
-
-def _moments_of_difference(post_t: sps.rv_frozen, post_c: sps.rv_frozen) -> tuple[float, float]:
-    """Mean and sd of ``p_t − p_c`` (independent posteriors)."""
-    return float(post_t.mean() - post_c.mean()), float(np.sqrt(post_t.var() + post_c.var()))
 
 
 def _posterior_params(stats: SampleStats, prior: BetaPrior) -> tuple[float, float]:
