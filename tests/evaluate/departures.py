@@ -2,8 +2,11 @@
 
 GrowthBook's cross-SDK suite and its JavaScript SDK are authoritative; the
 Python SDK differs from them on a few classes of inputs.  The differential
-test skips exactly those inputs, recognised by shape (not by a difference in
-results), so everything else must agree.  Each class, and why:
+test skips exactly those inputs and everything else must agree.  A class is
+recognised from the input alone: its shape, and (for the coercion classes)
+whether JavaScript's answer for the mismatched types differs from the fixed
+answer the Python SDK gives them — never by comparing the two
+implementations.  Each class, and why:
 
 ``relational-coercion``
     ``$lt $lte $gt $gte`` whose operands are not both numbers or both

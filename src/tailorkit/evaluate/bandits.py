@@ -43,7 +43,8 @@ class BanditRouter:
         self.fallback = fallback
 
     def select(self, ctx: Context) -> CompiledExperiment:
-        """The experiment of the first matching leaf, or the fallback."""
+        """The experiment of the first matching leaf, or the fallback (see
+        :func:`compile_bandit_rule` for an example)."""
         attributes = ctx.attributes
         for condition, experiment in self.leaves:
             if condition(attributes):
@@ -77,6 +78,12 @@ def compile_bandit_rule(
 
     ``exp`` is the experiment built from the rule, ``spec`` what results
     report, ``definition`` the payload's ``contextualBandits[ref]``.
+
+    >>> exp = {"key": "cb", "variations": ["a", "b"], "weights": [0.5, 0.5]}
+    >>> leaf = {"leafId": 4, "condition": {"plan": "pro"}, "weights": [0, 1]}
+    >>> router = compile_bandit_rule(exp, exp, {"contexts": [leaf]}, {})
+    >>> router.select(Context({"plan": "pro"})).bandit
+    {'leafId': 4, 'variationWeights': [0, 1]}
     """
     if not definition and not isinstance(definition, Mapping):
         return compile_experiment(exp, saved_groups, spec=spec, check_filters=False)

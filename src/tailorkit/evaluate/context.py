@@ -187,5 +187,9 @@ def hash_attribute_value(
 
 
 def hash_string(value: Any) -> str:
-    """The string JavaScript hashes for a value (``seed + value``)."""
+    """The string JavaScript hashes for a value (``seed + value``).
+
+    >>> hash_string(123), hash_string(1.5)
+    ('123', '1.5')
+    """
     return value if type(value) is str else js_to_string(value)

@@ -91,14 +91,25 @@ class _Filter:
 
 
 def compile_filters(specs: Any) -> tuple[_Filter, ...] | None:
-    """Compile a rule's or experiment's ``filters`` (``None`` if absent)."""
+    """Compile a rule's or experiment's ``filters`` (``None`` if absent).
+
+    >>> (only,) = compile_filters([{"seed": "s", "ranges": [[0, 0.5]]}])
+    >>> only.excludes(Context({"id": "4"})), only.excludes(Context({}))
+    (False, True)
+    """
     if not isinstance(specs, Sequence) or isinstance(specs, str):
         return None
     return tuple(_Filter(spec) for spec in specs if isinstance(spec, Mapping))
 
 
 def compile_parents(specs: Any, saved_groups: Mapping[str, Any]) -> tuple[ParentCheck, ...]:
-    """Compile ``parentConditions`` (prerequisite features)."""
+    """Compile ``parentConditions`` (prerequisite features).
+
+    >>> ((parent, condition, gate),) = compile_parents(
+    ...     [{"id": "f", "condition": {"value": True}, "gate": True}], {})
+    >>> parent, condition({"value": True}), gate
+    ('f', True, True)
+    """
     if not isinstance(specs, Sequence):
         return ()
     return tuple(
@@ -186,7 +197,11 @@ class CompiledExperiment:
     variations: list[Any]
 
     def to_dict(self, include_bandit: bool = True) -> dict[str, Any]:
-        """The experiment definition as GrowthBook reports it in results."""
+        """The experiment definition as GrowthBook reports it in results.
+
+        >>> compile_experiment({"key": "e", "variations": [0, 1]}).to_dict()
+        {'key': 'e', 'variations': [0, 1]}
+        """
         if include_bandit and self._bandit_spec is not None:
             return {**self._spec, "contextualBandit": dict(self._bandit_spec)}
         return dict(self._spec)
@@ -198,7 +213,12 @@ class CompiledExperiment:
         evaluate_parent: ParentEvaluator | None = None,
         stack: frozenset[str] = frozenset(),
     ) -> ExperimentResult:
-        """Assign one user; always returns a result (``in_experiment`` may be false)."""
+        """Assign one user; always returns a result (``in_experiment`` may be false).
+
+        >>> exp = compile_experiment({"key": "e", "variations": [0, 1], "coverage": 0})
+        >>> exp.run(Context({"id": "1"})).in_experiment
+        False
+        """
         outcome = self.assign(ctx, feature_id, evaluate_parent, stack)
         if isinstance(outcome, _Outcome):
             return self.result(ctx, -1, False, feature_id, None, outcome.sticky_bucket_used)

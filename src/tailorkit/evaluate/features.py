@@ -118,7 +118,11 @@ class Evaluator:
 
     @property
     def feature_keys(self) -> list[str]:
-        """The keys of all compiled features."""
+        """The keys of all compiled features.
+
+        >>> Evaluator({"a": {}, "b": {}}).feature_keys
+        ['a', 'b']
+        """
         return list(self._features)
 
     # ------------------------------------------------------------------ usage
@@ -135,6 +139,9 @@ class Evaluator:
         on_exposure: ExposureCallback | None = None,
     ) -> Context:
         """A per-request context; options default to the evaluator's.
+
+        >>> Evaluator().context({"id": "u1"}, url="https://shop.example/?x=1").url
+        'https://shop.example/?x=1'
 
         ``forced_variations`` (experiment key → index) and the ``url``'s
         ``?<experiment>=<index>`` force variations without hashing (not
@@ -153,7 +160,12 @@ class Evaluator:
         )
 
     def eval_feature(self, key: str, ctx: Context) -> FeatureResult:
-        """Evaluate one feature for the context's user."""
+        """Evaluate one feature for the context's user.
+
+        >>> ev = Evaluator({"limit": {"defaultValue": 20}})
+        >>> ev.eval_feature("limit", ev.context({"id": "u1"})).to_dict()["source"]
+        'defaultValue'
+        """
         forced = ctx.forced_features
         if forced is not None and key in forced:
             return FeatureResult(forced[key], "override")
@@ -163,20 +175,39 @@ class Evaluator:
         return feature(ctx, _EMPTY)
 
     def evaluate(self, key: str, attributes: Mapping[str, Any] | None = None) -> FeatureResult:
-        """Evaluate one feature for a bare attribute document."""
+        """Evaluate one feature for a bare attribute document.
+
+        >>> Evaluator({"f": {"defaultValue": True}}).evaluate("f", {"id": "u1"}).on
+        True
+        """
         return self.eval_feature(key, self.context(attributes))
 
     def eval_all(self, ctx: Context) -> dict[str, FeatureResult]:
-        """Evaluate every feature for one user."""
+        """Evaluate every feature for one user.
+
+        >>> ev = Evaluator({"a": {"defaultValue": 1}, "b": {"defaultValue": 2}})
+        >>> {k: r.value for k, r in ev.eval_all(ev.context({})).items()}
+        {'a': 1, 'b': 2}
+        """
         return {key: self.eval_feature(key, ctx) for key in self._features}
 
     def get_feature_value(self, key: str, ctx: Context, fallback: Any = None) -> Any:
-        """The feature's value, or ``fallback`` when it is ``None``."""
+        """The feature's value, or ``fallback`` when it is ``None``.
+
+        >>> ev = Evaluator()
+        >>> ev.get_feature_value("missing", ev.context({}), "blue")
+        'blue'
+        """
         value = self.eval_feature(key, ctx).value
         return fallback if value is None else value
 
     def is_on(self, key: str, ctx: Context) -> bool:
-        """Whether the feature's value is truthy."""
+        """Whether the feature's value is truthy.
+
+        >>> ev = Evaluator({"f": {"defaultValue": 0}})
+        >>> ev.is_on("f", ev.context({}))
+        False
+        """
         return self.eval_feature(key, ctx).on
 
     def run(
@@ -345,7 +376,7 @@ def _with_parents(
 
 def _rollout(key: str, rule: Mapping[str, Any], sticky: bool) -> Callable[[Context], bool] | None:
     """A force rule's percentage rollout (``None`` when it has none)."""
-    bucket = rule.get("range")
+    bucket = rule.get("range") if js_truthy(rule.get("range")) else None
     if not bucket and "coverage" not in rule:
         return None
     coverage = js_to_number(rule.get("coverage"))

@@ -194,6 +194,9 @@ def normalized_weights(num_variations: int, weights: Sequence[float] | None) -> 
 
     Like the JavaScript SDK, weights are invalid when their count differs
     from the number of variations or their sum is outside [0.99, 1.01].
+
+    >>> normalized_weights(2, [0.7, 0.6])
+    [0.5, 0.5]
     """
     equal = get_equal_weights(num_variations)
     if not weights or len(weights) != num_variations:
