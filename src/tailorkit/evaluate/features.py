@@ -18,6 +18,13 @@ cheap per-request :class:`~tailorkit.evaluate.context.Context`;
 
 Compiling a malformed rule (for example ranges that are not numbers) skips
 that rule instead of failing the whole payload.
+
+Not evaluated here: a force rule's ``tracks`` (pre-evaluated exposures from
+GrowthBook's remote-evaluation proxy), the deprecated ``groups``,
+``include`` and context ``overrides`` of inline experiments, and URL
+redirects of auto-experiments (browser navigation).  Prerequisite
+conditions see the saved groups (the JavaScript SDK passes none; GrowthBook
+never puts ``$inGroup`` there).
 """
 
 from __future__ import annotations
