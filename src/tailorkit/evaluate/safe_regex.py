@@ -15,9 +15,11 @@ the subject is usually attacker-controlled (a user agent, a URL).  Python's
    in targeting rules and documented here rather than emulated.
 2. **Reject exponential patterns** at compile time: a repeated group whose
    body itself contains a quantifier or an alternation (``(a+)+``,
-   ``(a|a)*``, ``(\\w+\\s?)*``) — the "star height > 1" shapes behind
-   catastrophic backtracking.  Such a pattern never matches (the operator is
-   false), like an invalid pattern.
+   ``(a|ab)*``, ``(\\w+\\s?)*``) — the "star height > 1" shapes behind
+   catastrophic backtracking.  An alternation of plain literals with distinct
+   first characters (``(Mobile|Tablet)+``) is allowed: at most one branch
+   can match at any position.  A rejected pattern never matches (the
+   operator is false), like an invalid pattern.
 3. **Bound polynomial patterns** at match time.  With no nested repeats the
    backtracking work is at most about ``len(subject) ** d`` steps, where
    ``d`` counts the unbounded quantifiers (plus one start position factor
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 __all__ = [
@@ -80,6 +82,18 @@ class UnsafePatternError(ValueError):
 class _Group:
     has_repeat: bool = False
     has_alternation: bool = False
+    # Only literal characters so far, and the first character of each branch
+    literal: bool = True
+    firsts: list[str | None] = field(default_factory=lambda: [None])
+
+    def add_literal(self, char: str) -> None:
+        if self.firsts[-1] is None:
+            self.firsts[-1] = char.lower()
+
+    def deterministic_alternation(self) -> bool:
+        """Literal branches with distinct first characters: at most one can match."""
+        firsts = self.firsts
+        return self.literal and None not in firsts and len(set(firsts)) == len(firsts)
 
 
 @dataclass
@@ -126,16 +140,24 @@ def _translate_token(pattern: str, i: int, state: _Translation) -> int:
         group = state.stack.pop() if len(state.stack) > 1 else _Group()
         state.parts.append(")")
         state.last_group = group
+        state.stack[-1].literal = False
         if group.has_repeat:
             state.stack[-1].has_repeat = True
         return i + 1
     if ch in "*+?" or (ch == "{" and _QUANTIFIER.match(pattern, i)):
         return _quantifier(pattern, i, state)
     state.last_group = None
+    group = state.stack[-1]
     if ch == "|":
-        state.stack[-1].has_alternation = True
+        group.has_alternation = True
+        group.firsts.append(None)
         state.parts.append("|")
-    elif ch == ".":
+        return i + 1
+    if ch == "." or ch == "$" or ch == "^" or ch == "{" or ch == "}":
+        group.literal = False
+    else:
+        group.add_literal(ch)
+    if ch == ".":
         state.parts.append("[^\\n\\r\\u2028\\u2029]")
     elif ch == "$":
         state.parts.append("\\Z")
@@ -165,15 +187,23 @@ def _translate_escape(pattern: str, i: int, state: _Translation) -> int:
     ):
         state.parts.append("\\x%02x" % (ord(pattern[i + 2]) % 32))
         return i + 3
-    elif nxt in _SHARED_ESCAPES or not nxt.isalnum():
+    elif not nxt.isalnum():
+        state.stack[-1].add_literal(nxt)
+        state.parts.append("\\" + nxt)
+        return i + 2
+    elif nxt in _SHARED_ESCAPES:
         state.parts.append("\\" + nxt)
     else:
+        state.stack[-1].add_literal(nxt)
         state.parts.append(re.escape(nxt))  # JS reads "\q" as "q"
+        return i + 2
+    state.stack[-1].literal = False
     return i + 2
 
 
 def _translate_class(pattern: str, i: int, state: _Translation) -> int:
     state.last_group = None
+    state.stack[-1].literal = False
     if pattern.startswith("[^]", i):
         state.parts.append("[\\s\\S]")
         return i + 3
@@ -209,6 +239,7 @@ def _translate_class(pattern: str, i: int, state: _Translation) -> int:
 
 def _open_group(pattern: str, i: int, state: _Translation) -> int:
     state.last_group = None
+    state.stack[-1].literal = False
     state.stack.append(_Group())
     for prefix in ("(?:", "(?=", "(?!", "(?<=", "(?<!"):
         if pattern.startswith(prefix, i):
@@ -238,8 +269,12 @@ def _quantifier(pattern: str, i: int, state: _Translation) -> int:
         end += 1
     repeats = high is None or high > 1
     group = state.last_group
-    if repeats and group is not None and (group.has_repeat or group.has_alternation):
+    risky = group is not None and (
+        group.has_repeat or (group.has_alternation and not group.deterministic_alternation())
+    )
+    if repeats and risky:
         raise UnsafePatternError(f"nested repeat in {pattern!r}")
+    state.stack[-1].literal = False
     if high is None or high > _LARGE_REPEAT:
         state.unbounded += 1
     state.stack[-1].has_repeat = True
