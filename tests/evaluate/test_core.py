@@ -230,6 +230,12 @@ def test_exponential_patterns_never_match(pattern: str) -> None:
     assert eval_condition({"s": "a" * 40 + "!"}, {"s": {"$regex": pattern}}) is False
 
 
+def test_repeated_literal_alternation_is_allowed() -> None:
+    condition = {"ua": {"$regex": "(Mobile|Tablet)+ Safari"}}
+    assert eval_condition({"ua": "iPad Tablet Safari"}, condition) is True
+    assert compile_js_regex("(ab|ac)+") is None  # overlapping branches
+
+
 def test_polynomial_patterns_are_time_bounded() -> None:
     subject = "a" * MAX_SUBJECT_LENGTH
     started = time.perf_counter()

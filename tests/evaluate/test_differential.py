@@ -308,6 +308,80 @@ def test_inline_experiments_agree(
     )
 
 
+# ------------------------------------------------------ contextual bandits
+
+LEAF_CONDITIONS = st.sampled_from(
+    [{}, {"plan": "pro"}, {"plan": {"$in": ["pro", "free"]}}, {"cart": {"$gte": 100}}]
+)
+
+
+@st.composite
+def bandit_cases(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    count = draw(st.sampled_from([2, 3]))
+    rule: dict[str, Any] = {
+        "key": "cb-exp",
+        "contextualVariations": draw(st.lists(VALUES, min_size=count, max_size=count)),
+        "weights": draw(st.sampled_from(WEIGHTS[count])),
+        "hashVersion": draw(st.sampled_from([1, 2])),
+        "meta": [{"key": str(i)} for i in range(count)],
+        "contextualBanditRef": draw(st.sampled_from(["cb", "cb", "dangling"])),
+    }
+    if draw(st.booleans()):
+        rule["coverage"] = draw(COVERAGES)
+    if draw(st.integers(0, 3)) == 0:
+        rule["condition"] = {"plan": {"$ne": "banned"}}
+    leaves = [
+        {
+            "leafId": leaf_id,
+            "condition": draw(LEAF_CONDITIONS),
+            "weights": draw(st.sampled_from(WEIGHTS[count])),
+        }
+        for leaf_id in range(draw(st.integers(0, 3)))
+    ]
+    definition: dict[str, Any] = {"contexts": leaves}
+    if draw(st.booleans()):
+        definition["banditVersion"] = draw(st.integers(1, 9))
+    features = {"cbf": {"defaultValue": "d", "rules": [rule]}}
+    return features, {"cb": definition}
+
+
+def bandit_summary(result: Any) -> tuple[Any, ...]:
+    exp = getattr(result, "experiment_result", None) or getattr(result, "experimentResult", None)
+    if exp is None:
+        return (result.value, result.source)
+    if hasattr(exp, "leaf_id"):
+        meta = (exp.leaf_id, exp.variation_weights, exp.bandit_version)
+        return (result.value, result.source, exp.variation_id, exp.hash_used, *meta)
+    meta = (exp.leafId, exp.variationWeights, exp.banditVersion)
+    return (result.value, result.source, exp.variationId, exp.hashUsed, *meta)
+
+
+@settings(SETTINGS, max_examples=200 * SCALE)
+@given(
+    case=bandit_cases(),
+    attributes=st.fixed_dictionaries(
+        {"id": IDS},
+        optional={"plan": st.sampled_from(["pro", "free", "banned"]), "cart": st.integers(0, 300)},
+    ),
+)
+def test_contextual_bandits_agree(
+    case: tuple[dict[str, Any], dict[str, Any]], attributes: dict[str, Any]
+) -> None:
+    features, bandits = case
+    leaves = bandits["cb"]["contexts"]
+    departures = [excluded(leaf["condition"], attributes) for leaf in leaves]
+    if any(departures):
+        event(f"excluded: {next(d for d in departures if d)}")
+        return
+    event("compared")
+    ours = Evaluator(features, contextual_bandits=bandits).evaluate("cbf", attributes)
+    gb = GrowthBook(attributes=attributes, features=features, contextual_bandits=bandits)
+    theirs = gb.eval_feature("cbf")
+    assert bandit_summary(ours) == bandit_summary(theirs), (features, bandits, attributes)
+    if ours.experiment is not None and theirs.experiment is not None:
+        assert ours.to_dict()["experiment"].get("weights") == theirs.experiment.weights
+
+
 # ------------------------------------------------- the classes are real
 
 EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any], bool]] = {
