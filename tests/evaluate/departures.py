@@ -45,6 +45,11 @@ implementations.  Each class, and why:
     A percentage rollout where the user's hash equals the coverage exactly.
     JavaScript includes the user (``n <= coverage``); the Python SDK excludes
     them (``n < coverage``).
+``sticky-fallback-merge`` (stored documents only; results are compared)
+    Sticky-bucket documents exist for both the hash attribute and the
+    fallback attribute.  The Python SDK merges the fallback document's
+    assignments into the hash attribute's document object in place and
+    persists them with its next write; JavaScript merges into a fresh object.
 
 Not generated at all (documented, not tested): boolean or object hash
 attribute values (JavaScript hashes ``"true"``; the Python SDK refuses),
@@ -87,6 +92,7 @@ CLASSES = (
     "version-coercion",
     "negated-unknown-operator",
     "rollout-boundary",
+    "sticky-fallback-merge",
 )
 
 

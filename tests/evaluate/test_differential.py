@@ -382,6 +382,102 @@ def test_contextual_bandits_agree(
         assert ours.to_dict()["experiment"].get("weights") == theirs.experiment.weights
 
 
+# ------------------------------------------------------ sticky bucketing
+
+
+@st.composite
+def sticky_cases(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Two successive versions of an experiment rule, and stored documents."""
+    meta = [{"key": f"v{i}"} for i in range(3)]
+    versions = []
+    for _ in range(2):
+        rule: dict[str, Any] = {
+            "key": "sticky-exp",
+            "variations": ["a", "b", "c"],
+            "meta": meta,
+            "hashVersion": 2,
+            "weights": draw(st.sampled_from(WEIGHTS[3] + [[1, 0, 0], [0, 0, 1]])),
+            "bucketVersion": draw(st.integers(0, 2)),
+            "minBucketVersion": draw(st.integers(0, 2)),
+        }
+        if draw(st.booleans()):
+            rule["fallbackAttribute"] = "anon"
+        if draw(st.integers(0, 4)) == 0:
+            rule["disableStickyBucketing"] = True
+        versions.append(rule)
+    docs = [
+        {
+            "attributeName": draw(st.sampled_from(["id", "anon"])),
+            "attributeValue": draw(st.sampled_from(["u1", "a1", "u2"])),
+            "assignments": {
+                f"sticky-exp__{draw(st.integers(0, 2))}": draw(st.sampled_from(["v0", "v1", "v9"]))
+            },
+        }
+        for _ in range(draw(st.integers(0, 2)))
+    ]
+    return versions, docs
+
+
+@settings(SETTINGS, max_examples=200 * SCALE)
+@given(
+    case=sticky_cases(),
+    attributes=st.fixed_dictionaries(
+        {}, optional={"id": st.sampled_from(["u1", "u2", ""]), "anon": st.sampled_from(["a1"])}
+    ),
+)
+def test_sticky_bucketing_agrees(
+    case: tuple[list[dict[str, Any]], list[dict[str, Any]]], attributes: dict[str, Any]
+) -> None:
+    from growthbook import InMemoryStickyBucketService as TheirService
+
+    from tailorkit.evaluate import InMemoryStickyBucketService as OurService
+
+    versions, docs = case
+    ours_service, theirs_service = OurService(), TheirService()
+    for doc in docs:
+        ours_service.save_assignments(dict(doc))  # type: ignore[arg-type]
+        theirs_service.save_assignments(json_copy(doc))
+    for rule in versions:
+        features = {"f": {"defaultValue": "d", "rules": [rule]}}
+        merge = sticky_fallback_merge(rule, attributes, ours_service.docs)
+        ours = Evaluator(features, sticky_bucket_service=ours_service).evaluate("f", attributes)
+        gb = GrowthBook(
+            attributes=attributes, features=features, sticky_bucket_service=theirs_service
+        )
+        theirs = gb.eval_feature("f")
+        assert summarize(ours) == summarize(theirs), (rule, docs, attributes)
+        if merge:
+            event("excluded from document comparison: sticky-fallback-merge")
+            return
+        assert ours_service.docs == theirs_service.docs
+
+
+def sticky_fallback_merge(
+    rule: dict[str, Any], attributes: dict[str, Any], docs: dict[str, Any]
+) -> bool:
+    """The ``sticky-fallback-merge`` class (documents only, results agree).
+
+    With documents for both the hash attribute and the fallback attribute,
+    the Python SDK merges the fallback's assignments into the hash
+    attribute's stored document in place, and persists them with the next
+    write; JavaScript merges into a fresh object and stores only the new
+    assignment.
+    """
+    if not rule.get("fallbackAttribute") or rule.get("disableStickyBucketing"):
+        return False
+    primary = docs.get(f"id||{attributes.get('id')}")
+    fallback = docs.get(f"anon||{attributes.get('anon')}")
+    if not (attributes.get("id") and primary and fallback):
+        return False
+    return bool(set(fallback["assignments"]) - set(primary["assignments"]))
+
+
+def json_copy(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
+
+
 # ------------------------------------------------- the classes are real
 
 EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any], bool]] = {
@@ -416,4 +512,35 @@ def test_rollout_boundary_is_a_real_departure() -> None:
 
 
 def test_every_class_is_documented() -> None:
-    assert set(EXAMPLES) | {"rollout-boundary"} == set(CLASSES)
+    assert set(EXAMPLES) | {"rollout-boundary", "sticky-fallback-merge"} == set(CLASSES)
+
+
+def test_sticky_fallback_merge_is_a_real_departure() -> None:
+    from growthbook import InMemoryStickyBucketService as TheirService
+
+    from tailorkit.evaluate import InMemoryStickyBucketService as OurService
+
+    rule = {
+        "key": "sticky-exp",
+        "variations": ["a", "b", "c"],
+        "meta": [{"key": f"v{i}"} for i in range(3)],
+        "hashVersion": 2,
+        "fallbackAttribute": "anon",
+    }
+    features = {"f": {"defaultValue": "d", "rules": [rule]}}
+    attributes = {"id": "u1", "anon": "a1"}
+    docs = [
+        {"attributeName": "anon", "attributeValue": "a1", "assignments": {"sticky-exp__1": "v0"}},
+        {"attributeName": "id", "attributeValue": "u1", "assignments": {"other__0": "v1"}},
+    ]
+    ours_service, theirs_service = OurService(), TheirService()
+    for doc in docs:
+        ours_service.save_assignments(json_copy(doc))
+        theirs_service.save_assignments(json_copy(doc))
+    assert sticky_fallback_merge(rule, attributes, ours_service.docs)
+    Evaluator(features, sticky_bucket_service=ours_service).evaluate("f", attributes)
+    GrowthBook(
+        attributes=attributes, features=features, sticky_bucket_service=theirs_service
+    ).eval_feature("f")
+    assert "sticky-exp__1" not in ours_service.docs["id||u1"]["assignments"]
+    assert "sticky-exp__1" in theirs_service.docs["id||u1"]["assignments"]
