@@ -110,7 +110,7 @@ def value_conditions(depth: int) -> st.SearchStrategy[Any]:
         st.fixed_dictionaries({"k": SCALARS}),
     )
     # Now and then an empty object (the empty-object-value class)
-    return st.integers(0, 59).flatmap(lambda i: st.just({}) if i == 0 else common)
+    return st.integers(0, 199).flatmap(lambda i: st.just({}) if i == 0 else common)
 
 
 def conditions(depth: int = 2) -> st.SearchStrategy[dict[str, Any]]:

@@ -73,6 +73,10 @@ _COMPILE_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError)
 class Evaluator:
     """Compiled features of one payload, ready to evaluate many users.
 
+    An evaluator does not change after construction, so threads may share
+    it; build a new one when the definitions change.  Per-request state
+    lives in the :class:`~tailorkit.evaluate.context.Context`.
+
     >>> ev = Evaluator({"banner": {"defaultValue": "off", "rules": [
     ...     {"condition": {"country": "DE"}, "force": "on"}]}})
     >>> ev.eval_feature("banner", ev.context({"id": "u1", "country": "DE"})).value
