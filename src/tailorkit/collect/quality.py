@@ -61,7 +61,8 @@ def clean_events(wh: Warehouse, quality: QualitySettings) -> ir.Table:
     if not quality.exclude_flagged_users:
         return events
     flagged = flagged_users(wh, quality)
-    return events.anti_join(flagged, events.person_id == flagged.person_id)
+    # .view(): both sides derive from the same tables; Ibis 12 needs them told apart
+    return events.view().anti_join(flagged, "person_id")
 
 
 def quality_report(wh: Warehouse, quality: QualitySettings, days: int = 30) -> dict[str, Any]:
