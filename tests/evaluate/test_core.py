@@ -102,6 +102,14 @@ def test_exposure_only_for_hashed_assignments_and_once_per_context() -> None:
     assert len(records) == 1
 
 
+def test_failing_exposure_callback_does_not_break_evaluation() -> None:
+    def broken(record: ExposureRecord) -> None:
+        raise RuntimeError("event store down")
+
+    ev = Evaluator(experiment_features(), on_exposure=broken)
+    assert ev.evaluate("hero", {"id": "u1"}).source == "experiment"
+
+
 def test_exposure_propensity_of_explicit_ranges_and_per_context_callback() -> None:
     seen: list[ExposureRecord] = []
     ev = Evaluator(experiment_features(ranges=[[0, 0.1], [0.1, 0.2], [0.5, 1]]))

@@ -13,6 +13,7 @@ exposure.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ __all__ = [
     "compile_parents",
 ]
 
+log = logging.getLogger(__name__)
 Range = tuple[float, float]
 #: (feature id, condition on ``{"value": ...}``, gate)
 ParentCheck = tuple[str, Predicate, bool]
@@ -439,26 +441,35 @@ class CompiledExperiment:
         result.bandit_version = bandit.get("banditVersion")
 
     def _expose(self, ctx: Context, result: ExperimentResult) -> None:
-        """Report an exposure once per context (see :class:`ExposureRecord`)."""
+        """Report an exposure once per context (see :class:`ExposureRecord`).
+
+        A failing callback is logged, never raised: reporting must not change
+        what the user sees (the JavaScript SDK swallows tracking errors too).
+        """
+        callback = ctx.on_exposure
         dedupe = (self.key, result.key, result.hash_attribute, hash_string(result.hash_value))
-        if ctx.on_exposure is None or not ctx.first_exposure(dedupe):
+        if callback is None or not ctx.first_exposure(dedupe):
             return
-        ctx.on_exposure(
-            ExposureRecord(
-                experiment_key=self.key,
-                variation_id=result.variation_id,
-                variation_key=result.key,
-                hash_attribute=result.hash_attribute,
-                hash_value=result.hash_value,
-                feature_key=result.feature_id,
-                propensity=self._range_lengths[result.variation_id],
-                enrollment_probability=self.enrollment_probability,
-                bucket=result.bucket,
-                sticky_bucket_used=result.sticky_bucket_used,
-                leaf_id=result.leaf_id,
-                bandit_version=result.bandit_version,
-            )
+        index = result.variation_id
+        lengths = self._range_lengths
+        record = ExposureRecord(
+            experiment_key=self.key,
+            variation_id=index,
+            variation_key=result.key,
+            hash_attribute=result.hash_attribute,
+            hash_value=result.hash_value,
+            feature_key=result.feature_id,
+            propensity=lengths[index] if index < len(lengths) else 0.0,
+            enrollment_probability=self.enrollment_probability,
+            bucket=result.bucket,
+            sticky_bucket_used=result.sticky_bucket_used,
+            leaf_id=result.leaf_id,
+            bandit_version=result.bandit_version,
         )
+        try:
+            callback(record)
+        except Exception:
+            log.exception("exposure callback failed for experiment %s", self.key)
 
 
 def _as_index(variation: Any, count: int) -> int:
