@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,6 +46,13 @@ def _lines(batch: pa.RecordBatch) -> pa.Array:
     )  # fmt: skip
 
 
+def _text(lines: pa.Array) -> memoryview:
+    """The concatenated characters of a string array, without copying them into Python."""
+    _, offsets, data = lines.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
+    return memoryview(data)[bounds[0] : bounds[-1]]
+
+
 def write_ndjson(table: pa.Table, path: str | Path) -> int:
     """Write an events table as NDJSON (one canonical event per line); returns the row count.
 
@@ -56,15 +65,11 @@ def write_ndjson(table: pa.Table, path: str | Path) -> int:
     """
     with open(path, "wb") as out:
         for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
-            lines = _lines(batch)
-            offsets = lines.offsets
-            data = lines.buffers()[2]
-            start, end = offsets[0].as_py(), offsets[-1].as_py()
-            out.write(memoryview(data)[start:end])
+            out.write(_text(_lines(batch)))
     return table.num_rows
 
 
-def iter_event_dicts(table: pa.Table) -> Iterator[dict]:
+def iter_event_dicts(table: pa.Table) -> Iterator[dict[str, Any]]:
     """Yield each row of an events table as a canonical event dict.
 
     >>> from tailorkit.demo import generate_shop
