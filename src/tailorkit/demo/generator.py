@@ -46,7 +46,8 @@ from tailorkit.demo.population import (
 )
 from tailorkit.demo.world import COUNTRIES
 
-# Live traffic should start a visitor's next session no sooner than this after the last.
+# Live traffic should start a visitor's next session no sooner than this after the start
+# of their previous one (the batch keeps the same spacing).
 SESSION_GAP = timedelta(microseconds=SESSION_GAP_US)
 # Fixed so that the default output is the same on every machine and every day;
 # pass ``end=datetime.now(UTC)`` for data that ends now.
@@ -72,10 +73,14 @@ class DemoShop:
     people: People = field(repr=False, compare=False)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _to_us(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (no float rounding)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # naive datetimes are taken as UTC
-    return int(moment.timestamp() * 1_000_000)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def _session_index(person: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,8 +203,8 @@ def generate_shop(
         events=table,
         users=_users_table(people, sessions, first_seen, signup),
         products=catalog.table(),
-        start=datetime.fromtimestamp(start_us / 1e6, UTC),
-        end=datetime.fromtimestamp(end_us / 1e6, UTC),
+        start=_EPOCH + timedelta(microseconds=start_us),
+        end=_EPOCH + timedelta(microseconds=end_us),
         seed=seed,
         people=people,
     )

@@ -269,9 +269,8 @@ def _search_part(
     u = rng.random(session.size)
     offset = np.where(bargain, n_base + u * (per_category - n_base), u * n_base).astype(np.int64)
     query = category * per_category + offset
-    return _part(
-        session, _BROWSE, rng.random(session.size), SEARCH, pages.search(query), -1, 0, query
-    )
+    pos = rng.random(session.size)
+    return _part(session, _BROWSE, pos, SEARCH, pages.search(query), query=query)
 
 
 def _cart_parts(

@@ -113,9 +113,7 @@ def user_ids(number: np.ndarray) -> pa.Array:
     return join("u", pc.utf8_lpad(numbers(number), 7, "0"))
 
 
-def make_people(
-    rng: np.random.Generator, n: int, first_number: int = 0, anonymous_id: pa.Array | None = None
-) -> People:
+def make_people(rng: np.random.Generator, n: int, first_number: int = 0) -> People:
     """Draw ``n`` visitors: persona, country, taste, consent, ids and identify traits."""
     persona = draw_personas(rng, n)
     country = categorical(rng, np.zeros(n, dtype=np.int64), COUNTRY_WEIGHTS[None, :])
@@ -128,7 +126,7 @@ def make_people(
         consent=_consent(rng, n),
         ua_pick=rng.integers(0, 1 << 16, n),
         user_id=user_ids(number),
-        anonymous_id=uuid4_strings(rng, n) if anonymous_id is None else anonymous_id,
+        anonymous_id=uuid4_strings(rng, n),
         ip=_ips(rng, country),
         traits=_traits(rng, number, country),
     )
