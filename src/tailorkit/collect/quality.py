@@ -24,11 +24,15 @@ BOT_PATTERN = (
     r"phantomjs|python-requests|curl/|wget/|httpclient|scrapy|ahrefs|semrush)"
 )
 MAD_TO_SIGMA = 1.4826
+#: Events tailorkit writes itself (segment membership changes): not behaviour.
+SYSTEM_EVENT_TYPES = ("segment_entered", "segment_exited")
 
 
 def flagged_users(wh: Warehouse, quality: QualitySettings) -> ir.Table:
     """Person ids flagged as bots or rate outliers, with the reason."""
     events = wh.resolved_events()
+    # Our own membership events would inflate event rates and move the flags
+    events = events.filter(events.type.notin(SYSTEM_EVENT_TYPES))
     agent = events.context.cast("json")["user_agent"].str
     bots = (
         events.filter(agent.re_search(BOT_PATTERN))
