@@ -1,0 +1,651 @@
+"""Online executor for profile features: incremental, per event, bounded memory.
+
+Aggregates that share an event filter, window and property share one
+*stream*. A stream keeps, per user:
+
+* sliding windows: a deque of non-empty minute buckets ``[minute, count,
+  sum]`` (plus per-bucket min/max when a feature needs them) with running
+  totals; buckets leave from the front as the clock passes ``minute + N``.
+  Memory: at most one bucket per minute of the window that had events.
+  Min/max use monotonic wedges, so every operation is amortized O(1) for
+  events in time order; a late event (older than the newest bucket) costs a
+  rebuild, O(buckets);
+* distinct counts: value -> last minute seen, oldest first, at most
+  ``max_distinct`` values (the most recently seen are kept, which keeps
+  ``min(true count, max_distinct)`` exact; the batch executor computes the
+  same ``LEAST``);
+* lifetime: counters, min/max, first/last timestamps, a set of at most
+  ``max_distinct`` values.
+
+Amounts (sum/min/max) are kept as integer micro-units,
+``floor(value * 1e6 + 0.5)``, so sums are exact and identical to the
+warehouse's whatever the order of additions.
+
+>>> from tailorkit.profile.definitions import parse_features
+>>> plan = ProfilePlan(parse_features({"features": {
+...     "views_30m": {"count": {"events": ["page_view"], "window": "30m"}}}}))
+>>> p = plan.new_profile("u1")
+>>> plan.add_event(p, "page_view", 100 * 60_000_000, 100, None, "e1")
+True
+>>> plan.values(p, ["views_30m"], 129), plan.values(p, ["views_30m"], 130)
+({'views_30m': 1}, {'views_30m': 0})
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+
+from tailorkit.evaluate.conditions import compile_condition
+from tailorkit.profile.definitions import (
+    RFM_FEATURES,
+    SYSTEM_EVENT_TYPES,
+    Aggregate,
+    FeatureSet,
+    Ratio,
+    Recency,
+    Score,
+    Trait,
+)
+from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY
+
+UNITS = 1_000_000
+_NUMBER = (int, float)
+
+
+def to_units(value: Any) -> int | None:
+    """Micro-units of a JSON number (``None`` for anything else, booleans included).
+
+    >>> to_units(31.19), to_units("31.19"), to_units(True)
+    (31190000, None, None)
+    """
+    if type(value) in _NUMBER:
+        return math.floor(value * 1e6 + 0.5)
+    return None
+
+
+def distinct_key(value: Any) -> str | float | None:
+    """What a distinct count counts: strings, and numbers by value."""
+    kind = type(value)
+    if kind is str:
+        return str(value)
+    if kind is int or kind is float:
+        return float(value)
+    return None
+
+
+class Stream:
+    """One shared (filter, window, property) stream definition."""
+
+    def __init__(self, index: int, spec: Aggregate, needs: set[str], max_distinct: int) -> None:
+        self.index = index
+        self.types = frozenset(spec.filter.types)
+        self.where: Callable[[Any], bool] | None = (
+            compile_condition(spec.filter.where) if spec.filter.where is not None else None
+        )
+        self.window = spec.window
+        self.path = tuple(spec.prop.split(".")) if spec.prop else ()
+        self.amounts = bool(needs & {"sum", "min", "max"})
+        self.extremes = bool(needs & {"min", "max"})
+        self.distinct = "distinct" in needs
+        self.cap = max_distinct
+
+    def new_state(self) -> WindowState | LifetimeState:
+        """Empty per-user state."""
+        if self.window is None:
+            return LifetimeState(self)
+        return WindowState(self)
+
+    def value_of(self, props: Any) -> Any:
+        """The property value this stream aggregates (``None`` when missing)."""
+        node = props
+        for part in self.path:
+            if type(node) is not dict:
+                return None
+            node = node.get(part)
+        return node
+
+
+class WindowState:
+    """A user's sliding-window aggregates for one stream."""
+
+    __slots__ = ("buckets", "count", "hi", "lo", "total", "values")
+
+    def __init__(self, stream: Stream | None) -> None:
+        self.buckets: deque[list[Any]] = deque()
+        self.count = 0
+        self.total = 0
+        extremes = stream is not None and stream.extremes
+        self.lo: deque[list[int]] | None = deque() if extremes else None
+        self.hi: deque[list[int]] | None = deque() if extremes else None
+        distinct = stream is not None and stream.distinct
+        self.values: OrderedDict[Any, int] | None = OrderedDict() if distinct else None
+
+    def add(self, minute: int, units: int | None, key: Any, cap: int) -> None:
+        """Count one event of ``minute`` (the caller checked it is inside the window)."""
+        buckets = self.buckets
+        if buckets and buckets[-1][0] == minute:
+            bucket = buckets[-1]
+            bucket[1] += 1
+        elif not buckets or buckets[-1][0] < minute:
+            bucket = [minute, 1, 0, None, None]
+            buckets.append(bucket)
+        else:
+            bucket = self._late_bucket(minute)
+        self.count += 1
+        if units is not None:
+            bucket[2] += units
+            self.total += units
+            if self.lo is not None:
+                self._extremes(bucket, minute, units)
+        if key is not None and self.values is not None:
+            self._distinct(key, minute, cap)
+
+    def _late_bucket(self, minute: int) -> list[Any]:
+        minutes = [b[0] for b in self.buckets]
+        at = bisect.bisect_left(minutes, minute)
+        if at < len(minutes) and minutes[at] == minute:
+            bucket = self.buckets[at]
+            bucket[1] += 1
+            return bucket
+        bucket = [minute, 1, 0, None, None]
+        self.buckets.insert(at, bucket)
+        return bucket
+
+    def _extremes(self, bucket: list[Any], minute: int, units: int) -> None:
+        bucket[3] = units if bucket[3] is None else min(bucket[3], units)
+        bucket[4] = units if bucket[4] is None else max(bucket[4], units)
+        if bucket is not self.buckets[-1]:
+            self.rebuild_wedges()
+            return
+        lo, hi = self.lo, self.hi
+        assert lo is not None and hi is not None
+        while lo and lo[-1][1] >= units:
+            lo.pop()
+        lo.append([minute, units])
+        while hi and hi[-1][1] <= units:
+            hi.pop()
+        hi.append([minute, units])
+
+    def rebuild_wedges(self) -> None:
+        """Recompute the min/max wedges from the buckets (after a late event or a merge)."""
+        if self.lo is None or self.hi is None:
+            return
+        self.lo.clear()
+        self.hi.clear()
+        for minute, _, _, low, high in self.buckets:
+            if low is None:
+                continue
+            while self.lo and self.lo[-1][1] >= low:
+                self.lo.pop()
+            self.lo.append([minute, low])
+            while self.hi and self.hi[-1][1] <= high:
+                self.hi.pop()
+            self.hi.append([minute, high])
+
+    def _distinct(self, key: Any, minute: int, cap: int) -> None:
+        values = self.values
+        assert values is not None
+        seen = values.get(key)
+        if seen is not None and seen >= minute:
+            return
+        newest = next(reversed(values.values())) if values else minute
+        if minute >= newest:
+            values[key] = minute
+            values.move_to_end(key)
+            if len(values) > cap:
+                values.popitem(last=False)
+            return
+        values[key] = minute  # a late event: restore the oldest-first order
+        ordered = sorted(values.items(), key=lambda kv: kv[1])[-cap:]
+        values.clear()
+        values.update(ordered)
+
+    def expire(self, cutoff: int) -> None:
+        """Drop everything of minute ``<= cutoff`` (``cutoff = M - N``)."""
+        buckets = self.buckets
+        if not buckets or buckets[0][0] > cutoff:
+            if self.values and next(iter(self.values.values())) <= cutoff:
+                self._expire_values(cutoff)
+            return
+        while buckets and buckets[0][0] <= cutoff:
+            bucket = buckets.popleft()
+            self.count -= bucket[1]
+            self.total -= bucket[2]
+        if self.lo is not None and self.hi is not None:
+            while self.lo and self.lo[0][0] <= cutoff:
+                self.lo.popleft()
+            while self.hi and self.hi[0][0] <= cutoff:
+                self.hi.popleft()
+        if self.values:
+            self._expire_values(cutoff)
+
+    def _expire_values(self, cutoff: int) -> None:
+        values = self.values
+        assert values is not None
+        while values and next(iter(values.values())) <= cutoff:
+            values.popitem(last=False)
+
+    def oldest(self) -> int | None:
+        """The oldest minute still held (its expiry is the next change)."""
+        candidates = []
+        if self.buckets:
+            candidates.append(self.buckets[0][0])
+        if self.values:
+            candidates.append(next(iter(self.values.values())))
+        return min(candidates) if candidates else None
+
+    def to_json(self) -> list[Any]:
+        """Plain lists for a shared (Redis) store."""
+        values = list(self.values.items()) if self.values is not None else None
+        return [list(self.buckets), self.count, self.total, values, self.lo is not None]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> WindowState:
+        """Inverse of :meth:`to_json`."""
+        state = cls(None)
+        state.buckets = deque(data[0])
+        state.count, state.total = data[1], data[2]
+        if data[3] is not None:
+            state.values = OrderedDict((k, m) for k, m in data[3])
+        if data[4]:
+            state.lo, state.hi = deque(), deque()
+            state.rebuild_wedges()
+        return state
+
+
+class LifetimeState:
+    """A user's lifetime aggregates for one stream."""
+
+    __slots__ = ("count", "first", "high", "last", "low", "total", "values")
+
+    def __init__(self, stream: Stream | None) -> None:
+        self.count = 0
+        self.total = 0
+        self.low: int | None = None
+        self.high: int | None = None
+        self.first: int | None = None
+        self.last: int | None = None
+        distinct = stream is not None and stream.distinct
+        self.values: set[Any] | None = set() if distinct else None
+
+    def add(self, ts_us: int, units: int | None, key: Any, cap: int) -> None:
+        """Count one event."""
+        self.count += 1
+        if self.first is None or ts_us < self.first:
+            self.first = ts_us
+        if self.last is None or ts_us > self.last:
+            self.last = ts_us
+        if units is not None:
+            self.total += units
+            if self.low is None or units < self.low:
+                self.low = units
+            if self.high is None or units > self.high:
+                self.high = units
+        if key is not None and self.values is not None and len(self.values) < cap:
+            # Lifetime values only accumulate: stopping at the cap keeps min(true, cap) exact
+            self.values.add(key)
+
+    def to_json(self) -> list[Any]:
+        """Plain lists for a shared (Redis) store."""
+        values = sorted(self.values, key=repr) if self.values is not None else None
+        return [self.count, self.total, self.low, self.high, self.first, self.last, values]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> LifetimeState:
+        """Inverse of :meth:`to_json`."""
+        state = cls(None)
+        state.count, state.total, state.low, state.high, state.first, state.last = data[:6]
+        state.values = set(data[6]) if data[6] is not None else None
+        return state
+
+
+class Profile:
+    """One person's online state: streams, traits, batch features, consent, memberships."""
+
+    __slots__ = (
+        "batch",
+        "bot",
+        "consent",
+        "known",
+        "last_us",
+        "members",
+        "person",
+        "streams",
+        "traits",
+        "wake",
+    )
+
+    def __init__(self, person: str, n_streams: int) -> None:
+        self.person = person
+        self.known = False
+        self.streams: list[Any] = [None] * n_streams
+        self.traits: dict[str, list[Any]] = {}
+        self.batch: dict[str, Any] = {}
+        self.last_us = -(1 << 62)
+        self.consent = True
+        self.bot = False
+        self.members = 0
+        self.wake: int | None = None
+
+    def note_consent(self, ts_us: int, personalization: bool) -> None:
+        """Consent follows the person's latest event; at a tie, a refusal wins."""
+        if ts_us > self.last_us:
+            self.last_us, self.consent = ts_us, personalization
+        elif ts_us == self.last_us:
+            self.consent = self.consent and personalization
+
+    def to_bytes(self) -> bytes:
+        """Serialize for a shared store."""
+        streams = [
+            None if s is None else [isinstance(s, WindowState), s.to_json()] for s in self.streams
+        ]
+        doc = [
+            self.person,
+            self.known,
+            streams,
+            self.traits,
+            self.batch,
+            self.last_us,
+            self.consent,
+            self.bot,
+            self.members,
+            self.wake,
+        ]
+        return orjson.dumps(doc)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Profile:
+        """Inverse of :meth:`to_bytes`."""
+        doc = orjson.loads(data)
+        profile = cls(doc[0], len(doc[2]))
+        profile.known = doc[1]
+        profile.streams = [
+            None
+            if s is None
+            else (WindowState.from_json(s[1]) if s[0] else LifetimeState.from_json(s[1]))
+            for s in doc[2]
+        ]
+        profile.traits, profile.batch = doc[3], doc[4]
+        profile.last_us, profile.consent, profile.bot = doc[5], doc[6], doc[7]
+        profile.members, profile.wake = doc[8], doc[9]
+        return profile
+
+
+#: Reads one feature of a profile as of a minute, given the features read before it.
+Reader = Callable[["Profile", int, dict[str, Any]], Any]
+
+
+class ProfilePlan:
+    """Compiled features: which streams each event type feeds, and how to read features."""
+
+    def __init__(self, features: FeatureSet) -> None:
+        self.features = features
+        self.max_distinct = features.settings.max_distinct
+        self.streams: list[Stream] = []
+        self.stream_of: dict[str, Stream] = {}
+        self._build_streams()
+        self.traits = [
+            (name, tuple(f.key.split(".")), f.type)
+            for name, f in features.features.items()
+            if isinstance(f, Trait)
+        ]
+        self._by_type: dict[str, tuple[Stream, ...]] = {}
+        self.readers = {name: self._reader(name) for name in features.names}
+
+    def _build_streams(self) -> None:
+        specs: dict[tuple[str, int | None, str | None], tuple[Aggregate, set[str]]] = {}
+        aggregates = [f for f in self.features.features.values() if isinstance(f, Aggregate)]
+        for feature in aggregates:
+            spec, needs = specs.setdefault(feature.stream_key, (feature, set()))
+            needs.add(feature.kind)
+        by_key = {}
+        for i, (spec, needs) in enumerate(specs.values()):
+            by_key[spec.stream_key] = Stream(i, spec, needs, self.max_distinct)
+            self.streams.append(by_key[spec.stream_key])
+        self.stream_of = {f.name: by_key[f.stream_key] for f in aggregates}
+
+    def new_profile(self, person: str) -> Profile:
+        """An empty profile with a slot per stream."""
+        return Profile(person, len(self.streams))
+
+    def candidates(self, event_type: str) -> tuple[Stream, ...]:
+        """Streams that an event of this type may feed (before property filters)."""
+        found = self._by_type.get(event_type)
+        if found is None:
+            if event_type in SYSTEM_EVENT_TYPES:
+                found = ()
+            else:
+                found = tuple(s for s in self.streams if not s.types or event_type in s.types)
+            self._by_type[event_type] = found
+        return found
+
+    def needs_properties(self, event_type: str) -> bool:
+        """Whether events of this type must have their properties parsed."""
+        if event_type == "identify" and self.traits:
+            return True
+        return any(s.where is not None or s.path for s in self.candidates(event_type))
+
+    def add_event(
+        self,
+        profile: Profile,
+        event_type: str,
+        ts_us: int,
+        clock_minute: int,
+        props: Any,
+        event_id: str,
+    ) -> bool:
+        """Feed one consented event; returns whether any stream took it.
+
+        ``props`` is the parsed properties object (``None`` when the caller
+        knows no stream needs it). The touched stream indexes are in
+        :attr:`touched` until the next call.
+        """
+        minute = ts_us // MINUTE_US
+        touched: list[int] = []
+        streams = profile.streams
+        for stream in self.candidates(event_type):
+            if stream.where is not None and not stream.where(props if props is not None else {}):
+                continue
+            window = stream.window
+            if window is not None and minute <= clock_minute - window:
+                continue  # older than the window already
+            state = streams[stream.index]
+            if state is None:
+                state = streams[stream.index] = stream.new_state()
+            value = stream.value_of(props) if stream.path else None
+            units = to_units(value) if stream.amounts else None
+            key = distinct_key(value) if stream.distinct else None
+            state.add(minute if window is not None else ts_us, units, key, stream.cap)
+            touched.append(stream.index)
+        if event_type == "identify" and self.traits:
+            self._traits(profile, ts_us, event_id, props)
+        self.touched = touched
+        return bool(touched)
+
+    def _traits(self, profile: Profile, ts_us: int, event_id: str, props: Any) -> None:
+        for name, path, kind in self.traits:
+            node = props
+            for part in path:
+                node = node.get(part) if type(node) is dict else None
+            if not _has_type(node, kind):
+                continue
+            held = profile.traits.get(name)
+            if held is None or (ts_us, event_id) > (held[0], held[1]):
+                profile.traits[name] = [ts_us, event_id, float(node) if kind == "number" else node]
+
+    # -- reading ---------------------------------------------------------------
+
+    def expire(self, profile: Profile, clock_minute: int) -> None:
+        """Bring every sliding window up to ``clock_minute``."""
+        for stream in self.streams:
+            state = profile.streams[stream.index]
+            if stream.window is not None and state is not None:
+                state.expire(clock_minute - stream.window)
+
+    def values(self, profile: Profile, names: Iterable[str], clock_minute: int) -> dict[str, Any]:
+        """Feature values as of ``clock_minute``; ``names`` must be in dependency order."""
+        out: dict[str, Any] = {}
+        for name in names:
+            out[name] = self.readers[name](profile, clock_minute, out)
+        return out
+
+    def _reader(self, name: str) -> Reader:
+        if name in RFM_FEATURES:
+            return lambda p, m, done: p.batch.get(name)
+        feature = self.features.features[name]
+        if isinstance(feature, Aggregate):
+            return self._aggregate_reader(feature)
+        if isinstance(feature, Ratio):
+            num, den = feature.numerator, feature.denominator
+            return lambda p, m, done: _ratio(done[num], done[den])
+        if isinstance(feature, Recency):
+            of = feature.of
+            return lambda p, m, done: _recency(done[of], m)
+        if isinstance(feature, Score):
+            return _score_reader(feature)
+        assert isinstance(feature, Trait)
+        return lambda p, m, done: (p.traits.get(name) or (None, None, None))[2]
+
+    def _aggregate_reader(
+        self, feature: Aggregate
+    ) -> Callable[[Profile, int, dict[str, Any]], Any]:
+        stream = self.stream_of[feature.name]
+        index, window, kind = stream.index, stream.window, feature.kind
+        empty: Any = stream.new_state()
+
+        def read(p: Profile, m: int, done: dict[str, Any]) -> Any:
+            state = p.streams[index] or empty
+            if window is not None:
+                state.expire(m - window)
+            return _read(state, kind, window is not None)
+
+        return read
+
+
+def _read(state: Any, kind: str, windowed: bool) -> Any:
+    if kind == "count":
+        return state.count
+    if kind == "sum":
+        return state.total / UNITS
+    if kind == "distinct":
+        return len(state.values)
+    if kind in ("min", "max"):
+        if windowed:
+            wedge = state.lo if kind == "min" else state.hi
+            return wedge[0][1] / UNITS if wedge else None
+        units = state.low if kind == "min" else state.high
+        return None if units is None else units / UNITS
+    return state.first if kind == "first_seen" else state.last
+
+
+def _ratio(num: Any, den: Any) -> float | None:
+    if num is None or not den:
+        return None
+    return float(num) / float(den)
+
+
+def _recency(ts_us: int | None, clock_minute: int) -> float | None:
+    if ts_us is None:
+        return None
+    return (clock_minute - ts_us // MINUTE_US) / MINUTES_PER_DAY
+
+
+def _score_reader(feature: Score) -> Reader:
+    weights = feature.weights
+    log = feature.transform == "log1p"
+
+    def read(p: Profile, m: int, done: dict[str, Any]) -> float:
+        total = 0.0
+        for name, weight in weights:
+            value = float(done[name] or 0)
+            # ln(1 + x) rather than log1p: the warehouse computes LN(1 + x)
+            total = total + weight * (math.log(1.0 + value) if log else value)
+        return total
+
+    return read
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    if kind == "string":
+        return type(value) is str
+    if kind == "boolean":
+        return type(value) is bool
+    return type(value) in _NUMBER
+
+
+def merge_profiles(plan: ProfilePlan, source: Profile, target: Profile, clock_minute: int) -> None:
+    """Fold ``source`` (an anonymous visitor) into ``target`` (the known user).
+
+    The result is what one profile fed with both event histories would hold,
+    so that the online executor agrees with the warehouse, which resolves
+    anonymous history to the user retroactively.
+    """
+    plan.expire(source, clock_minute)
+    plan.expire(target, clock_minute)
+    for stream in plan.streams:
+        a, b = source.streams[stream.index], target.streams[stream.index]
+        if a is None:
+            continue
+        if b is None:
+            target.streams[stream.index] = a
+        elif isinstance(a, WindowState):
+            _merge_windows(a, b, stream.cap)
+        else:
+            _merge_lifetimes(a, b, stream.cap)
+    for name, held in source.traits.items():
+        mine = target.traits.get(name)
+        if mine is None or (held[0], held[1]) > (mine[0], mine[1]):
+            target.traits[name] = held
+    for name, value in source.batch.items():
+        target.batch.setdefault(name, value)
+    target.note_consent(source.last_us, source.consent)
+    target.bot = target.bot or source.bot
+    target.known = target.known or source.known
+
+
+def _merge_windows(a: WindowState, b: WindowState, cap: int) -> None:
+    by_minute: dict[int, list[Any]] = {bucket[0]: list(bucket) for bucket in b.buckets}
+    for minute, count, total, low, high in a.buckets:
+        mine = by_minute.get(minute)
+        if mine is None:
+            by_minute[minute] = [minute, count, total, low, high]
+            continue
+        mine[1] += count
+        mine[2] += total
+        mine[3] = _pick(min, mine[3], low)
+        mine[4] = _pick(max, mine[4], high)
+    b.buckets = deque(by_minute[m] for m in sorted(by_minute))
+    b.count = sum(bucket[1] for bucket in b.buckets)
+    b.total = sum(bucket[2] for bucket in b.buckets)
+    b.rebuild_wedges()
+    if a.values is not None and b.values is not None:
+        merged = dict(b.values)
+        for key, minute in a.values.items():
+            merged[key] = max(minute, merged.get(key, minute))
+        b.values = OrderedDict(sorted(merged.items(), key=lambda kv: kv[1])[-cap:])
+
+
+def _merge_lifetimes(a: LifetimeState, b: LifetimeState, cap: int) -> None:
+    b.count += a.count
+    b.total += a.total
+    b.low = _pick(min, b.low, a.low)
+    b.high = _pick(max, b.high, a.high)
+    b.first = _pick(min, b.first, a.first)
+    b.last = _pick(max, b.last, a.last)
+    if a.values is not None and b.values is not None:
+        for key in sorted(a.values - b.values, key=repr):
+            if len(b.values) >= cap:
+                break
+            b.values.add(key)
+
+
+def _pick(choose: Callable[[int, int], int], x: int | None, y: int | None) -> int | None:
+    if x is None:
+        return y
+    return x if y is None else choose(x, y)

@@ -1,0 +1,189 @@
+"""Batch executor for segments: membership as of any instant, sizes, overlap, history.
+
+:func:`membership_table` compiles every segment condition (with
+:mod:`tailorkit.profile.sqlconditions`) over the profile table of
+:func:`tailorkit.profile.batch.profile_table` and applies exclusive groups:
+a segment holds only if no higher-priority member of its group holds. The
+result has one boolean column per segment, named by its key.
+
+>>> import ibis
+>>> from datetime import datetime, UTC
+>>> from tailorkit.segment.definitions import parse_definitions
+>>> d = parse_definitions({"features": {"views": {"count": {"events": ["page_view"]}}},
+...     "segments": {"viewers": {"condition": {"views": {"$gte": 1}}}}})
+>>> events = ibis.table({"person_id": "string", "type": "string", "event_id": "string",
+...     "timestamp": "timestamp('UTC')", "properties": "string",
+...     "personalization": "boolean"}, name="events")
+>>> membership_table(d, events, datetime(2024, 6, 1, tzinfo=UTC)).columns
+('person_id', 'viewers')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from tailorkit.collect.quality import clean_events, flagged_users
+from tailorkit.profile.batch import profile_table
+from tailorkit.profile.definitions import RFM_FEATURES
+from tailorkit.profile.sqlconditions import compile_sql
+from tailorkit.profile.windows import to_us
+from tailorkit.project.loader import QualitySettings
+from tailorkit.segment.definitions import Definitions, typed_value
+from tailorkit.segment.online import SegmentEngine
+from tailorkit.store.warehouse import EVENTS, Warehouse
+
+
+def with_segments(definitions: Definitions, profiles: ir.Table) -> ir.Table:
+    """``profiles`` plus one boolean column per segment (exclusive groups applied)."""
+    features = definitions.features
+
+    def resolve(name: str) -> Any:
+        return typed_value(profiles, name, features.value_type(name))
+
+    raw = {s.key: compile_sql(s.condition, resolve) for s in definitions.segments}
+    final = dict(raw)
+    for members in definitions.groups().values():
+        for i, seg in enumerate(members):
+            for better in members[:i]:
+                final[seg.key] = final[seg.key] & ~raw[better.key]
+    return profiles.mutate(**final)
+
+
+def membership_table(definitions: Definitions, events: ir.Table, at: datetime) -> ir.Table:
+    """``person_id`` and one boolean per segment, for every profiled person as of ``at``."""
+    profiles = profile_table(definitions.features, events, at)
+    keys = [s.key for s in definitions.segments]
+    return with_segments(definitions, profiles).select("person_id", *keys)
+
+
+def _sizes_expr(definitions: Definitions, events: ir.Table, at: datetime) -> ir.Table:
+    members = membership_table(definitions, events, at)
+    sums = {s.key: members[s.key].cast("int64").sum() for s in definitions.segments}
+    return members.aggregate(profiles=members.count(), **sums)
+
+
+def sizes(definitions: Definitions, events: ir.Table, at: datetime) -> dict[str, int]:
+    """Members per segment as of ``at`` (plus ``profiles``: profiled persons)."""
+    row = _sizes_expr(definitions, events, at).to_pyarrow().to_pylist()[0]
+    return {k: int(v or 0) for k, v in row.items()}
+
+
+def overlap(definitions: Definitions, events: ir.Table, at: datetime) -> dict[str, dict[str, int]]:
+    """Persons in both segments, for every pair (the diagonal is the size)."""
+    members = membership_table(definitions, events, at)
+    keys = [s.key for s in definitions.segments]
+    pairs = {
+        f"{a}\x1f{b}": (members[a] & members[b]).cast("int64").sum()
+        for i, a in enumerate(keys)
+        for b in keys[i:]
+    }
+    if not pairs:
+        return {}
+    row = members.aggregate(**pairs).to_pyarrow().to_pylist()[0]
+    matrix: dict[str, dict[str, int]] = {a: {} for a in keys}
+    for name, value in row.items():
+        a, b = name.split("\x1f")
+        matrix[a][b] = matrix[b][a] = int(value or 0)
+    return matrix
+
+
+def size_history(
+    definitions: Definitions, events: ir.Table, at: datetime, days: int
+) -> list[dict[str, Any]]:
+    """Sizes as of ``at`` and each of the ``days`` days before, oldest first (one query)."""
+    instants = [at - timedelta(days=d) for d in range(days, -1, -1)]
+    parts = [
+        _sizes_expr(definitions, events, moment).mutate(as_of=ibis.literal(moment))
+        for moment in instants
+    ]
+    rows = ibis.union(*parts).order_by("as_of").to_pyarrow().to_pylist()
+    for row in rows:
+        row["as_of"] = row["as_of"].isoformat()
+    return rows
+
+
+def report(
+    definitions: Definitions, events: ir.Table, at: datetime, days: int = 14
+) -> dict[str, Any]:
+    """Sizes, overlap, size over time and ``min_users`` flags: ``tailorkit segments``."""
+    counts = sizes(definitions, events, at)
+    segments = []
+    for seg in definitions.segments:
+        size = counts.get(seg.key, 0)
+        below = size < seg.min_users
+        segments.append(
+            {
+                "key": seg.key,
+                "description": seg.description,
+                "owner": seg.owner,
+                "priority": seg.priority,
+                "exclusive_group": seg.group,
+                "size": size,
+                "min_users": seg.min_users,
+                "below_min_users": below,
+                "targetable": seg.force or not below,
+                "forced": seg.force,
+            }
+        )
+    return {
+        "as_of": at.isoformat(),
+        "profiles": counts.get("profiles", 0),
+        "segments": segments,
+        "below_min_users": [s["key"] for s in segments if s["below_min_users"]],
+        "overlap": overlap(definitions, events, at),
+        "size_over_time": size_history(definitions, events, at, days) if days else [],
+    }
+
+
+# -- batch -> online --------------------------------------------------------------
+
+
+def refresh_online(
+    engine: SegmentEngine, warehouse: Warehouse, quality: QualitySettings, at: datetime
+) -> dict[str, int]:
+    """Push what only batch can compute into the online profiles: flags and RFM scores."""
+    with warehouse.lock:
+        flagged: set[str] = set()
+        if quality.exclude_flagged_users:
+            flagged = set(flagged_users(warehouse, quality).person_id.to_pyarrow().to_pylist())
+        rows: dict[str, dict[str, Any]] = {}
+        if engine.definitions.features.rfm is not None:
+            table = profile_table(engine.definitions.features, clean_events(warehouse, quality), at)
+            rfm = table.select("person_id", *RFM_FEATURES).filter(table.rfm_r.notnull())
+            for row in rfm.to_pyarrow().to_pylist():
+                rows[row.pop("person_id")] = row
+    engine.advance_to(at)
+    changes = len(engine.set_flagged(flagged))
+    changes += len(engine.set_batch_features(rows))
+    return {"flagged": len(flagged), "rfm_profiles": len(rows), "changes": changes}
+
+
+def stored_event_batches(warehouse: Warehouse, chunk: int = 50_000) -> Iterator[pa.Table]:
+    """Every stored event in time order, in chunks (to rebuild online state)."""
+    with warehouse.lock:
+        events = warehouse.con.table(EVENTS)
+        ordered = events.order_by([events.timestamp, events.event_id])
+        reader = warehouse.con.to_pyarrow_batches(ordered, chunk_size=chunk)
+        batches = list(reader)
+    for batch in batches:
+        yield pa.Table.from_batches([batch])
+
+
+def rebuild_online(engine: SegmentEngine, warehouse: Warehouse, until: datetime) -> int:
+    """Replay the warehouse into ``engine`` without reporting changes; returns events read."""
+    report_to, engine.on_changes = engine.on_changes, None
+    try:
+        total = 0
+        for batch in stored_event_batches(warehouse):
+            engine.process(batch)
+            total += batch.num_rows
+        engine.advance_to(to_us(until))
+        return total
+    finally:
+        engine.on_changes = report_to

@@ -1,0 +1,722 @@
+"""Online executor: profiles and segment memberships updated on every stored event.
+
+Hook :meth:`SegmentEngine.on_stored` into the collector
+(``Collector(..., on_stored=engine.on_stored)``). For each committed batch
+(in timestamp order) the engine
+
+1. resolves the person (user id, else the user an anonymous id was merged
+   into, else the anonymous id) and merges an anonymous profile into the user
+   on ``identify``/``alias``;
+2. updates that person's features incrementally (:mod:`tailorkit.profile.online`);
+3. re-evaluates only the segments whose inputs the event changed (plus the
+   other members of their exclusive groups);
+4. reports membership changes as :class:`Change` s, which become
+   ``segment_entered``/``segment_exited`` events and webhook deliveries.
+
+The clock is the latest event time seen, or the wall clock when
+:meth:`advance_to` is called with it (the server's sweep does that every few
+seconds). Every profile whose windows or recency thresholds will change its
+segments is on a timer wheel at the exact minute of the next change; the
+sweep (and any event of that person) evaluates those minutes in order, so
+exits carry the minute the window moved, whenever the sweep runs.
+
+Persons are profiled only while their latest event has personalization
+consent, their events carry no bot user agent and the batch quality job has
+not flagged them (:meth:`set_flagged`); otherwise they are in no segment.
+
+>>> from tailorkit.segment.definitions import parse_definitions
+>>> import pyarrow as pa
+>>> from datetime import datetime, UTC
+>>> engine = SegmentEngine(parse_definitions({
+...     "features": {"views_24h": {"count": {"events": ["page_view"], "window": "24h"}}},
+...     "segments": {"active": {"condition": {"views_24h": {"$gte": 1}}}}}))
+>>> changes = engine.process(events_table([{"event_id": "e1", "type": "page_view",
+...     "user_id": "u1", "timestamp": datetime(2024, 5, 1, 10, 0, tzinfo=UTC)}]))
+>>> [(c.person, c.segment, c.kind) for c in changes]
+[('u1', 'active', 'segment_entered')]
+>>> [c.kind for c in engine.advance_to(datetime(2024, 5, 2, 10, 0, tzinfo=UTC))]
+['segment_exited']
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tailorkit.collect.quality import BOT_PATTERN
+from tailorkit.evaluate.conditions import compile_condition
+from tailorkit.profile.definitions import (
+    RFM_FEATURES,
+    SYSTEM_EVENT_TYPES,
+    Aggregate,
+    Recency,
+    Trait,
+)
+from tailorkit.profile.online import Profile, ProfilePlan, merge_profiles
+from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, iso, to_us
+from tailorkit.segment.definitions import ENTERED, EXITED, Definitions, time_dependent
+from tailorkit.segment.explain import explain
+from tailorkit.store.profiles import MemoryProfileStore, Profiles, ProfileStore
+from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA
+
+log = logging.getLogger(__name__)
+NAMESPACE = uuid.UUID("6f1c2a0e-5b7d-4c1e-9a57-7e2f3b9c4d10")
+_BOT = re.compile(BOT_PATTERN)
+_NEVER = -(1 << 62)
+_SYSTEM = pa.array(sorted(SYSTEM_EVENT_TYPES))
+
+
+@dataclass(frozen=True)
+class Change:
+    """A person entered or left a segment at ``ts_us`` (epoch microseconds).
+
+    ``reason``: ``event`` (their behaviour), ``window`` (the clock moved a
+    window or a recency threshold), ``merged`` (identity merge), ``consent``,
+    ``excluded`` (bot/outlier) or ``batch`` (batch features refreshed).
+    """
+
+    person: str
+    known: bool
+    segment: str
+    kind: str
+    ts_us: int
+    reason: str
+
+    @property
+    def event_id(self) -> str:
+        """Deterministic, so that replays deduplicate."""
+        return str(uuid.uuid5(NAMESPACE, f"{self.kind}|{self.segment}|{self.person}|{self.ts_us}"))
+
+    def to_event(self) -> dict[str, Any]:
+        """The ``segment_entered``/``segment_exited`` event, as sent to the collector."""
+        ids = {"user_id": self.person} if self.known else {"anonymous_id": self.person}
+        return {
+            "event_id": self.event_id,
+            "type": self.kind,
+            **ids,
+            "timestamp": iso(self.ts_us),
+            "properties": {"segment": self.segment, "reason": self.reason},
+        }
+
+
+@dataclass
+class _Effects:
+    """What one store transaction decided; applied only after it commits."""
+
+    changes: list[Change] = field(default_factory=list)
+    wakes: dict[str, int] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    sizes: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class _EvalPlan:
+    features: tuple[str, ...]
+    preds: tuple[tuple[int, Callable[[Any], bool]], ...]
+    groups: tuple[tuple[int, ...], ...]
+    mask: int
+
+
+@dataclass
+class _Batch:
+    """One stored batch as Python lists, sorted by time, persons resolved."""
+
+    event_id: list[str]
+    type: list[str]
+    user_id: list[str | None]
+    ts: list[int]
+    properties: list[str | None]
+    context: list[str | None]
+    consent: list[bool]
+    person: list[str] = field(default_factory=list)
+    merges: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+
+def events_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Stored-event rows (as the collector hands them over) from dicts; for tests and docs."""
+    defaults = {"source": "test", "personalization": True, "properties": "{}", "context": "{}"}
+    filled = []
+    for row in rows:
+        full = {**defaults, **row}
+        full.setdefault("received_at", full["timestamp"])
+        for name in ("properties", "context"):
+            if isinstance(full[name], dict):
+                full[name] = orjson.dumps(full[name]).decode()
+        filled.append(full)
+    return pa.Table.from_pylist(filled, schema=EVENT_ARROW_SCHEMA)
+
+
+class SegmentEngine:
+    """Profiles and segment memberships, updated incrementally (thread-safe)."""
+
+    def __init__(
+        self,
+        definitions: Definitions,
+        store: ProfileStore | None = None,
+        on_changes: Callable[[list[Change]], None] | None = None,
+        detect_bots: bool = True,
+    ) -> None:
+        self.definitions = definitions
+        self.plan = ProfilePlan(definitions.features)
+        self.store = store or MemoryProfileStore()
+        self.on_changes = on_changes
+        self.detect_bots = detect_bots
+        self.flagged: frozenset[str] = frozenset()
+        self.clock_us = _NEVER
+        self._lock = threading.RLock()
+        self._bot_cache: dict[str, bool] = {}
+        self._compile()
+
+    # -- compiled tables ---------------------------------------------------------
+
+    def _compile(self) -> None:
+        defs, features = self.definitions, self.definitions.features
+        self.keys = [s.key for s in defs.segments]
+        self.preds = [compile_condition(s.condition) for s in defs.segments]
+        self.all_mask = (1 << len(self.keys)) - 1
+        self.group_bits = [
+            tuple(defs.bits[s.key] for s in members) for members in defs.groups().values()
+        ]
+        self.bit_group = {bit: g for g in self.group_bits for bit in g}
+        users: dict[str, int] = {}
+        for seg in defs.segments:
+            for name in features.closure(list(seg.inputs)):
+                users[name] = users.get(name, 0) | (1 << defs.bits[seg.key])
+        self.stream_mask = [0] * len(self.plan.streams)
+        for name, stream in self.plan.stream_of.items():
+            self.stream_mask[stream.index] |= users.get(name, 0)
+        self.trait_mask = 0
+        for name, f in features.features.items():
+            if isinstance(f, Trait):
+                self.trait_mask |= users.get(name, 0)
+        self.batch_mask = 0
+        for name in RFM_FEATURES:
+            self.batch_mask |= users.get(name, 0)
+        self.time_mask = 0
+        for seg in defs.segments:
+            if time_dependent(defs, seg):
+                self.time_mask |= 1 << defs.bits[seg.key]
+        self._compile_wakes(users)
+
+    def _compile_wakes(self, users: dict[str, int]) -> None:
+        """Which streams can move a segment with the clock, and at which offsets."""
+        features = self.definitions.features
+        self.wake_windows: dict[int, int] = {}
+        for stream in self.plan.streams:
+            if stream.window is not None and self.stream_mask[stream.index]:
+                self.wake_windows[stream.index] = stream.window
+        self.recency_offsets: dict[int, list[tuple[str, tuple[int, ...]]]] = {}
+        for name, f in features.features.items():
+            if not isinstance(f, Recency) or not users.get(name):
+                continue
+            base = features.features[f.of]
+            assert isinstance(base, Aggregate)
+            offsets: set[int] = set()
+            for c in self.definitions.thresholds(name):
+                x = c * MINUTES_PER_DAY
+                # (M - L) / 1440 crosses c between these minute offsets
+                offsets.update({math.floor(x), math.floor(x) + 1, math.ceil(x)})
+            if offsets:
+                index = self.plan.stream_of[f.of].index
+                entry = (base.kind, tuple(sorted(offsets)))
+                self.recency_offsets.setdefault(index, []).append(entry)
+
+    @lru_cache(maxsize=4096)  # noqa: B019 - one engine per definitions, few distinct masks
+    def _eval_plan(self, mask: int) -> _EvalPlan:
+        for bit in _bits(mask):
+            for member in self.bit_group.get(bit, ()):
+                mask |= 1 << member
+        bits = list(_bits(mask))
+        inputs = [n for b in bits for n in self.definitions.segments[b].inputs]
+        groups = tuple(g for g in self.group_bits if mask & (1 << g[0]))
+        names = tuple(self.definitions.features.closure(inputs))
+        return _EvalPlan(names, tuple((b, self.preds[b]) for b in bits), groups, mask)
+
+    # -- evaluation --------------------------------------------------------------
+
+    def _visible(self, p: Profile) -> bool:
+        return p.consent and not p.bot and p.person not in self.flagged
+
+    def _evaluate(
+        self, p: Profile, mask: int, minute: int, ts_us: int, reason: str, eff: _Effects
+    ) -> None:
+        plan = self._eval_plan(mask)
+        matched = 0
+        if self._visible(p):
+            values = self.plan.values(p, plan.features, minute)
+            for bit, pred in plan.preds:
+                if pred(values):
+                    matched |= 1 << bit
+            for group in plan.groups:
+                winner = next((b for b in group if matched >> b & 1), None)
+                for b in group:
+                    if b != winner:
+                        matched &= ~(1 << b)
+        elif reason == "event":
+            reason = "consent" if not p.consent else "excluded"
+        new = (p.members & ~plan.mask) | matched
+        if new != p.members:
+            self._changed(p, p.members, new, ts_us, reason, eff)
+            p.members = new
+
+    def _changed(
+        self, p: Profile, old: int, new: int, ts_us: int, reason: str, eff: _Effects
+    ) -> None:
+        for bit in _bits(old ^ new):
+            key = self.keys[bit]
+            entered = bool(new >> bit & 1)
+            eff.changes.append(
+                Change(p.person, p.known, key, ENTERED if entered else EXITED, ts_us, reason)
+            )
+            eff.sizes[key] += 1 if entered else -1
+
+    def _next_wake(self, p: Profile, minute: int) -> int | None:
+        best: int | None = None
+        for index, window in self.wake_windows.items():
+            state = p.streams[index]
+            if state is not None:
+                state.expire(minute - window)
+                oldest = state.oldest()
+                if oldest is not None and (best is None or oldest + window < best):
+                    best = oldest + window
+        for index, entries in self.recency_offsets.items():
+            for kind, offsets in entries:
+                candidate = _recency_wake(p.streams[index], kind, offsets, minute)
+                if candidate is not None and (best is None or candidate < best):
+                    best = candidate
+        return best
+
+    def _catch_up(self, p: Profile, minute: int, eff: _Effects) -> None:
+        """Evaluate every clock-driven change due up to ``minute``, in order."""
+        start = p.wake
+        while p.wake is not None and p.wake <= minute:
+            at = p.wake
+            self._evaluate(p, self.time_mask, at, at * MINUTE_US, "window", eff)
+            p.wake = self._next_wake(p, at)
+        if p.wake != start and p.wake is not None:
+            eff.wakes[p.person] = p.wake
+
+    def _wake_after_event(self, p: Profile, touched: list[int], ts_us: int, minute: int) -> bool:
+        best = p.wake
+        event_minute = ts_us // MINUTE_US
+        for index in touched:
+            window = self.wake_windows.get(index)
+            if window is not None and (best is None or event_minute + window < best):
+                best = event_minute + window
+            for kind, offsets in self.recency_offsets.get(index, ()):
+                candidate = _recency_wake(p.streams[index], kind, offsets, minute)
+                if candidate is not None and (best is None or candidate < best):
+                    best = candidate
+        if best != p.wake:
+            p.wake = best
+            return True
+        return False
+
+    # -- ingestion ---------------------------------------------------------------
+
+    def on_stored(self, events: pa.Table) -> None:
+        """Collector hook: never raises (the events are stored whatever happens here)."""
+        try:
+            self.process(events)
+        except Exception:
+            log.exception("online segment update failed for a batch of %d events", len(events))
+
+    def process(self, events: pa.Table) -> list[Change]:
+        """Apply a batch of stored events; returns the membership changes (also reported)."""
+        events = events.filter(pc.invert(pc.is_in(events["type"], _SYSTEM)))
+        if events.num_rows == 0:
+            return []
+        with self._lock:
+            batch = self._resolve(self._lists(events))
+            touched = set(batch.person)
+            touched.update(anon for anon, _ in batch.merges.values())
+            eff = self.store.update(touched, lambda profiles: self._apply(batch, profiles))
+            self._commit(eff)
+            return eff.changes + self.advance_to(self.clock_us)
+
+    def _lists(self, events: pa.Table) -> _Batch:
+        events = events.sort_by([("timestamp", "ascending")])
+        ts = events.column("timestamp").cast(pa.int64())
+
+        def col(name: str) -> list[Any]:
+            return events.column(name).to_pylist()
+
+        batch = _Batch(
+            col("event_id"),
+            col("type"),
+            col("user_id"),
+            ts.to_pylist(),
+            col("properties"),
+            col("context"),
+            col("personalization"),
+        )
+        batch.person = col("anonymous_id")  # resolved in place by _resolve
+        return batch
+
+    def _resolve(self, batch: _Batch) -> _Batch:
+        """Persons per event, and the merges ``identify``/``alias`` events carry."""
+        anons = {a for a in batch.person if a is not None}
+        aliases = self.store.aliases(anons)
+        persons: list[str] = []
+        for i, (uid, anon, kind) in enumerate(
+            zip(batch.user_id, batch.person, batch.type, strict=True)
+        ):
+            if uid is None:
+                persons.append(aliases.get(anon, anon))
+                continue
+            persons.append(uid)
+            if kind == "identify" or kind == "alias":
+                merged = _merged_id(kind, anon, batch.properties[i])
+                if merged is not None and merged != uid and merged not in aliases:
+                    aliases[merged] = uid
+                    batch.merges[i] = (merged, uid)
+        batch.person = persons
+        return batch
+
+    def _apply(self, batch: _Batch, profiles: Profiles) -> _Effects:
+        eff = _Effects()
+        plan, clock = self.plan, self.clock_us
+        for i, person in enumerate(batch.person):
+            ts = batch.ts[i]
+            if ts > clock:
+                clock = ts
+            minute = clock // MINUTE_US
+            if i in batch.merges:
+                self._merge(profiles, *batch.merges[i], minute, clock, eff)
+            kind = batch.type[i]
+            if kind in SYSTEM_EVENT_TYPES:
+                continue
+            p = profiles.get(person)
+            if p is None:
+                p = profiles[person] = plan.new_profile(person)
+            elif p.wake is not None and p.wake <= minute:
+                self._catch_up(p, minute, eff)
+            self._event(p, batch, i, minute, clock, eff)
+        self.clock_us = clock
+        return eff
+
+    def _event(
+        self, p: Profile, batch: _Batch, i: int, minute: int, clock: int, eff: _Effects
+    ) -> None:
+        if batch.user_id[i] == p.person:
+            p.known = True
+        was = self._visible(p)
+        consent = batch.consent[i]
+        p.note_consent(batch.ts[i], consent)
+        if self.detect_bots and not p.bot and self._is_bot(batch.context[i]):
+            p.bot = True
+        mask, touched = 0, []
+        kind = batch.type[i]
+        if consent:
+            props = _parse(batch.properties[i]) if self.plan.needs_properties(kind) else None
+            if self.plan.add_event(p, kind, batch.ts[i], minute, props, batch.event_id[i]):
+                touched = self.plan.touched
+                for index in touched:
+                    mask |= self.stream_mask[index]
+            if kind == "identify":
+                mask |= self.trait_mask
+        if was != self._visible(p):
+            mask = self.all_mask
+        if mask:
+            self._evaluate(p, mask, minute, clock, "event", eff)
+        if touched and self._wake_after_event(p, touched, batch.ts[i], minute):
+            eff.wakes[p.person] = p.wake  # type: ignore[assignment]
+
+    def _merge(
+        self, profiles: Profiles, anon: str, user: str, minute: int, clock: int, eff: _Effects
+    ) -> None:
+        eff.aliases[anon] = user
+        source = profiles.get(anon)
+        if source is None:
+            return
+        self._catch_up(source, minute, eff)
+        self._changed(source, source.members, 0, clock, "merged", eff)
+        target = profiles.get(user)
+        if target is None:
+            target = profiles[user] = self.plan.new_profile(user)
+        else:
+            self._catch_up(target, minute, eff)
+        merge_profiles(self.plan, source, target, minute)
+        profiles[anon] = None
+        target.known = True
+        self._evaluate(target, self.all_mask, minute, clock, "merged", eff)
+        target.wake = self._next_wake(target, minute)
+        if target.wake is not None:
+            eff.wakes[user] = target.wake
+
+    def _is_bot(self, context: str | None) -> bool:
+        if not context:
+            return False
+        agent = _user_agent(context)
+        if agent is None:
+            return False
+        hit = self._bot_cache.get(agent)
+        if hit is None:
+            if len(self._bot_cache) > 100_000:
+                self._bot_cache.clear()
+            hit = self._bot_cache[agent] = _BOT.search(agent) is not None
+        return hit
+
+    def _commit(self, eff: _Effects) -> None:
+        if eff.aliases:
+            self.store.set_aliases(eff.aliases)
+        if eff.wakes:
+            self.store.schedule(eff.wakes)
+        if eff.sizes:
+            self.store.add_sizes(eff.sizes)
+        if eff.changes and self.on_changes is not None:
+            try:
+                self.on_changes(eff.changes)
+            except Exception:
+                log.exception("reporting %d segment changes failed", len(eff.changes))
+
+    # -- the clock and batch inputs ---------------------------------------------
+
+    def advance_to(self, now: datetime | int) -> list[Change]:
+        """Move the clock to ``now`` (datetime or epoch µs) and apply due window changes."""
+        now_us = now if isinstance(now, int) else to_us(now)
+        with self._lock:
+            self.clock_us = max(self.clock_us, now_us)
+            minute = self.clock_us // MINUTE_US
+            due = self.store.due(minute)
+            if not due:
+                return []
+
+            def sweep(profiles: Profiles) -> _Effects:
+                eff = _Effects()
+                for p in profiles.values():
+                    if p is not None and p.wake is not None and p.wake <= minute:
+                        self._catch_up(p, minute, eff)
+                return eff
+
+            eff = self.store.update(due, sweep)
+            self._commit(eff)
+            return eff.changes
+
+    def set_flagged(self, persons: Iterable[str]) -> list[Change]:
+        """Replace the set of persons excluded by the batch quality job (bots, outliers)."""
+        new = frozenset(persons)
+        with self._lock:
+            changed = sorted(new ^ self.flagged)
+            self.flagged = new
+            return self._reevaluate(changed, self.all_mask, "excluded")
+
+    def set_batch_features(self, rows: Mapping[str, Mapping[str, Any]]) -> list[Change]:
+        """Store features computed in batch (RFM) on the profiles; others lose theirs."""
+        with self._lock:
+            persons = sorted(set(self.store.persons()) | set(rows))
+
+            def assign(p: Profile) -> bool:
+                values = {k: v for k, v in rows.get(p.person, {}).items() if v is not None}
+                if values == p.batch:
+                    return False
+                p.batch = values
+                return True
+
+            return self._reevaluate(persons, self.batch_mask, "batch", assign, create=True)
+
+    def _reevaluate(
+        self,
+        persons: list[str],
+        mask: int,
+        reason: str,
+        change: Callable[[Profile], bool] | None = None,
+        create: bool = False,
+    ) -> list[Change]:
+        changes: list[Change] = []
+        minute, clock = self.clock_us // MINUTE_US, self.clock_us
+
+        def run(profiles: Profiles) -> _Effects:
+            eff = _Effects()
+            for person, p in list(profiles.items()):
+                if p is None and create:
+                    p = self.plan.new_profile(person)
+                    p.consent = False  # no event seen yet: not profiled until one arrives
+                    profiles[person] = p
+                if p is None:
+                    continue
+                self._catch_up(p, minute, eff)
+                if (change is None or change(p)) and mask:
+                    self._evaluate(p, mask, minute, clock, reason, eff)
+            return eff
+
+        for start in range(0, len(persons), 1000):
+            eff = self.store.update(persons[start : start + 1000], run)
+            self._commit(eff)
+            changes.extend(eff.changes)
+        return changes
+
+    # -- reading -----------------------------------------------------------------
+
+    def person_of(self, person_or_anon: str) -> str:
+        """The person an id belongs to now (anonymous ids follow their merge)."""
+        return self.store.aliases([person_or_anon]).get(person_or_anon, person_or_anon)
+
+    def features(self, person: str, at: datetime | None = None) -> dict[str, Any] | None:
+        """Every feature of a profiled person (timestamps as epoch µs), or ``None``."""
+        return self._read(person, at, lambda p, values: values if self._visible(p) else None)
+
+    def members(self, person: str) -> list[str]:
+        """Segments the person is in (as last evaluated; the sweep keeps it current)."""
+        p = self.store.get(self.person_of(person))
+        return [] if p is None else [self.keys[b] for b in _bits(p.members)]
+
+    def describe(self, person: str, at: datetime | None = None) -> dict[str, Any] | None:
+        """Features, segments and, per segment, which condition parts held (admin API)."""
+        return self._read(person, at, self._describe)
+
+    def _read(
+        self, person: str, at: datetime | None, fn: Callable[[Profile, dict[str, Any]], Any]
+    ) -> Any:
+        with self._lock:
+            if at is not None:
+                self.advance_to(at)
+            person = self.person_of(person)
+            minute = self.clock_us // MINUTE_US
+            eff = _Effects()
+
+            def read(profiles: Profiles) -> Any:
+                p = profiles.get(person)
+                if p is None:
+                    return None
+                self._catch_up(p, minute, eff)
+                return fn(p, self.plan.values(p, self.definitions.features.names, minute))
+
+            result = self.store.update([person], read)
+            self._commit(eff)
+            return result
+
+    def _describe(self, p: Profile, values: dict[str, Any]) -> dict[str, Any]:
+        features = self.definitions.features
+        shown = {
+            n: iso(v) if features.value_type(n) == "timestamp" else v for n, v in values.items()
+        }
+        members = [self.keys[b] for b in _bits(p.members)]
+        why = {}
+        for seg in self.definitions.segments:
+            detail = explain(seg.condition, values)
+            detail["member"] = seg.key in members
+            group = self.bit_group.get(self.definitions.bits[seg.key], ())
+            winner = next((self.keys[b] for b in group if p.members >> b & 1), None)
+            if detail["held"] and not detail["member"] and winner:
+                detail["excluded_by"] = winner
+            why[seg.key] = detail
+        return {
+            "person_id": p.person,
+            "known": p.known,
+            "profiled": self._visible(p),
+            "not_profiled_because": _hidden_reason(p, self.flagged),
+            "as_of": iso(self.clock_us),
+            "features": shown,
+            "segments": members,
+            "targetable_segments": self.targetable(members),
+            "explanations": why,
+        }
+
+    def targetable(self, members: Iterable[str]) -> list[str]:
+        """Segments usable for targeting: at least ``min_users`` members, or forced."""
+        sizes = self.store.sizes()
+        out = []
+        for key in members:
+            seg = self.definitions.segment(key)
+            if seg.force or sizes.get(key, 0) >= seg.min_users:
+                out.append(key)
+        return out
+
+    def attributes(self, person: str) -> dict[str, Any]:
+        """Attributes for targeting conditions: features plus ``segments`` (targetable)."""
+        values = self.features(person) or {}
+        features = self.definitions.features
+        attrs = {n: v for n, v in values.items() if features.value_type(n) != "timestamp"}
+        attrs["segments"] = self.targetable(self.members(person)) if values else []
+        return attrs
+
+    def sizes(self) -> dict[str, int]:
+        """Online segment sizes."""
+        sizes = self.store.sizes()
+        return {key: sizes.get(key, 0) for key in self.keys}
+
+
+def _bits(mask: int) -> Iterable[int]:
+    bit = 0
+    while mask:
+        if mask & 1:
+            yield bit
+        mask >>= 1
+        bit += 1
+
+
+def _recency_wake(state: Any, kind: str, offsets: tuple[int, ...], minute: int) -> int | None:
+    if state is None:
+        return None
+    ts = state.first if kind == "first_seen" else state.last
+    if ts is None:
+        return None
+    base = ts // MINUTE_US
+    for offset in offsets:
+        if base + offset > minute:
+            return base + offset
+    return None
+
+
+def _merged_id(kind: str, anon: str | None, properties: str | None) -> str | None:
+    """The anonymous id an identify/alias merges (``previous_id`` for alias)."""
+    if kind == "alias" and properties:
+        previous = _parse(properties).get("previous_id")
+        if isinstance(previous, str) and previous:
+            return previous
+    return anon
+
+
+def _parse(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _user_agent(context: str) -> str | None:
+    """``context.user_agent`` without parsing the whole context when it is plain."""
+    start = context.find('"user_agent"')
+    if start < 0:
+        return None
+    if "\\" in context or context.find('"user_agent"', start + 1) >= 0:
+        agent = _parse(context).get("user_agent")
+        return agent if isinstance(agent, str) else None
+    colon = context.find(":", start + 12)
+    quote = context.find('"', colon)
+    if colon < 0 or quote < 0 or context[colon + 1 : quote].strip():
+        return None  # not a string value
+    end = context.find('"', quote + 1)
+    return context[quote + 1 : end] if end > 0 else None
+
+
+def _hidden_reason(p: Profile, flagged: frozenset[str]) -> str | None:
+    if not p.consent:
+        return "no personalization consent"
+    if p.bot:
+        return "bot user agent"
+    if p.person in flagged:
+        return "flagged by the data-quality job"
+    return None
+
+
+def now_us() -> int:
+    """The wall clock in epoch microseconds."""
+    return to_us(datetime.now(UTC))

@@ -1,0 +1,276 @@
+"""Profile stores: where the online executor keeps profiles, aliases and its timer wheel.
+
+:class:`MemoryProfileStore` (default) keeps live objects in the process.
+:class:`RedisProfileStore` shares them between server replicas: one key per
+profile (serialized), a hash of identity aliases, a sorted set as the timer
+wheel and a hash of segment sizes. Updates are optimistic transactions
+(``WATCH``/``MULTI``), so two replicas updating the same profile retry rather
+than lose an update; the update function must therefore be free of side
+effects and return what should happen once it has committed.
+
+>>> store = MemoryProfileStore()
+>>> store.set_aliases({"anon-1": "u1"})
+>>> store.aliases(["anon-1", "anon-2"])
+{'anon-1': 'u1'}
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from typing import Any, TypeVar
+
+from tailorkit.profile.online import Profile
+
+T = TypeVar("T")
+#: Profiles by person for one update; assign ``None`` to delete.
+Profiles = MutableMapping[str, Profile | None]
+
+
+class ProfileStore(ABC):
+    """What the online executor needs from a store."""
+
+    @abstractmethod
+    def update(self, persons: Iterable[str], fn: Callable[[Profiles], T]) -> T:
+        """Load ``persons`` (missing ones as ``None``), let ``fn`` change them, save atomically."""
+
+    @abstractmethod
+    def get(self, person: str) -> Profile | None:
+        """One profile, read-only."""
+
+    @abstractmethod
+    def persons(self) -> Iterator[str]:
+        """Every stored person id."""
+
+    @abstractmethod
+    def aliases(self, anonymous_ids: Iterable[str]) -> dict[str, str]:
+        """Known user ids of anonymous ids that have been merged."""
+
+    @abstractmethod
+    def set_aliases(self, mapping: Mapping[str, str]) -> None:
+        """Record merges; the first user an anonymous id was merged into stays."""
+
+    @abstractmethod
+    def schedule(self, wakes: Mapping[str, int]) -> None:
+        """Ask to re-check persons at the given minute."""
+
+    @abstractmethod
+    def due(self, minute: int) -> list[str]:
+        """Persons scheduled at or before ``minute``, removed from the wheel."""
+
+    @abstractmethod
+    def add_sizes(self, deltas: Mapping[str, int]) -> None:
+        """Adjust segment sizes."""
+
+    @abstractmethod
+    def sizes(self) -> dict[str, int]:
+        """Current segment sizes."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Forget everything."""
+
+
+class MemoryProfileStore(ProfileStore):
+    """In-process store: live objects, no serialization (the default)."""
+
+    def __init__(self) -> None:
+        self._profiles: dict[str, Profile] = {}
+        self._aliases: dict[str, str] = {}
+        self._wheel: dict[int, set[str]] = {}
+        self._minutes: list[int] = []
+        self._sizes: dict[str, int] = {}
+        self._lock = threading.RLock()
+
+    def update(self, persons: Iterable[str], fn: Callable[[Profiles], T]) -> T:
+        """Run ``fn`` on the live profiles under the store's lock."""
+        with self._lock:
+            loaded: dict[str, Profile | None] = {p: self._profiles.get(p) for p in persons}
+            result = fn(loaded)
+            for person, profile in loaded.items():
+                if profile is None:
+                    self._profiles.pop(person, None)
+                else:
+                    self._profiles[person] = profile
+            return result
+
+    def get(self, person: str) -> Profile | None:
+        """The live profile (do not change it outside :meth:`update`)."""
+        return self._profiles.get(person)
+
+    def persons(self) -> Iterator[str]:
+        """A snapshot of the person ids."""
+        with self._lock:
+            return iter(list(self._profiles))
+
+    def aliases(self, anonymous_ids: Iterable[str]) -> dict[str, str]:
+        """Merged anonymous ids among ``anonymous_ids``."""
+        table = self._aliases
+        return {a: table[a] for a in anonymous_ids if a in table}
+
+    def set_aliases(self, mapping: Mapping[str, str]) -> None:
+        """Record merges (first one wins)."""
+        with self._lock:
+            for anon, user in mapping.items():
+                self._aliases.setdefault(anon, user)
+
+    def schedule(self, wakes: Mapping[str, int]) -> None:
+        """Add persons to minute slots (stale entries are skipped by the caller)."""
+        with self._lock:
+            for person, minute in wakes.items():
+                slot = self._wheel.get(minute)
+                if slot is None:
+                    slot = self._wheel[minute] = set()
+                    heapq.heappush(self._minutes, minute)
+                slot.add(person)
+
+    def due(self, minute: int) -> list[str]:
+        """Pop every slot up to ``minute``."""
+        found: list[str] = []
+        with self._lock:
+            while self._minutes and self._minutes[0] <= minute:
+                found.extend(self._wheel.pop(heapq.heappop(self._minutes), ()))
+        return found
+
+    def add_sizes(self, deltas: Mapping[str, int]) -> None:
+        """Adjust sizes."""
+        with self._lock:
+            for key, delta in deltas.items():
+                self._sizes[key] = self._sizes.get(key, 0) + delta
+
+    def sizes(self) -> dict[str, int]:
+        """A copy of the sizes."""
+        with self._lock:
+            return dict(self._sizes)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._profiles.clear()
+            self._aliases.clear()
+            self._wheel.clear()
+            self._minutes.clear()
+            self._sizes.clear()
+
+
+class RedisProfileStore(ProfileStore):
+    """Profiles shared through Redis; every key starts with ``prefix``.
+
+    The prefix should change when feature definitions change (the executor
+    adds a fingerprint), since stored state is laid out per definition.
+    """
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self._alias_key = f"{prefix}alias"
+        self._wheel_key = f"{prefix}wheel"
+        self._sizes_key = f"{prefix}sizes"
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str) -> RedisProfileStore:
+        """Connect to ``redis://host:port/db``."""
+        import redis
+
+        return cls(redis.Redis.from_url(url), prefix)
+
+    def _key(self, person: str) -> str:
+        return f"{self.prefix}p:{person}"
+
+    def update(self, persons: Iterable[str], fn: Callable[[Profiles], T]) -> T:
+        """Optimistic transaction: re-run ``fn`` on fresh data if another writer interfered."""
+        import redis
+
+        people = list(dict.fromkeys(persons))
+        keys = [self._key(p) for p in people]
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    return self._attempt(pipe, people, keys, fn)
+                except redis.WatchError:
+                    continue
+
+    def _attempt(
+        self, pipe: Any, people: list[str], keys: list[str], fn: Callable[[Profiles], T]
+    ) -> T:
+        if keys:
+            pipe.watch(*keys)
+        raw = pipe.mget(keys) if keys else []
+        loaded: dict[str, Profile | None] = {
+            p: (Profile.from_bytes(b) if b is not None else None)
+            for p, b in zip(people, raw, strict=True)
+        }
+        before = set(loaded)
+        result = fn(loaded)
+        pipe.multi()
+        for person, profile in loaded.items():
+            if profile is None:
+                if person in before:
+                    pipe.delete(self._key(person))
+            else:
+                pipe.set(self._key(person), profile.to_bytes())
+        pipe.execute()
+        return result
+
+    def get(self, person: str) -> Profile | None:
+        """One profile (a fresh copy)."""
+        raw = self.redis.get(self._key(person))
+        return Profile.from_bytes(raw) if raw is not None else None
+
+    def persons(self) -> Iterator[str]:
+        """Scan the profile keys."""
+        start = len(self._key(""))
+        for key in self.redis.scan_iter(match=self._key("*"), count=1000):
+            yield key.decode()[start:]
+
+    def aliases(self, anonymous_ids: Iterable[str]) -> dict[str, str]:
+        """``HMGET`` on the alias hash."""
+        anons = list(dict.fromkeys(anonymous_ids))
+        if not anons:
+            return {}
+        values = self.redis.hmget(self._alias_key, anons)
+        return {a: v.decode() for a, v in zip(anons, values, strict=True) if v is not None}
+
+    def set_aliases(self, mapping: Mapping[str, str]) -> None:
+        """``HSETNX`` each merge (first one wins)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for anon, user in mapping.items():
+                pipe.hsetnx(self._alias_key, anon, user)
+            pipe.execute()
+
+    def schedule(self, wakes: Mapping[str, int]) -> None:
+        """``ZADD`` with the minute as score (an earlier pending check is kept)."""
+        if wakes:
+            self.redis.zadd(self._wheel_key, dict(wakes), lt=True)
+
+    def due(self, minute: int) -> list[str]:
+        """Members up to ``minute``; each is claimed by the replica whose ``ZREM`` removes it."""
+        members = self.redis.zrangebyscore(self._wheel_key, "-inf", minute)
+        if not members:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.zrem(self._wheel_key, member)
+            removed = pipe.execute()
+        return [m.decode() for m, gone in zip(members, removed, strict=True) if gone]
+
+    def add_sizes(self, deltas: Mapping[str, int]) -> None:
+        """``HINCRBY`` each size."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key, delta in deltas.items():
+                if delta:
+                    pipe.hincrby(self._sizes_key, key, delta)
+            pipe.execute()
+
+    def sizes(self) -> dict[str, int]:
+        """``HGETALL`` of the sizes."""
+        raw = self.redis.hgetall(self._sizes_key)
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def clear(self) -> None:
+        """Delete every key under the prefix."""
+        keys = list(self.redis.scan_iter(match=f"{self.prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            self.redis.delete(*keys[start : start + 500])
