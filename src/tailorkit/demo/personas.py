@@ -4,6 +4,16 @@ Each persona is a set of habits (how often they come, how much they browse,
 search and buy, what they pay, which device they use and when). The generator
 never writes the persona into the events; it is ground truth in the users
 table so that clustering can be checked against it.
+
+At 30 days (per visitor, roughly): bargain hunters ~11 sessions, many views of
+cheap and discounted items (avg ~20 EUR), mostly desktop, rare small orders;
+loyal buyers ~10 longer sessions, frequent purchases of pricey items, highest
+revenue, desktop/tablet; window shoppers ~14 sessions, many views of pricey
+items, mobile/tablet, almost never buy; mobile impulse buyers ~20 short mobile
+sessions, cheap items, many cart adds and orders; researchers ~3 long desktop
+sessions with many searches and expensive items (electronics). The parameters
+are tuned so that k-means on standardized per-visitor counts, average price,
+mobile share and search share finds them again (adjusted Rand index ~0.85).
 """
 
 from __future__ import annotations
