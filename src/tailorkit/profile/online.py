@@ -3,10 +3,11 @@
 Aggregates that share an event filter, window and property share one
 *stream*. A stream keeps, per user:
 
-* sliding windows: a deque of non-empty minute buckets ``[minute, count,
-  sum]`` (plus per-bucket min/max when a feature needs them) with running
-  totals; buckets leave from the front as the clock passes ``minute + N``.
-  Memory: at most one bucket per minute of the window that had events.
+* sliding windows: a deque of non-empty buckets ``[bucket, count, sum]``
+  (plus per-bucket min/max when a feature needs them) with running totals;
+  buckets are ``r`` minutes long (:func:`tailorkit.profile.windows.resolution`)
+  and leave from the front as the clock passes ``(bucket + K) * r``.
+  Memory: at most ``K + 1`` buckets (1,441 for windows in days).
   Min/max use monotonic wedges, so every operation is amortized O(1) for
   events in time order; a late event (older than the newest bucket) costs a
   rebuild, O(buckets);
@@ -52,9 +53,10 @@ from tailorkit.profile.definitions import (
     Score,
     Trait,
 )
-from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY
+from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, resolution
 
 UNITS = 1_000_000
+_EMPTY: dict[str, Any] = {}
 _NUMBER = (int, float)
 
 
@@ -89,11 +91,39 @@ class Stream:
             compile_condition(spec.filter.where) if spec.filter.where is not None else None
         )
         self.window = spec.window
+        #: bucket length in minutes and buckets per window (sliding windows only)
+        self.res = resolution(spec.window) if spec.window is not None else 1
+        self.span = spec.window // self.res if spec.window is not None else 0
         self.path = tuple(spec.prop.split(".")) if spec.prop else ()
         self.amounts = bool(needs & {"sum", "min", "max"})
         self.extremes = bool(needs & {"min", "max"})
         self.distinct = "distinct" in needs
         self.cap = max_distinct
+        self.feed = self._feeder()
+
+    def _feeder(self) -> Callable[[Any, int, int, Any], None]:
+        """The per-event update, specialized: most streams only count in a window."""
+        if self.window is not None and not self.path:
+
+            def count_in_window(state: Any, minute: int, ts_us: int, props: Any) -> None:
+                buckets = state.buckets
+                if buckets and buckets[-1][0] == minute:
+                    buckets[-1][1] += 1
+                    state.count += 1
+                else:
+                    state.add(minute, None, None, 0)
+
+            return count_in_window
+        windowed = self.window is not None
+        amounts, distinct, cap = self.amounts, self.distinct, self.cap
+
+        def general(state: Any, minute: int, ts_us: int, props: Any) -> None:
+            value = self.value_of(props) if self.path else None
+            units = to_units(value) if amounts else None
+            key = distinct_key(value) if distinct else None
+            state.add(minute if windowed else ts_us, units, key, cap)
+
+        return general
 
     def new_state(self) -> WindowState | LifetimeState:
         """Empty per-user state."""
@@ -311,6 +341,7 @@ class Profile:
     __slots__ = (
         "batch",
         "bot",
+        "cache",
         "consent",
         "known",
         "last_us",
@@ -332,6 +363,8 @@ class Profile:
         self.bot = False
         self.members = 0
         self.wake: int | None = None
+        # Feature values as last computed (in process only, never serialized)
+        self.cache: dict[str, Any] | None = None
 
     def note_consent(self, ts_us: int, personalization: bool) -> None:
         """Consent follows the person's latest event; at a tie, a refusal wins."""
@@ -396,6 +429,7 @@ class ProfilePlan:
             if isinstance(f, Trait)
         ]
         self._by_type: dict[str, tuple[Stream, ...]] = {}
+        self._needs_props: dict[str, bool] = {}
         self.readers = {name: self._reader(name) for name in features.names}
 
     def _build_streams(self) -> None:
@@ -427,9 +461,13 @@ class ProfilePlan:
 
     def needs_properties(self, event_type: str) -> bool:
         """Whether events of this type must have their properties parsed."""
-        if event_type == "identify" and self.traits:
-            return True
-        return any(s.where is not None or s.path for s in self.candidates(event_type))
+        needed = self._needs_props.get(event_type)
+        if needed is None:
+            needed = (event_type == "identify" and bool(self.traits)) or any(
+                s.where is not None or s.path for s in self.candidates(event_type)
+            )
+            self._needs_props[event_type] = needed
+        return needed
 
     def add_event(
         self,
@@ -450,19 +488,24 @@ class ProfilePlan:
         touched: list[int] = []
         streams = profile.streams
         for stream in self.candidates(event_type):
-            if stream.where is not None and not stream.where(props if props is not None else {}):
+            where = stream.where
+            if where is not None and not where(props if props is not None else _EMPTY):
                 continue
-            window = stream.window
-            if window is not None and minute <= clock_minute - window:
-                continue  # older than the window already
-            state = streams[stream.index]
+            bucket = minute
+            if stream.window is not None:
+                res = stream.res
+                if res != 1:
+                    bucket = minute // res
+                    if bucket <= clock_minute // res - stream.span:
+                        continue  # older than the window already
+                elif minute <= clock_minute - stream.span:
+                    continue
+            index = stream.index
+            state = streams[index]
             if state is None:
-                state = streams[stream.index] = stream.new_state()
-            value = stream.value_of(props) if stream.path else None
-            units = to_units(value) if stream.amounts else None
-            key = distinct_key(value) if stream.distinct else None
-            state.add(minute if window is not None else ts_us, units, key, stream.cap)
-            touched.append(stream.index)
+                state = streams[index] = stream.new_state()
+            stream.feed(state, bucket, ts_us, props)
+            touched.append(index)
         if event_type == "identify" and self.traits:
             self._traits(profile, ts_us, event_id, props)
         self.touched = touched
@@ -486,14 +529,29 @@ class ProfilePlan:
         for stream in self.streams:
             state = profile.streams[stream.index]
             if stream.window is not None and state is not None:
-                state.expire(clock_minute - stream.window)
+                state.expire(clock_minute // stream.res - stream.span)
 
     def values(self, profile: Profile, names: Iterable[str], clock_minute: int) -> dict[str, Any]:
         """Feature values as of ``clock_minute``; ``names`` must be in dependency order."""
         out: dict[str, Any] = {}
+        readers = self.readers
         for name in names:
-            out[name] = self.readers[name](profile, clock_minute, out)
+            out[name] = readers[name](profile, clock_minute, out)
         return out
+
+    def stream_features(self, index: int) -> list[str]:
+        """Aggregates fed by stream ``index``."""
+        return [n for n, s in self.stream_of.items() if s.index == index]
+
+    def downstream(self, names: Iterable[str]) -> list[str]:
+        """``names`` and every feature computed from them, in dependency order."""
+        wanted = set(names)
+        ordered = []
+        for name in self.features.names:
+            if name in wanted or any(i in wanted for i in self.features.inputs(name)):
+                wanted.add(name)
+                ordered.append(name)
+        return ordered
 
     def _reader(self, name: str) -> Reader:
         if name in RFM_FEATURES:
@@ -512,36 +570,73 @@ class ProfilePlan:
         assert isinstance(feature, Trait)
         return lambda p, m, done: (p.traits.get(name) or (None, None, None))[2]
 
-    def _aggregate_reader(
-        self, feature: Aggregate
-    ) -> Callable[[Profile, int, dict[str, Any]], Any]:
+    def _aggregate_reader(self, feature: Aggregate) -> Reader:
         stream = self.stream_of[feature.name]
-        index, window, kind = stream.index, stream.window, feature.kind
-        empty: Any = stream.new_state()
-
-        def read(p: Profile, m: int, done: dict[str, Any]) -> Any:
-            state = p.streams[index] or empty
-            if window is not None:
-                state.expire(m - window)
-            return _read(state, kind, window is not None)
-
-        return read
+        index, kind = stream.index, feature.kind
+        if stream.window is None:
+            return _lifetime_reader(index, kind)
+        return _window_reader(index, stream.res, stream.span, kind, stream.new_state())
 
 
-def _read(state: Any, kind: str, windowed: bool) -> Any:
+def _window_reader(index: int, res: int, span: int, kind: str, empty: Any) -> Reader:
+    """A sliding-window reader; expiry is checked inline (it is rarely due)."""
+
+    def state_at(p: Profile, m: int) -> Any:
+        state = p.streams[index]
+        if state is None:
+            return empty
+        cutoff = m // res - span
+        buckets, values = state.buckets, state.values
+        if (buckets and buckets[0][0] <= cutoff) or (
+            values and next(iter(values.values())) <= cutoff
+        ):
+            state.expire(cutoff)
+        return state
+
     if kind == "count":
-        return state.count
+
+        def count(p: Profile, m: int, done: dict[str, Any]) -> int:
+            state = p.streams[index]
+            if state is None:
+                return 0
+            buckets = state.buckets
+            if buckets and buckets[0][0] <= m // res - span:
+                state.expire(m // res - span)
+            return int(state.count)
+
+        return count
     if kind == "sum":
-        return state.total / UNITS
+        return lambda p, m, done: state_at(p, m).total / UNITS
     if kind == "distinct":
-        return len(state.values)
-    if kind in ("min", "max"):
-        if windowed:
-            wedge = state.lo if kind == "min" else state.hi
-            return wedge[0][1] / UNITS if wedge else None
-        units = state.low if kind == "min" else state.high
-        return None if units is None else units / UNITS
-    return state.first if kind == "first_seen" else state.last
+        return lambda p, m, done: len(state_at(p, m).values)
+
+    def extreme(p: Profile, m: int, done: dict[str, Any]) -> Any:
+        state = state_at(p, m)
+        wedge = state.lo if kind == "min" else state.hi
+        return wedge[0][1] / UNITS if wedge else None
+
+    return extreme
+
+
+def _lifetime_reader(index: int, kind: str) -> Reader:
+    def read(p: Profile, m: int, done: dict[str, Any]) -> Any:
+        state = p.streams[index]
+        if state is None:
+            return 0 if kind in ("count", "distinct") else (0.0 if kind == "sum" else None)
+        if kind == "count":
+            return state.count
+        if kind == "sum":
+            return state.total / UNITS
+        if kind == "distinct":
+            return len(state.values)
+        if kind in ("min", "max"):
+            units = state.low if kind == "min" else state.high
+            return None if units is None else units / UNITS
+        return state.first if kind == "first_seen" else state.last
+
+    if kind == "count":
+        return lambda p, m, done: 0 if (s := p.streams[index]) is None else s.count
+    return read
 
 
 def _ratio(num: Any, den: Any) -> float | None:
@@ -607,6 +702,7 @@ def merge_profiles(plan: ProfilePlan, source: Profile, target: Profile, clock_mi
     target.note_consent(source.last_us, source.consent)
     target.bot = target.bot or source.bot
     target.known = target.known or source.known
+    target.cache = None  # the merged history changes every feature
 
 
 def _merge_windows(a: WindowState, b: WindowState, cap: int) -> None:

@@ -4,13 +4,17 @@ Both executors share one rule, so that they agree to the event:
 
 * an event belongs to minute ``m = floor(timestamp_us / 60_000_000)``
   (minutes since the Unix epoch, UTC);
-* as of an instant ``T`` (minute ``M``), a window of ``N`` minutes holds the
-  events with ``timestamp <= T`` and ``m > M - N``: the last ``N`` minute
-  buckets up to and including the as-of minute. A lifetime window holds every
+* a window of ``N`` minutes has buckets of ``r`` minutes: ``r = N / 1440``
+  when ``N`` is a whole number of days (1,440 buckets: one minute for ``24h``,
+  seven minutes for ``7d``), else ``r = 1``; it holds ``K = N / r`` buckets;
+* as of an instant ``T`` (minute ``M``), the window holds the events with
+  ``timestamp <= T`` and ``floor(m / r) > floor(M / r) - K``: the last ``K``
+  buckets up to and including the as-of bucket. A lifetime window holds every
   event with ``timestamp <= T``.
 
-So a ``24h`` window as of 10:30:15 covers 10:31 the day before up to 10:30:15.
-An event leaves a window exactly when the clock enters minute ``m + N``.
+So a ``24h`` window as of 10:30:15 covers 10:31 the day before up to 10:30:15,
+and an event leaves it exactly when the clock enters minute ``m + 1440``.
+The bucket size bounds memory: at most ``K + 1`` buckets per user and window.
 
 >>> parse_window("24h")
 1440
@@ -52,6 +56,17 @@ def parse_window(text: str) -> int | None:
     return minutes
 
 
+def resolution(minutes: int) -> int:
+    """Bucket length in minutes of a window of ``minutes``.
+
+    >>> resolution(30), resolution(1440), resolution(7 * 1440), resolution(90)
+    (1, 1, 7, 1)
+    """
+    if minutes % MINUTES_PER_DAY == 0:
+        return minutes // MINUTES_PER_DAY
+    return 1
+
+
 def to_us(moment: datetime) -> int:
     """Microseconds since the epoch (naive datetimes are UTC).
 
@@ -84,8 +99,12 @@ def window_start(at: datetime, minutes: int) -> datetime:
 
     >>> window_start(datetime(2024, 5, 1, 10, 30, 15, tzinfo=UTC), 1440).isoformat()
     '2024-04-30T10:31:00+00:00'
+    >>> window_start(datetime(2024, 5, 1, 10, 30, 15, tzinfo=UTC), 7 * 1440).isoformat()
+    '2024-04-24T10:35:00+00:00'
     """
-    return from_us((minute_of(at) - minutes + 1) * MINUTE_US)
+    r = resolution(minutes)
+    first_bucket = minute_of(at) // r - minutes // r + 1
+    return from_us(first_bucket * r * MINUTE_US)
 
 
 def iso(us: int | None) -> str | None:

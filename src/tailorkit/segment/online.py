@@ -69,6 +69,7 @@ from tailorkit.profile.online import Profile, ProfilePlan, merge_profiles
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, iso, to_us
 from tailorkit.segment.definitions import ENTERED, EXITED, Definitions, time_dependent
 from tailorkit.segment.explain import explain
+from tailorkit.segment.triggers import thresholds
 from tailorkit.store.profiles import MemoryProfileStore, Profiles, ProfileStore
 from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA
 
@@ -195,33 +196,53 @@ class SegmentEngine:
         for seg in defs.segments:
             for name in features.closure(list(seg.inputs)):
                 users[name] = users.get(name, 0) | (1 << defs.bits[seg.key])
+        self.users = users
+        # Features segments need, in dependency order: what the per-profile cache holds
+        self.needed = tuple(n for n in features.names if n in users)
         self.stream_mask = [0] * len(self.plan.streams)
         for name, stream in self.plan.stream_of.items():
             self.stream_mask[stream.index] |= users.get(name, 0)
-        self.trait_mask = 0
-        for name, f in features.features.items():
-            if isinstance(f, Trait):
-                self.trait_mask |= users.get(name, 0)
-        self.batch_mask = 0
-        for name in RFM_FEATURES:
-            self.batch_mask |= users.get(name, 0)
+        self.volatile = frozenset(
+            n for n in self.needed if isinstance(features.features.get(n), Recency)
+        )
+        self.volatile_names = tuple(n for n in self.needed if n in self.volatile)
         self.time_mask = 0
         for seg in defs.segments:
             if time_dependent(defs, seg):
                 self.time_mask |= 1 << defs.bits[seg.key]
-        self._compile_wakes(users)
+        self._compile_triggers()
+        self._compile_wakes()
 
-    def _compile_wakes(self, users: dict[str, int]) -> None:
+    def _compile_triggers(self) -> None:
+        """Per feature: the segments reading it directly, with their thresholds."""
+        features = self.definitions.features
+        self.direct: dict[str, tuple[tuple[int, tuple[float, ...] | None], ...]] = {}
+        for seg in self.definitions.segments:
+            bit = self.definitions.bits[seg.key]
+            for name in seg.inputs:
+                numeric = features.value_type(name) in ("int", "float")
+                points = thresholds(seg.condition, name) if numeric else None
+                self.direct[name] = (*self.direct.get(name, ()), (bit, points))
+        self._refresh_names: dict[tuple[int, ...], tuple[str, ...]] = {}
+        trait_names = [
+            n for n, f in features.features.items() if isinstance(f, Trait) and n in self.users
+        ]
+        self.trait_names = tuple(self.plan.downstream(trait_names))
+        batch = [n for n in RFM_FEATURES if n in self.users]
+        self.batch_names = tuple(n for n in self.plan.downstream(batch) if n in self.users)
+
+    def _compile_wakes(self) -> None:
         """Which streams can move a segment with the clock, and at which offsets."""
         features = self.definitions.features
-        self.wake_windows: dict[int, int] = {}
+        # stream index -> (bucket minutes, buckets per window)
+        self.wake_windows: dict[int, tuple[int, int]] = {}
         for stream in self.plan.streams:
             if stream.window is not None and self.stream_mask[stream.index]:
-                self.wake_windows[stream.index] = stream.window
+                self.wake_windows[stream.index] = (stream.res, stream.span)
         self.recency_offsets: dict[int, list[tuple[str, tuple[int, ...]]]] = {}
-        for name, f in features.features.items():
-            if not isinstance(f, Recency) or not users.get(name):
-                continue
+        for name in self.volatile:
+            f = features.features[name]
+            assert isinstance(f, Recency)
             base = features.features[f.of]
             assert isinstance(base, Aggregate)
             offsets: set[int] = set()
@@ -234,21 +255,68 @@ class SegmentEngine:
                 entry = (base.kind, tuple(sorted(offsets)))
                 self.recency_offsets.setdefault(index, []).append(entry)
 
+    def _names_for(self, touched: tuple[int, ...]) -> tuple[str, ...]:
+        """Cached features to recompute after these streams changed."""
+        names = self._refresh_names.get(touched)
+        if names is None:
+            fed = [n for i in touched for n in self.plan.stream_features(i)]
+            names = tuple(n for n in self.plan.downstream(fed) if n in self.users)
+            self._refresh_names[touched] = names
+        return names
+
     @lru_cache(maxsize=4096)  # noqa: B019 - one engine per definitions, few distinct masks
     def _eval_plan(self, mask: int) -> _EvalPlan:
-        for bit in _bits(mask):
-            for member in self.bit_group.get(bit, ()):
-                mask |= 1 << member
+        while True:
+            grown = mask
+            for bit in _bits(mask):
+                for member in self.bit_group.get(bit, ()):
+                    grown |= 1 << member
+                # a recency read here moves the cached value: evaluate all its readers
+                for name in self.definitions.segments[bit].inputs:
+                    if name in self.volatile:
+                        grown |= self.users[name]
+            if grown == mask:
+                break
+            mask = grown
         bits = list(_bits(mask))
         inputs = [n for b in bits for n in self.definitions.segments[b].inputs]
         groups = tuple(g for g in self.group_bits if mask & (1 << g[0]))
-        names = tuple(self.definitions.features.closure(inputs))
-        return _EvalPlan(names, tuple((b, self.preds[b]) for b in bits), groups, mask)
+        names = self.definitions.features.closure(inputs)
+        volatile = tuple(n for n in names if n in self.volatile)
+        return _EvalPlan(volatile, tuple((b, self.preds[b]) for b in bits), groups, mask)
 
     # -- evaluation --------------------------------------------------------------
 
     def _visible(self, p: Profile) -> bool:
         return p.consent and not p.bot and p.person not in self.flagged
+
+    def _fill(self, p: Profile, minute: int) -> dict[str, Any]:
+        """Compute every cached feature afresh (a profile new to this process)."""
+        p.cache = self.plan.values(p, self.needed, minute)
+        return p.cache
+
+    def _refresh(self, p: Profile, names: Iterable[str], minute: int) -> int:
+        """Recompute cached features; return the segments whose conditions may have flipped."""
+        cache = p.cache
+        assert cache is not None
+        readers, direct = self.plan.readers, self.direct
+        mask = 0
+        for name in names:
+            new = readers[name](p, minute, cache)
+            old = cache[name]
+            if new == old and (new is None) == (old is None):
+                continue
+            cache[name] = new
+            for bit, points in direct.get(name, ()):
+                if points is None or old is None or new is None:
+                    mask |= 1 << bit
+                    continue
+                low, high = (old, new) if old < new else (new, old)
+                for point in points:  # few thresholds: a loop beats bisect
+                    if low <= point <= high:
+                        mask |= 1 << bit
+                        break
+        return mask
 
     def _evaluate(
         self, p: Profile, mask: int, minute: int, ts_us: int, reason: str, eff: _Effects
@@ -256,9 +324,12 @@ class SegmentEngine:
         plan = self._eval_plan(mask)
         matched = 0
         if self._visible(p):
-            values = self.plan.values(p, plan.features, minute)
+            cache = p.cache if p.cache is not None else self._fill(p, minute)
+            readers = self.plan.readers
+            for name in plan.features:  # recency moves with the clock: read it now
+                cache[name] = readers[name](p, minute, cache)
             for bit, pred in plan.preds:
-                if pred(values):
+                if pred(cache):
                     matched |= 1 << bit
             for group in plan.groups:
                 winner = next((b for b in group if matched >> b & 1), None)
@@ -284,38 +355,71 @@ class SegmentEngine:
             eff.sizes[key] += 1 if entered else -1
 
     def _next_wake(self, p: Profile, minute: int) -> int | None:
+        """The next minute after ``minute`` at which the clock alone may move a segment."""
         best: int | None = None
-        for index, window in self.wake_windows.items():
-            state = p.streams[index]
-            if state is not None:
-                state.expire(minute - window)
-                oldest = state.oldest()
-                if oldest is not None and (best is None or oldest + window < best):
-                    best = oldest + window
+        streams = p.streams
+        for index, (res, span) in self.wake_windows.items():
+            oldest = _oldest(streams[index], minute // res - span)
+            if oldest is not None and (best is None or (oldest + span) * res < best):
+                best = (oldest + span) * res
         for index, entries in self.recency_offsets.items():
             for kind, offsets in entries:
-                candidate = _recency_wake(p.streams[index], kind, offsets, minute)
+                candidate = _recency_wake(streams[index], kind, offsets, minute)
                 if candidate is not None and (best is None or candidate < best):
                     best = candidate
         return best
+
+    def _due_names(self, p: Profile, minute: int) -> tuple[str, ...]:
+        """Cached features that the clock reaching ``minute`` may change."""
+        touched = []
+        streams = p.streams
+        for index, (res, span) in self.wake_windows.items():
+            state = streams[index]
+            if state is not None:
+                buckets, values = state.buckets, state.values
+                cutoff = minute // res - span
+                if (buckets and buckets[0][0] <= cutoff) or (
+                    values and next(iter(values.values())) <= cutoff
+                ):
+                    touched.append(index)
+        names = self._names_for(tuple(touched))
+        return names + tuple(n for n in self.volatile_names if n not in names)
 
     def _catch_up(self, p: Profile, minute: int, eff: _Effects) -> None:
         """Evaluate every clock-driven change due up to ``minute``, in order."""
         start = p.wake
         while p.wake is not None and p.wake <= minute:
             at = p.wake
-            self._evaluate(p, self.time_mask, at, at * MINUTE_US, "window", eff)
+            if p.cache is None:
+                self._fill(p, at)
+                self._evaluate(p, self.time_mask, at, at * MINUTE_US, "window", eff)
+            else:
+                mask = self._refresh(p, self._due_names(p, at), at)
+                if mask:
+                    self._evaluate(p, mask, at, at * MINUTE_US, "window", eff)
             p.wake = self._next_wake(p, at)
         if p.wake != start and p.wake is not None:
             eff.wakes[p.person] = p.wake
+
+    def _prepare(self, p: Profile, minute: int, clock: int, eff: _Effects) -> None:
+        """Bring a profile to ``minute``: due clock changes, and a cache if it has none."""
+        if p.wake is not None and p.wake <= minute:
+            self._catch_up(p, minute, eff)
+        if p.cache is None:
+            # first use in this process (e.g. loaded from Redis): evaluate everything
+            self._fill(p, minute)
+            self._evaluate(p, self.all_mask, minute, clock, "window", eff)
 
     def _wake_after_event(self, p: Profile, touched: list[int], ts_us: int, minute: int) -> bool:
         best = p.wake
         event_minute = ts_us // MINUTE_US
         for index in touched:
             window = self.wake_windows.get(index)
-            if window is not None and (best is None or event_minute + window < best):
-                best = event_minute + window
+            if window is not None:
+                res, span = window
+                expiry = (event_minute // res + span) * res
+                if best is None or expiry < best:
+                    best = expiry
             for kind, offsets in self.recency_offsets.get(index, ()):
                 candidate = _recency_wake(p.streams[index], kind, offsets, minute)
                 if candidate is not None and (best is None or candidate < best):
@@ -396,20 +500,26 @@ class SegmentEngine:
             minute = clock // MINUTE_US
             if i in batch.merges:
                 self._merge(profiles, *batch.merges[i], minute, clock, eff)
-            kind = batch.type[i]
-            if kind in SYSTEM_EVENT_TYPES:
-                continue
             p = profiles.get(person)
+            fresh = p is None
             if p is None:
                 p = profiles[person] = plan.new_profile(person)
-            elif p.wake is not None and p.wake <= minute:
-                self._catch_up(p, minute, eff)
-            self._event(p, batch, i, minute, clock, eff)
+                self._fill(p, minute)
+            else:
+                self._prepare(p, minute, clock, eff)
+            self._event(p, batch, i, minute, clock, fresh, eff)
         self.clock_us = clock
         return eff
 
     def _event(
-        self, p: Profile, batch: _Batch, i: int, minute: int, clock: int, eff: _Effects
+        self,
+        p: Profile,
+        batch: _Batch,
+        i: int,
+        minute: int,
+        clock: int,
+        fresh: bool,
+        eff: _Effects,
     ) -> None:
         if batch.user_id[i] == p.person:
             p.known = True
@@ -421,15 +531,15 @@ class SegmentEngine:
         mask, touched = 0, []
         kind = batch.type[i]
         if consent:
-            props = _parse(batch.properties[i]) if self.plan.needs_properties(kind) else None
-            if self.plan.add_event(p, kind, batch.ts[i], minute, props, batch.event_id[i]):
-                touched = self.plan.touched
-                for index in touched:
-                    mask |= self.stream_mask[index]
-            if kind == "identify":
-                mask |= self.trait_mask
-        if was != self._visible(p):
-            mask = self.all_mask
+            plan = self.plan
+            props = _parse(batch.properties[i]) if plan.needs_properties(kind) else None
+            if plan.add_event(p, kind, batch.ts[i], minute, props, batch.event_id[i]):
+                touched = plan.touched
+                mask = self._refresh(p, self._names_for(tuple(touched)), minute)
+            if kind == "identify" and self.trait_names:
+                mask |= self._refresh(p, self.trait_names, minute)
+        if fresh or was != self._visible(p):
+            mask = self.all_mask  # a new profile may match with nothing changed
         if mask:
             self._evaluate(p, mask, minute, clock, "event", eff)
         if touched and self._wake_after_event(p, touched, batch.ts[i], minute):
@@ -442,16 +552,17 @@ class SegmentEngine:
         source = profiles.get(anon)
         if source is None:
             return
-        self._catch_up(source, minute, eff)
+        self._prepare(source, minute, clock, eff)
         self._changed(source, source.members, 0, clock, "merged", eff)
         target = profiles.get(user)
         if target is None:
             target = profiles[user] = self.plan.new_profile(user)
         else:
-            self._catch_up(target, minute, eff)
+            self._prepare(target, minute, clock, eff)
         merge_profiles(self.plan, source, target, minute)
         profiles[anon] = None
         target.known = True
+        self._fill(target, minute)
         self._evaluate(target, self.all_mask, minute, clock, "merged", eff)
         target.wake = self._next_wake(target, minute)
         if target.wake is not None:
@@ -512,30 +623,31 @@ class SegmentEngine:
         with self._lock:
             changed = sorted(new ^ self.flagged)
             self.flagged = new
-            return self._reevaluate(changed, self.all_mask, "excluded")
+            return self._reevaluate(changed, lambda p: self.all_mask, "excluded")
 
     def set_batch_features(self, rows: Mapping[str, Mapping[str, Any]]) -> list[Change]:
         """Store features computed in batch (RFM) on the profiles; others lose theirs."""
         with self._lock:
             persons = sorted(set(self.store.persons()) | set(rows))
+            minute = self.clock_us // MINUTE_US
 
-            def assign(p: Profile) -> bool:
+            def assign(p: Profile) -> int:
                 values = {k: v for k, v in rows.get(p.person, {}).items() if v is not None}
                 if values == p.batch:
-                    return False
+                    return 0
                 p.batch = values
-                return True
+                return self._refresh(p, self.batch_names, minute)
 
-            return self._reevaluate(persons, self.batch_mask, "batch", assign, create=True)
+            return self._reevaluate(persons, assign, "batch", create=True)
 
     def _reevaluate(
         self,
         persons: list[str],
-        mask: int,
+        change: Callable[[Profile], int],
         reason: str,
-        change: Callable[[Profile], bool] | None = None,
         create: bool = False,
     ) -> list[Change]:
+        """Apply ``change`` (returns the segments to re-evaluate) to each person, in chunks."""
         changes: list[Change] = []
         minute, clock = self.clock_us // MINUTE_US, self.clock_us
 
@@ -546,10 +658,12 @@ class SegmentEngine:
                     p = self.plan.new_profile(person)
                     p.consent = False  # no event seen yet: not profiled until one arrives
                     profiles[person] = p
+                    self._fill(p, minute)
                 if p is None:
                     continue
-                self._catch_up(p, minute, eff)
-                if (change is None or change(p)) and mask:
+                self._prepare(p, minute, clock, eff)
+                mask = change(p)
+                if mask:
                     self._evaluate(p, mask, minute, clock, reason, eff)
             return eff
 
@@ -657,6 +771,21 @@ def _bits(mask: int) -> Iterable[int]:
             yield bit
         mask >>= 1
         bit += 1
+
+
+def _oldest(state: Any, cutoff: int) -> int | None:
+    """The oldest minute a sliding-window state still holds after ``cutoff``."""
+    if state is None:
+        return None
+    buckets, values = state.buckets, state.values
+    if (buckets and buckets[0][0] <= cutoff) or (values and next(iter(values.values())) <= cutoff):
+        state.expire(cutoff)
+    oldest = buckets[0][0] if buckets else None
+    if values:
+        first = next(iter(values.values()))
+        if oldest is None or first < oldest:
+            oldest = first
+    return oldest
 
 
 def _recency_wake(state: Any, kind: str, offsets: tuple[int, ...], minute: int) -> int | None:

@@ -197,15 +197,21 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
     state = AppState(
         project, warehouse, collector, KeyChecker(settings.ingest_keys, settings.admin_keys)
     )
+    from tailorkit.server import routes_profiles  # imports this module: import late
+
+    profiles = routes_profiles.install(state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(profiles.start)  # before the writer: no event applied twice
         collector.start()
         yield
         collector.stop()
+        profiles.stop()
 
     app = FastAPI(title="tailorkit", version=__version__, lifespan=lifespan)
     app.state.tk = state
+    app.state.profiles = profiles
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -231,6 +237,6 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
         )
         return response
 
-    for router in (events_router, segment_router, admin_router, ops_router):
+    for router in (events_router, segment_router, admin_router, ops_router, routes_profiles.router):
         app.include_router(router)
     return app

@@ -1,0 +1,217 @@
+"""Admin routes for profiles and segments, and the online executor's life in the server.
+
+:func:`install` builds a :class:`ProfilesService` for the app: the online
+:class:`~tailorkit.segment.online.SegmentEngine` hooked into the collector,
+the webhook dispatcher, and a background thread that applies window expiry
+(every ``profiles.sweep_seconds``) and refreshes batch-only inputs (quality
+flags, RFM) every ``refresh_seconds``. With the in-process store, profiles
+are rebuilt from the warehouse when the server starts.
+
+Routes (admin key):
+
+* ``GET /v1/admin/segments``: definitions, online sizes and, with
+  ``batch=true`` (default), the warehouse report as of ``at`` (sizes,
+  ``min_users`` flags, overlap, size over ``days``);
+* ``GET /v1/admin/profiles/{user_id}``: features, segments and, per segment,
+  which condition parts held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+
+from tailorkit.collect.quality import clean_events
+from tailorkit.profile.batch import profile_table
+from tailorkit.profile.windows import iso, to_us
+from tailorkit.segment.batch import membership_table, rebuild_online, refresh_online, report
+from tailorkit.segment.definitions import Definitions, parse_definitions
+from tailorkit.segment.online import SegmentEngine
+from tailorkit.segment.sink import ChangeSink
+from tailorkit.segment.webhooks import WebhookDispatcher
+from tailorkit.server.app import Admin, AppState
+from tailorkit.store.profiles import MemoryProfileStore, ProfileStore, RedisProfileStore
+
+log = logging.getLogger(__name__)
+STORE_ENV = "TAILORKIT_PROFILE_STORE"
+REFRESH_SECONDS = 900.0
+
+router = APIRouter(prefix="/v1/admin", tags=["profiles"])
+
+
+def open_store(definitions: Definitions, raw: dict[str, Any]) -> ProfileStore:
+    """The configured profile store; Redis keys carry a fingerprint of the definitions."""
+    settings = definitions.features.settings
+    url = os.environ.get(STORE_ENV) or settings.store
+    if url == "memory":
+        return MemoryProfileStore()
+    digest = hashlib.sha256(
+        json.dumps({k: raw.get(k) for k in ("features", "rfm")}, sort_keys=True).encode()
+    ).hexdigest()[:12]
+    return RedisProfileStore.from_url(url, f"{settings.key_prefix}{digest}:")
+
+
+class ProfilesService:
+    """The online executor of one server, with its sweeper thread and webhooks."""
+
+    def __init__(self, state: AppState) -> None:
+        raw = state.project.definitions.get("segments", {})
+        self.state = state
+        self.definitions = parse_definitions(raw)
+        self.store = open_store(self.definitions, raw)
+        self.webhooks = WebhookDispatcher(
+            dead_letter_path=state.project.root / "webhooks-dead-letter.jsonl"
+        )
+        sink = ChangeSink(self.definitions, state.collector, self.webhooks, asynchronous=True)
+        self.engine = SegmentEngine(self.definitions, self.store, on_changes=sink)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ready = threading.Event()
+
+    def start(self) -> None:
+        """Rebuild in-process profiles, then hook into the collector and start the sweeper.
+
+        Called before the collector's writer starts, so no event is applied twice.
+        """
+        self.webhooks.start()
+        now = datetime.now(UTC)
+        if not self.definitions.features.features:
+            self.ready.set()
+            return  # nothing declared: stay out of the ingestion path
+        if isinstance(self.store, MemoryProfileStore):
+            count = rebuild_online(self.engine, self.state.warehouse, now)
+            log.info("rebuilt online profiles from %d stored events", count)
+        self.state.collector.on_stored = self.engine.on_stored
+        self._refresh(now)
+        self.ready.set()
+        self._thread = threading.Thread(target=self._run, name="tk-profiles", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the sweeper and the webhook workers."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.webhooks.stop()
+
+    def _refresh(self, now: datetime) -> None:
+        try:
+            refresh_online(self.engine, self.state.warehouse, self.quality, now)
+        except Exception:
+            log.exception("refreshing batch inputs of online profiles failed")
+
+    @property
+    def quality(self) -> Any:
+        """The project's data-quality settings."""
+        return self.state.project.settings.quality
+
+    def _run(self) -> None:
+        interval = self.definitions.features.settings.sweep_seconds
+        last_refresh = datetime.now(UTC)
+        while not self._stop.wait(interval):
+            now = datetime.now(UTC)
+            try:
+                self.engine.advance_to(now)
+            except Exception:
+                log.exception("segment sweep failed")
+            if (now - last_refresh).total_seconds() >= REFRESH_SECONDS:
+                self._refresh(now)
+                last_refresh = now
+
+
+def install(state: AppState) -> ProfilesService:
+    """Create the profiles service for an app (started by the app's lifespan)."""
+    return ProfilesService(state)
+
+
+def _service(request: Request) -> ProfilesService:
+    service: ProfilesService = request.app.state.profiles
+    return service
+
+
+def _definition(definitions: Definitions) -> list[dict[str, Any]]:
+    return [
+        {
+            "key": s.key,
+            "description": s.description,
+            "owner": s.owner,
+            "condition": s.condition,
+            "priority": s.priority,
+            "exclusive_group": s.group,
+            "min_users": s.min_users,
+            "force": s.force,
+            "inputs": list(s.inputs),
+            "webhooks": [{"url": h.url, "on": list(h.on)} for h in s.webhooks],
+        }
+        for s in definitions.segments
+    ]
+
+
+@router.get("/segments")
+def get_segments(
+    request: Request, state: Admin, at: datetime | None = None, days: int = 14, batch: bool = True
+) -> dict[str, Any]:
+    """Definitions, online sizes and the warehouse report (sizes, flags, overlap, history)."""
+    service = _service(request)
+    moment = at or datetime.now(UTC)
+    out: dict[str, Any] = {
+        "segments": _definition(service.definitions),
+        "online_sizes": service.engine.sizes(),
+        "webhooks": {
+            "delivered": service.webhooks.stats.delivered,
+            "retried": service.webhooks.stats.retried,
+            "dead_letters": service.webhooks.stats.dead,
+            "pending": service.webhooks.pending(),
+        },
+    }
+    if batch:
+        events = clean_events(state.warehouse, state.project.settings.quality)
+        with state.warehouse.lock:
+            out["batch"] = report(service.definitions, events, moment, days=max(0, days))
+    return out
+
+
+@router.get("/profiles/{user_id}")
+def get_profile(request: Request, user_id: str, state: Admin) -> dict[str, Any]:
+    """Features, segments and why (which condition parts held) for one person."""
+    service = _service(request)
+    found = service.engine.describe(user_id)
+    if found is not None:
+        found["source"] = "online"
+        return found
+    row = _batch_profile(service, state, user_id)
+    if row is None:
+        raise HTTPException(404, f"no profile for {user_id!r}")
+    return row
+
+
+def _batch_profile(service: ProfilesService, state: AppState, person: str) -> dict[str, Any] | None:
+    """The warehouse's view of one person (when the online store does not have them)."""
+    definitions = service.definitions
+    events = clean_events(state.warehouse, state.project.settings.quality)
+    now = datetime.now(UTC)
+    with state.warehouse.lock:
+        features = profile_table(definitions.features, events, now)
+        one = features.filter(features.person_id == person).to_pyarrow().to_pylist()
+        members = membership_table(definitions, events, now)
+        flags = members.filter(members.person_id == person).to_pyarrow().to_pylist()
+    if not one:
+        return None
+    values = one[0]
+    values.pop("person_id")
+    shown = {k: iso(to_us(v)) if isinstance(v, datetime) else v for k, v in values.items()}
+    segments = [k for k, v in (flags[0] if flags else {}).items() if v is True]
+    return {
+        "person_id": person,
+        "source": "batch",
+        "as_of": now.isoformat(),
+        "features": shown,
+        "segments": segments,
+    }
