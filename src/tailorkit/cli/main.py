@@ -184,5 +184,26 @@ def quality(
     emit(report, as_json, "data quality")
 
 
+@app.command()
+def segments(
+    project: ProjectOpt = Path("."),
+    at: Annotated[str | None, typer.Option(help="As of an ISO-8601 instant (default now).")] = None,
+    days: Annotated[int, typer.Option(min=0, help="Days of size history.")] = 14,
+    as_json: JsonOpt = False,
+) -> None:
+    """Segment sizes, overlap, size over time and segments below min_users (batch)."""
+    from tailorkit.cli.segments import build_report, render
+
+    proj = open_project(project, as_json)
+    try:
+        report = build_report(proj, at, days)
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc), as_json)
+    if as_json:
+        emit(report, as_json)
+    else:
+        render(report, Console())
+
+
 if __name__ == "__main__":
     app()
