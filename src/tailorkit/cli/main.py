@@ -185,6 +185,31 @@ def quality(
 
 
 @app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Demo project folder.")] = Path(
+        "demo-project"
+    ),
+    users: Annotated[int, typer.Option(min=100, help="Visitors to simulate.")] = 20_000,
+    days: Annotated[int, typer.Option(min=3, help="Days of history.")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    port: Annotated[int, typer.Option(help="Server port.")] = 8000,
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Start the server.")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a seeded demo shop into a fresh project and start the server."""
+    from tailorkit.cli.demo import DemoOptions, build_demo
+
+    summary = build_demo(DemoOptions(directory, users, days, seed), console, quiet=as_json)
+    summary["url"] = f"http://127.0.0.1:{port}/"
+    emit(summary, as_json, "tailorkit demo")
+    if serve_after:
+        console.print(f"serving on {summary['url']}  (admin key: {summary['admin_key']})")
+        serve(project=directory, host="127.0.0.1", port=port)
+
+
+@app.command()
 def segments(
     project: ProjectOpt = Path("."),
     at: Annotated[str | None, typer.Option(help="As of an ISO-8601 instant (default now).")] = None,
