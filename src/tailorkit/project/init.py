@@ -23,6 +23,10 @@ keys:
   # Keep them secret.
   admin:
     - {admin_key}
+  # SDK client keys: public, like GrowthBook's; they may only read the feature
+  # payload at GET /api/features/<key> (docs/features.md).
+  sdk:
+    - {sdk_key}
   # Origins allowed to call the ingest endpoints from a browser.
   cors_origins: ["http://localhost:8000"]
 
@@ -37,6 +41,13 @@ pii:
   hmac_key: {pii_key}
   # Zero the last octet of IPv4 addresses and keep the first 48 bits of IPv6.
   truncate_ip: true
+
+sdk:
+  # Encrypt the GrowthBook SDK payload (AES-128-CBC) by setting a base64 key
+  # here or in the env variable below; give the SDKs the same decryptionKey.
+  encryption_key_env: TAILORKIT_SDK_ENCRYPTION_KEY
+  # Seconds between checks of features.yaml for changes (0: only on reload).
+  watch_seconds: 2
 
 retention:
   # Events older than this are purged by `tailorkit purge`.
@@ -95,6 +106,7 @@ def write_project(directory: str | Path, name: str | None = None) -> Path:
             name=name or root.name,
             ingest_key="tk_ingest_" + secrets.token_hex(16),
             admin_key="tk_admin_" + secrets.token_hex(16),
+            sdk_key="tk_sdk_" + secrets.token_hex(16),
             pii_key=secrets.token_hex(32),
         )
     )

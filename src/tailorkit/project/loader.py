@@ -6,6 +6,7 @@ GitOps review can point at the line to fix.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from dataclasses import dataclass, field
@@ -78,12 +79,21 @@ class QualitySettings:
 
 
 @dataclass(frozen=True)
+class SdkSettings:
+    """Serving feature definitions to SDKs (``sdk`` in ``tailorkit.yaml``)."""
+
+    encryption_key: str = ""
+    watch_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Typed view of ``tailorkit.yaml`` after schema validation."""
 
     store_url: str
     ingest_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
+    sdk_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     pii: PiiSettings = field(default_factory=PiiSettings)
     retention_days: int = 395
@@ -91,6 +101,7 @@ class Settings:
     quality: QualitySettings = field(default_factory=QualitySettings)
     host: str = "127.0.0.1"
     port: int = 8000
+    sdk: SdkSettings = field(default_factory=SdkSettings)
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,19 @@ def _hmac_key(pii: dict[str, Any]) -> str:
     return str(key)
 
 
+def _sdk_settings(sdk: dict[str, Any]) -> SdkSettings:
+    env_name = sdk.get("encryption_key_env", "TAILORKIT_SDK_ENCRYPTION_KEY")
+    key = os.environ.get(env_name) or sdk.get("encryption_key", "")
+    return SdkSettings(encryption_key=str(key), watch_seconds=sdk.get("watch_seconds", 2.0))
+
+
+def _is_aes_key(text: str) -> bool:
+    try:
+        return len(base64.b64decode(text, validate=True)) in (16, 24, 32)
+    except ValueError:
+        return False
+
+
 def settings_from_document(doc: dict[str, Any], root: Path) -> Settings:
     """Build :class:`Settings` from a validated ``tailorkit.yaml`` document."""
     store = doc.get("store", {})
@@ -148,6 +172,7 @@ def settings_from_document(doc: dict[str, Any], root: Path) -> Settings:
         store_url=_expand(store.get("url", "duckdb:///<project>/tailorkit.duckdb"), root),
         ingest_keys=tuple(keys.get("ingest", ())),
         admin_keys=tuple(keys.get("admin", ())),
+        sdk_keys=tuple(keys.get("sdk", ())),
         cors_origins=tuple(keys.get("cors_origins", ())),
         pii=PiiSettings(
             fields=tuple(pii.get("fields", DEFAULT_PII_FIELDS)),
@@ -160,6 +185,7 @@ def settings_from_document(doc: dict[str, Any], root: Path) -> Settings:
         quality=QualitySettings(**doc.get("quality", {})),
         host=server.get("host", "127.0.0.1"),
         port=server.get("port", 8000),
+        sdk=_sdk_settings(doc.get("sdk", {})),
     )
 
 
@@ -178,6 +204,10 @@ def load_project(root: str | Path) -> Project:
     if not settings.pii.hmac_key:
         raise ConfigError(
             "tailorkit.yaml", "pii.hmac_key", "no PII key: set pii.hmac_key or the env variable"
+        )
+    if settings.sdk.encryption_key and not _is_aes_key(settings.sdk.encryption_key):
+        raise ConfigError(
+            "tailorkit.yaml", "sdk.encryption_key", "not a base64 AES key of 16, 24 or 32 bytes"
         )
     definitions: dict[str, dict[str, Any]] = {}
     defs_schema = schema("definitions")

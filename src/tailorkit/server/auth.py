@@ -33,7 +33,12 @@ def _presented_key(request: Request) -> str | None:
         except (ValueError, UnicodeDecodeError):
             return None
         return decoded.split(":", 1)[0]
-    return request.headers.get("x-tailorkit-key") or request.query_params.get("key")
+    # X-API-Key is how OpenFeature's OFREP providers send a key
+    return (
+        request.headers.get("x-tailorkit-key")
+        or request.headers.get("x-api-key")
+        or request.query_params.get("key")
+    )
 
 
 def _matches(key: str, candidates: tuple[str, ...]) -> bool:
