@@ -142,7 +142,6 @@ def raw_from_arrow(table: pa.Table, first_index: int = 0) -> pa.Table:
     ``timestamp``/``sent_at`` may be timestamp columns (rendered as ISO-8601 in
     UTC) or strings; JSON columns must already be JSON text.
     """
-    import pyarrow.compute as pc
 
     n = table.num_rows
     columns: dict[str, pa.Array | pa.ChunkedArray] = {

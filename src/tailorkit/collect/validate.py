@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import duckdb
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from tailorkit.collect.raw import RAW_SCHEMA
 from tailorkit.project.loader import PiiSettings
 from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA, IDENTITY_SCHEMA
 
@@ -125,7 +128,7 @@ def _pii_sql(pii: PiiSettings) -> tuple[str, str]:
     )
     ctx = (
         f"CASE WHEN context IS NULL THEN '{{}}' "
-        f"WHEN NOT {_mentions('context', ctx_keys + ('traits',))} THEN context "
+        f"WHEN NOT {_mentions('context', (*ctx_keys, 'traits'))} THEN context "
         f"ELSE ({ctx})::VARCHAR END"
     )
     return props, ctx
@@ -141,23 +144,38 @@ CASE
     ELSE regexp_replace(_ip, '\.\d+$', '.0') END) || '"')
 END
 """
-IP_FIND = r"""regexp_extract(ctx, '"ip"\s*:\s*"([^"]*)"', 1)"""
+# Compact JSON (what our parsers write) is found with plain string search;
+# other spacing falls back to a regex.
+IP_FIND = r"""
+CASE
+  WHEN strpos(ctx, '"ip":"') > 0 THEN
+    split_part(substr(ctx, strpos(ctx, '"ip":"') + 6), '"', 1)
+  WHEN regexp_matches(ctx, '"ip"\s*:') THEN regexp_extract(ctx, '"ip"\s*:\s*"([^"]*)"', 1)
+  ELSE ''
+END
+"""
 
 
 class Validator:
     """Validate raw batches into storable events. Not thread-safe: one per thread.
 
-    >>> from tailorkit.project.loader import PiiSettings
-    >>> v = Validator(PiiSettings(hmac_key="k" * 16))
+        >>> from tailorkit.collect.raw import RAW_SCHEMA
+    from tailorkit.project.loader import PiiSettings
+        >>> v = Validator(PiiSettings(hmac_key="k" * 16))
     """
 
     def __init__(self, pii: PiiSettings) -> None:
         self.pii = pii
         self.db = duckdb.connect()
-        self.db.execute("SET threads TO 2")
+        # One thread: validation runs beside the server and other work on small machines.
+        self.db.execute("SET threads TO 1")
         ipad, opad = _hmac_pads(pii.hmac_key.encode())
         self.params = {"ipad": ipad, "opad": opad}
         self.sql = self._build_sql()
+        # Planning the validation query costs tens of milliseconds; HTTP batches
+        # are small, so it is prepared once over a staging table and reused.
+        self.db.execute(f"CREATE TEMP TABLE raw ({_raw_columns()})")
+        self.db.execute(f"PREPARE validate_batch AS {self.sql}")
 
     def _build_sql(self) -> str:
         props, ctx = _pii_sql(self.pii)
@@ -167,20 +185,16 @@ class Validator:
           SELECT *, try_cast(timestamp AS TIMESTAMPTZ) AS _ts,
                  try_cast(sent_at AS TIMESTAMPTZ) AS _sent
           FROM raw
-        ), checked AS MATERIALIZED (
+        ), checked AS (
           SELECT *, {REASONS} AS _reason FROM parsed
-        ), good AS (
-          SELECT *,
-            row_number() OVER (PARTITION BY event_id ORDER BY _index) AS _dup,
-            coalesce(json_extract(consent, '$.analytics')::VARCHAR, 'true') <> 'false'
-              AS _analytics
-          FROM checked WHERE _reason IS NULL
         ), pseudonymized AS (
-          SELECT *, {ctx} AS ctx FROM good
+          SELECT *, CASE WHEN _reason IS NULL THEN {ctx} END AS ctx FROM checked
         ), with_ip AS (
           SELECT *, {IP_FIND if self.pii.truncate_ip else "''"} AS _ip FROM pseudonymized
         )
-        SELECT _index, _reason, _dup, _analytics, event_id, type,
+        SELECT _index, _reason,
+          coalesce(json_extract_string(consent, '$.analytics'), 'true') <> 'false' AS _analytics,
+          event_id, type,
           nullif(user_id, '') AS user_id, nullif(anonymous_id, '') AS anonymous_id,
           (_ts + CASE WHEN _sent IS NULL THEN INTERVAL 0 SECOND ELSE $received - _sent END)
             AS timestamp,
@@ -188,76 +202,61 @@ class Validator:
           CASE WHEN _sent IS NULL THEN NULL
                ELSE epoch_ms($received) - epoch_ms(_sent) END AS clock_skew_ms,
           $source AS source,
-          {props} AS properties,
+          CASE WHEN _reason IS NULL THEN {props} END AS properties,
           {ip} AS context,
-          coalesce(json_extract(consent, '$.personalization')::VARCHAR, 'true') <> 'false'
+          coalesce(json_extract_string(consent, '$.personalization'), 'true') <> 'false'
             AS personalization
         FROM with_ip
-        UNION ALL
-        SELECT _index, _reason, NULL, NULL, event_id, type, user_id, anonymous_id,
-          NULL, NULL, NULL, NULL, NULL, NULL, NULL
-        FROM checked WHERE _reason IS NOT NULL
-        ORDER BY _index
         """
 
     def validate(self, raw: pa.Table, received_at: datetime, source: str) -> Validated:
         """Validate a raw batch; see the module docstring for what is done."""
-        self.db.register("raw", raw)
+        self.db.register("raw_in", raw)
         try:
+            self.db.execute("DELETE FROM raw; INSERT INTO raw SELECT * FROM raw_in")
+            # EXECUTE takes no bound parameters, so values go in as escaped literals.
+            quoted_source = source.replace("'", "''")
             out = self.db.execute(
-                self.sql, {**self.params, "received": received_at, "source": source}
+                f"EXECUTE validate_batch(ipad := from_hex('{self.params['ipad'].hex()}'), "
+                f"opad := from_hex('{self.params['opad'].hex()}'), "
+                f"received := '{received_at.isoformat()}'::TIMESTAMPTZ, "
+                f"source := '{quoted_source}')"
             ).to_arrow_table()
         finally:
-            self.db.unregister("raw")
+            self.db.unregister("raw_in")
         return _split(out)
 
 
+def _raw_columns() -> str:
+    types = {pa.int64(): "BIGINT", pa.string(): "VARCHAR"}
+    return ", ".join(f'"{f.name}" {types[f.type]}' for f in RAW_SCHEMA)
+
+
 def _split(out: pa.Table) -> Validated:
-    cols = out.to_pydict() if out.num_rows < 5000 else None
-    if cols is None:
-        return _split_large(out)
-    accepted_rows: list[int] = []
-    result = Validated(accepted=out, accepted_index=[])
-    for i, index in enumerate(cols["_index"]):
-        reason = cols["_reason"][i]
-        if reason is not None:
-            result.rejected.append((index, reason))
-        elif cols["_dup"][i] > 1:
-            result.duplicate_index.append(index)
-        elif not cols["_analytics"][i]:
-            result.consent_dropped.append(index)
-        else:
-            accepted_rows.append(i)
-            result.accepted_index.append(index)
-    result.accepted = _events(out.take(pa.array(accepted_rows, pa.int64())))
-    result.identities = identities_from(result.accepted)
-    return result
-
-
-def _split_large(out: pa.Table) -> Validated:
-    import pyarrow.compute as pc
-
-    reason = out.column("_reason")
-    bad = pc.is_valid(reason)
-    dup = pc.and_(pc.invert(bad), pc.greater(pc.fill_null(out.column("_dup"), 0), 1))
+    """Sort the query result into rejected, in-batch duplicates, consent drops and accepted."""
+    out = out.sort_by("_index")
+    bad = pc.is_valid(out["_reason"])
+    valid = out.filter(pc.invert(bad)).select(["event_id", "_index"])
+    first = valid.group_by("event_id", use_threads=False).aggregate([("_index", "min")])
+    dup = pc.and_(pc.invert(bad), pc.invert(pc.is_in(out["_index"], first["_index_min"])))
     dropped = pc.and_(
-        pc.and_(pc.invert(bad), pc.invert(dup)),
-        pc.invert(pc.fill_null(out.column("_analytics"), True)),
+        pc.and_(pc.invert(bad), pc.invert(dup)), pc.invert(pc.fill_null(out["_analytics"], True))
     )
     keep = pc.invert(pc.or_(pc.or_(bad, dup), dropped))
     rejected_rows = out.filter(bad)
+    accepted = out.filter(keep)
     result = Validated(
-        accepted=_events(out.filter(keep)),
-        accepted_index=out.filter(keep).column("_index").to_pylist(),
+        accepted=_events(accepted),
+        accepted_index=accepted["_index"].to_pylist(),
         rejected=list(
             zip(
-                rejected_rows.column("_index").to_pylist(),
-                rejected_rows.column("_reason").to_pylist(),
+                rejected_rows["_index"].to_pylist(),
+                rejected_rows["_reason"].to_pylist(),
                 strict=True,
             )
         ),
-        duplicate_index=out.filter(dup).column("_index").to_pylist(),
-        consent_dropped=out.filter(dropped).column("_index").to_pylist(),
+        duplicate_index=out.filter(dup)["_index"].to_pylist(),
+        consent_dropped=out.filter(dropped)["_index"].to_pylist(),
     )
     result.identities = identities_from(result.accepted)
     return result
@@ -271,21 +270,22 @@ def identities_from(events: pa.Table) -> pa.Table:
     """Identity merges carried by ``identify``/``alias`` events with both ids.
 
     For ``alias``, ``properties.previous_id`` (Segment's ``previousId``) is the
-    merged id when present, else ``anonymous_id``.
+    merged id when present, else ``anonymous_id``. Few events are identity
+    events, so they are picked out with Arrow and read in Python.
     """
-    db = duckdb.connect()
-    db.register("ev", events)
-    out = db.execute(
-        """
-        SELECT DISTINCT coalesce(CASE WHEN type = 'alias'
-                 THEN json_extract_string(properties, '$.previous_id') END, anonymous_id)
-                 AS anonymous_id,
-               user_id, received_at AS merged_at
-        FROM ev
-        WHERE type IN ('identify', 'alias') AND user_id IS NOT NULL
-          AND coalesce(CASE WHEN type = 'alias'
-                THEN json_extract_string(properties, '$.previous_id') END, anonymous_id)
-              IS NOT NULL
-        """
-    ).to_arrow_table()
-    return out.cast(IDENTITY_SCHEMA.to_pyarrow())
+    mask = pc.and_(
+        pc.is_in(events["type"], pa.array(["identify", "alias"])), pc.is_valid(events["user_id"])
+    )
+    rows = events.filter(mask).select(
+        ["type", "user_id", "anonymous_id", "properties", "received_at"]
+    )
+    merges = {}
+    for row in rows.to_pylist():
+        anonymous = row["anonymous_id"]
+        if row["type"] == "alias":
+            previous = orjson.loads(row["properties"] or "{}").get("previous_id")
+            anonymous = previous if isinstance(previous, str) and previous else anonymous
+        if anonymous:
+            merges[(anonymous, row["user_id"])] = row["received_at"]
+    data = [{"anonymous_id": a, "user_id": u, "merged_at": t} for (a, u), t in merges.items()]
+    return pa.Table.from_pylist(data, schema=IDENTITY_SCHEMA.to_pyarrow())

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect
 
 from tailorkit import __version__, metrics
 from tailorkit.collect import segment_spec
@@ -64,11 +65,14 @@ async def read_bounded(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadError(413, f"request body over {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadError(413, f"request body over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadError(413, f"request body over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:  # the client gave up; nothing was acknowledged
+        raise PayloadError(499, "client disconnected before the body was read") from exc
     return b"".join(chunks)
 
 
