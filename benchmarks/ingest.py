@@ -4,9 +4,9 @@ Bulk: N generated events through tailorkit's full path (validate, dedup,
 pseudonymize, store in DuckDB) vs a plain ``INSERT ... SELECT`` of the same
 Arrow rows into a DuckDB table, in the same process and run.
 
-HTTP: a load client in a second process posts batches of 100 events to
-``tailorkit serve`` over loopback with C concurrent connections; the baseline is
-the same client against a constant-answer FastAPI endpoint on uvicorn. After
+HTTP: wrk (``benchmarks/wrk/events.lua``, a second process) posts batches of 100
+fresh events to ``tailorkit serve`` over loopback with C connections; the
+baseline is wrk against a constant-answer FastAPI endpoint on uvicorn. After
 the run the events in the store are counted and must equal those acknowledged.
 
     python benchmarks/ingest.py --events 5000000 --http-seconds 20
@@ -17,15 +17,12 @@ The last line is the JSON summary (bench, metric, value, baseline, ratio).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing as mp
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +31,7 @@ import httpx
 
 from tailorkit.collect.pipeline import ACCEPTED, Collector
 from tailorkit.collect.raw import raw_from_arrow
-from tailorkit.demo import generate_events_table, iter_event_dicts
+from tailorkit.demo import generate_events_table
 from tailorkit.project import load_project
 from tailorkit.project.init import write_project
 from tailorkit.store.warehouse import Warehouse
@@ -103,55 +100,24 @@ def _wait(url: str) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
-def _load_client(
-    url: str, key: str, batches: list[bytes], seconds: float, conns: int, out: Any
-) -> None:
-    async def worker(client: httpx.AsyncClient, deadline: float, acked: list[int], k: int) -> None:
-        i = k
-        while time.perf_counter() < deadline and i < len(batches):
-            r = await client.post("/v1/events", content=batches[i])
-            if r.status_code == 200:
-                acked[0] += r.json()["accepted"]
-                acked[1] += 1
-            else:
-                acked[2] += 1
-            i += conns
-
-    async def main() -> list[float]:
-        acked = [0, 0, 0]
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        limits = httpx.Limits(max_connections=conns)
-        async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as c:
-            start = time.perf_counter()
-            deadline = start + seconds
-            await asyncio.gather(*(worker(c, deadline, acked, k) for k in range(conns)))
-            return [acked[0], acked[1], acked[2], time.perf_counter() - start]
-
-    out.put(asyncio.run(main()))
+WRK_DIR = Path(__file__).parent / "wrk"
 
 
-def _run_load(url: str, key: str, batches: list[bytes], seconds: float, conns: int) -> list[float]:
-    queue: Any = mp.get_context("spawn").Queue()
-    proc = mp.get_context("spawn").Process(
-        target=_load_client, args=(url, key, batches, seconds, conns, queue)
-    )
-    proc.start()
-    result: list[float] = queue.get()
-    proc.join()
+def _wrk(url: str, script: str, seconds: float, conns: int, key: str = "") -> dict[str, Any]:
+    """Run wrk (a C load generator, second process) and parse the JSON its script prints."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{int(seconds)}s", "-s", str(WRK_DIR / script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"TK_KEY": key, "PATH": "/usr/bin:/bin"},
+    ).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
 
-def _batches(n: int) -> list[bytes]:
-    table = generate_events_table(n * 100, seed=11)
-    events = list(iter_event_dicts(table))
-    for e in events:  # fresh ids: every run stores new events
-        e["event_id"] = str(uuid.uuid4())
-    return [json.dumps(events[i : i + 100]).encode() for i in range(0, len(events), 100)]
-
-
 def http(seconds: float, conns: int, workdir: Path) -> dict[str, Any]:
-    """Events/s over HTTP with zero loss, and the constant endpoint's rate."""
-    batches = _batches(int(seconds * 1500))
+    """Events/s over HTTP with zero loss, and the constant endpoint's request rate."""
     (workdir / "const_app.py").write_text(CONSTANT_APP)
     port = _free_port()
     const = subprocess.Popen(
@@ -169,7 +135,7 @@ def http(seconds: float, conns: int, workdir: Path) -> dict[str, Any]:
     )
     try:
         _wait(f"http://127.0.0.1:{port}")
-        base = _run_load(f"http://127.0.0.1:{port}", "x", batches, seconds, conns)
+        base = _wrk(f"http://127.0.0.1:{port}/v1/events", "constant.lua", seconds, conns)
     finally:
         const.terminate()
         const.wait()
@@ -190,8 +156,12 @@ def http(seconds: float, conns: int, workdir: Path) -> dict[str, Any]:
     )
     try:
         _wait(f"http://127.0.0.1:{port}")
-        ours = _run_load(
-            f"http://127.0.0.1:{port}", project.settings.ingest_keys[0], batches, seconds, conns
+        ours = _wrk(
+            f"http://127.0.0.1:{port}",
+            "events.lua",
+            seconds,
+            conns,
+            project.settings.ingest_keys[0],
         )
     finally:
         server.terminate()
@@ -199,14 +169,16 @@ def http(seconds: float, conns: int, workdir: Path) -> dict[str, Any]:
     stored = Warehouse(project.settings.store_url).count_events()
     return {
         "connections": conns,
-        "tailorkit_events_per_s": ours[0] / ours[3],
-        "tailorkit_requests_per_s": ours[1] / ours[3],
-        "tailorkit_errors": ours[2],
-        "acknowledged": ours[0],
+        "tailorkit_events_per_s": ours["accepted"] / ours["seconds"],
+        "tailorkit_requests_per_s": ours["requests"] / ours["seconds"],
+        "tailorkit_p99_ms": ours["p99_ms"],
+        "tailorkit_errors": ours["errors_status"] + ours["errors_socket"],
+        "acknowledged": ours["accepted"],
         "stored": stored,
-        "lost": ours[0] - stored,
-        "constant_endpoint_requests_per_s": base[1] / base[3],
-        "constant_endpoint_events_per_s": base[1] * 100 / base[3],
+        # Requests in flight when wrk stops are stored but not counted by wrk.
+        "lost": max(0, ours["accepted"] - stored),
+        "constant_endpoint_requests_per_s": base["requests"] / base["seconds"],
+        "constant_endpoint_events_per_s": base["requests"] * 100 / base["seconds"],
     }
 
 

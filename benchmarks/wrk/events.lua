@@ -3,10 +3,12 @@
 local key = os.getenv("TK_KEY") or ""
 local thread_id = 0
 local counter = 0
+local threads = {}
 
 function setup(thread)
   thread_id = thread_id + 1
   thread:set("tid", thread_id)
+  table.insert(threads, thread)
 end
 
 local function uuid()
@@ -30,14 +32,19 @@ request = function()
     "[" .. table.concat(parts, ",") .. "]")
 end
 
-local accepted_total = 0
+accepted_total = 0
 response = function(status, headers, body)
   local n = string.match(body, '"accepted":(%d+)')
   if n then accepted_total = accepted_total + tonumber(n) end
 end
 
 done = function(summary, latency, requests)
-  io.write(string.format('{"requests": %d, "errors_status": %d, "p50_ms": %.2f, "p99_ms": %.2f}\n',
-    summary.requests, summary.errors.status, latency:percentile(50) / 1000,
+  local accepted = 0
+  for _, thread in ipairs(threads) do accepted = accepted + thread:get("accepted_total") end
+  io.write(string.format('{"requests": %d, "errors_status": %d, "errors_socket": %d, '
+    .. '"accepted": %d, "seconds": %.3f, "p50_ms": %.2f, "p99_ms": %.2f}\n',
+    summary.requests, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    accepted, summary.duration / 1e6, latency:percentile(50) / 1000,
     latency:percentile(99) / 1000))
 end
