@@ -17,3 +17,23 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 ERRORS = Counter("tailorkit_errors_total", "Internal errors by component", ["component"])
+DECISIONS = Counter(
+    "tailorkit_decisions_total",
+    "Placement decisions by source (rule, experiment, bandit, recommendation, default)",
+    ["source"],
+)
+DECIDE_FALLBACKS = Counter(
+    "tailorkit_decide_fallbacks_total",
+    "Placements answered with their default because of a problem (deadline, error, render)",
+    ["reason"],
+)
+DEFINITION_RELOADS = Counter(
+    "tailorkit_definition_reloads_total",
+    "Reloads of definition files by outcome (applied, refused)",
+    ["file", "outcome"],
+)
+EXPOSURES_LOGGED = Counter(
+    "tailorkit_exposures_logged_total",
+    "Decision-log (exposure) events handed to the collector, by outcome (queued, dropped, failed)",
+    ["outcome"],
+)
