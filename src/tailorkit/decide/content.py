@@ -1,0 +1,180 @@
+"""Content variants: Jinja2 templates compiled and checked once, rendered in a sandbox.
+
+Templates come from the project's ``templates/`` folder or inline in
+``placements.yaml``. They run in Jinja2's :class:`SandboxedEnvironment`
+(no attribute access to Python internals, bounded ``range``) with HTML
+autoescaping, because ``context`` and ``attributes`` come straight from the
+browser. Undefined values raise (:class:`StrictUndefined`), so a template
+that needs data the request does not have fails to render and the decision
+falls back to the placement's default instead of showing half a sentence.
+
+What a template may read (anything else is refused when definitions load):
+
+``profile``          profile features (every declared feature, ``None`` when unknown)
+``segments``         the user's targetable segments
+``attributes``       the request's attributes merged over profile and context
+``context``          the request's context (device, url, referrer, hour, ...)
+``user``             ``{"id", "user_id", "anonymous_id"}``
+``flags``            feature flag values
+``recommendations``  ranked items of the rule's recommendation list
+``placement``        the placement key
+``variant``          the variant key
+
+>>> check = TemplateChecker(profile_features={"first_name"})
+>>> t = check.compile("home:vip", "Hi {{ profile.first_name | default('there') }}!")
+>>> t.render({"profile": {"first_name": "Ada"}})
+'Hi Ada!'
+>>> t.user_specific
+True
+>>> check.compile("home:bad", "Hi {{ profle.name }}")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+tailorkit.decide.content.TemplateError: unknown variable 'profle' (known: attributes, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2 import StrictUndefined, meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+__all__ = ["KNOWN_NAMES", "USER_NAMES", "Template", "TemplateChecker", "TemplateError"]
+
+#: Top-level names a template may use.
+KNOWN_NAMES = frozenset(
+    {
+        "profile",
+        "segments",
+        "attributes",
+        "context",
+        "user",
+        "flags",
+        "recommendations",
+        "placement",
+        "variant",
+    }
+)
+#: Names whose values differ between users: templates using them are not cached.
+USER_NAMES = frozenset({"profile", "segments", "attributes", "user", "flags", "recommendations"})
+
+
+class TemplateError(ValueError):
+    """A template that does not compile or reads something it may not."""
+
+
+def _environment(loader: jinja2.BaseLoader | None) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        loader=loader,
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+
+
+@dataclass(frozen=True)
+class Template:
+    """A compiled, checked template.
+
+    ``names`` are the top-level variables it reads; ``user_specific`` says
+    whether any of them differs between users (the others can be cached).
+    """
+
+    key: str
+    source: str
+    compiled: jinja2.Template
+    names: frozenset[str]
+
+    @property
+    def user_specific(self) -> bool:
+        """Whether the output can differ between two users with the same context."""
+        return bool(self.names & USER_NAMES)
+
+    @property
+    def constant(self) -> bool:
+        """Whether the output is the same for every request (renders once at load).
+
+        >>> TemplateChecker().compile("x", "<b>Sale</b>").constant
+        True
+        """
+        return not (self.names - {"placement", "variant"})
+
+    def render(self, variables: Mapping[str, Any]) -> str:
+        """Render with ``variables`` (raises on any error; callers fall back)."""
+        return self.compiled.render(variables)
+
+
+class TemplateChecker:
+    """Compiles templates and checks them against what the decision context holds.
+
+    ``profile_features`` are the declared profile features (``segments.yaml``):
+    ``profile.<name>`` with another name is refused, which catches typos
+    before they reach a user.
+    """
+
+    def __init__(
+        self, templates_dir: Path | None = None, profile_features: Iterable[str] = ()
+    ) -> None:
+        self.templates_dir = templates_dir
+        loader = jinja2.FileSystemLoader(str(templates_dir)) if templates_dir else None
+        self.env = _environment(loader)
+        self.profile_features = frozenset(profile_features)
+
+    def load(self, key: str, name: str) -> Template:
+        """Compile the template file ``templates/<name>``."""
+        if self.env.loader is None or self.templates_dir is None:
+            raise TemplateError(f"template {name!r}: the project has no templates/ folder")
+        try:
+            source, _, _ = self.env.loader.get_source(self.env, name)
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(f"template file templates/{name} not found") from exc
+        return self.compile(key, source, name)
+
+    def compile(self, key: str, source: str, name: str | None = None) -> Template:
+        """Parse, check and compile ``source``; raise :class:`TemplateError` naming the problem."""
+        try:
+            tree = self.env.parse(source, name=name)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"syntax error at line {exc.lineno}: {exc.message}") from exc
+        if _has_file_access(tree):
+            raise TemplateError("templates may not include, import or extend other files")
+        names = frozenset(meta.find_undeclared_variables(tree))
+        unknown = sorted(names - KNOWN_NAMES)
+        if unknown:
+            known = ", ".join(sorted(KNOWN_NAMES))
+            raise TemplateError(f"unknown variable {unknown[0]!r} (known: {known})")
+        self._check_profile_fields(tree)
+        compiled = self.env.from_string(source)
+        return Template(key, source, compiled, names)
+
+    def _check_profile_fields(self, tree: nodes.Template) -> None:
+        """Refuse ``profile.x`` / ``profile['x']`` when ``x`` is not a declared feature."""
+        for field in _profile_fields(tree):
+            if field not in self.profile_features:
+                declared = ", ".join(sorted(self.profile_features)) or "none declared"
+                raise TemplateError(f"unknown profile feature {field!r} ({declared})")
+
+
+def _profile_fields(tree: nodes.Template) -> Iterable[str]:
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = getattr(node, "node", None)
+        if not (isinstance(target, nodes.Name) and target.name == "profile"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            yield node.attr
+        elif isinstance(node, nodes.Getitem):
+            arg = node.arg
+            if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+                yield arg.value
+
+
+def _has_file_access(tree: nodes.Template) -> bool:
+    # Inline templates must not reach into the file system through the loader.
+    kinds = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+    return any(True for _ in tree.find_all(kinds))

@@ -1,0 +1,606 @@
+"""The decision: for one user and request, the content of each placement.
+
+:class:`DecisionEngine` is the core of ``POST /v1/decide``. It takes plain
+values (the request, a profile view, the live definitions) and never raises
+for a placement: every failure becomes the placement's default content with
+``source: "default"`` and a ``reason``.
+
+Order of a decision:
+
+1. consent: an opted-out user (request, ``/v1/consent`` or profile) gets
+   defaults and nothing about them is logged or learned;
+2. the global holdout: a stable hashed share of users gets defaults (and is
+   logged as the ``holdout`` arm so total lift can be measured);
+3. flags: every feature of ``features.yaml``;
+4. per placement, within the deadline: the variant held by minimum dwell, else
+   the first rule (by priority) whose condition holds and whose owner picks
+   a variant that is not frequency-capped, else the default; then render.
+
+>>> from tailorkit.decide.content import TemplateChecker
+>>> from tailorkit.decide.placements import compile_definitions
+>>> defs = compile_definitions({"placements": {"hero": {"default": "plain",
+...     "variants": {"plain": {"content": "Welcome"},
+...                  "de": {"content": "Willkommen{% if user.id %}, {{ user.id }}{% endif %}"}},
+...     "rules": [{"id": "german", "priority": 1, "variant": "de",
+...                "condition": {"country": "DE"}}]}}}, TemplateChecker())
+>>> engine = DecisionEngine(defs)
+>>> out = engine.decide(DecideRequest(user_id="ada", attributes={"country": "DE"}))
+>>> out["placements"]["hero"]
+{'content': 'Willkommen, ada', 'variant': 'de', 'source': 'rule', 'rule': 'german'}
+>>> engine.decide(DecideRequest(user_id="bob"))["placements"]["hero"]["source"]
+'default'
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from tailorkit import metrics
+from tailorkit.decide.bandit_runtime import BanditRuntime
+from tailorkit.decide.log import exposure_event
+from tailorkit.decide.memory import ConsentRegistry, UserMemory
+from tailorkit.decide.placements import Placement, PlacementDefinitions, Rule, Variant
+from tailorkit.evaluate import Context, Evaluator, ExposureRecord, hash
+
+__all__ = ["DecideRequest", "DecisionEngine", "ProfileView"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DecideRequest:
+    """What a caller asks for (``placements=None``: all of them)."""
+
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)
+    placements: Sequence[str] | None = None
+    personalization: bool = True
+
+    @property
+    def person(self) -> str | None:
+        """The id decisions are remembered under: the user id, else the anonymous id."""
+        return self.user_id or self.anonymous_id
+
+
+@dataclass(frozen=True)
+class ProfileView:
+    """What the decision reads of a profile."""
+
+    features: Mapping[str, Any] = field(default_factory=dict)
+    segments: Sequence[str] = ()
+    consent: bool = True
+
+
+NO_PROFILE = ProfileView()
+NO_RULE = "no rule matched"
+NO_CONSENT = "no personalization consent"
+ProfileLookup = Callable[[str], ProfileView]
+ExposureSink = Callable[[list[dict[str, Any]]], None]
+
+
+@dataclass(slots=True)
+class Choice:
+    """The outcome of one placement before it is turned into JSON."""
+
+    variant: Variant
+    source: str
+    content: str = ""
+    rule: str | None = None
+    experiment: str | None = None
+    bandit: str | None = None
+    reason: str | None = None
+    propensity: float = 1.0
+    segment: str | None = None
+    held: bool = False
+    recommendations: list[Any] | None = None
+    exposure: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "content": self.content,
+            "variant": self.variant.key,
+            "source": self.source,
+        }
+        for name in ("rule", "experiment", "bandit", "reason"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.held:
+            out["held"] = True
+        if self.variant.data is not None:
+            out["data"] = self.variant.data
+        return out
+
+
+class _RenderCache:
+    """Rendered contents of templates that read no user-specific field (LRU)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, str, bytes], str] = OrderedDict()
+
+    def get(self, key: tuple[str, str, bytes]) -> str | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: tuple[str, str, bytes], value: str) -> None:
+        if self.size <= 0:
+            return
+        self._items[key] = value
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+class _Request:
+    """Per-request working state shared by the placement steps."""
+
+    __slots__ = (
+        "attributes",
+        "ctx",
+        "deadline",
+        "exposures",
+        "flags",
+        "now",
+        "profile",
+        "records",
+        "req",
+        "variables",
+    )
+
+    def __init__(self, req: DecideRequest, deadline: float, now: float) -> None:
+        self.req = req
+        self.deadline = deadline
+        self.now = now
+        self.profile = NO_PROFILE
+        self.attributes: dict[str, Any] = {}
+        self.flags: dict[str, Any] = {}
+        self.records: list[ExposureRecord] = []
+        self.exposures: list[dict[str, Any]] = []
+        self.variables: dict[str, Any] = {}
+        self.ctx: Context | None = None
+
+
+class DecisionEngine:
+    """Decides placements for requests against one set of live definitions."""
+
+    def __init__(
+        self,
+        definitions: PlacementDefinitions,
+        evaluator: Evaluator | None = None,
+        *,
+        profiles: ProfileLookup | None = None,
+        bandits: BanditRuntime | None = None,
+        memory: UserMemory | None = None,
+        consent: ConsentRegistry | None = None,
+        exposures: ExposureSink | None = None,
+        profile_features: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.definitions = definitions
+        self.evaluator = evaluator or Evaluator()
+        self.profiles = profiles
+        self.bandits = bandits or BanditRuntime()
+        self.bandits.sync(definitions.bandits)
+        self.memory = memory or UserMemory(definitions.settings.users_in_memory)
+        self.consent = consent or ConsentRegistry()
+        self.exposures = exposures
+        self.profile_features = tuple(profile_features)
+        self.clock = clock
+        self.cache = _RenderCache(definitions.settings.cache_size)
+
+    def with_definitions(
+        self, definitions: PlacementDefinitions, evaluator: Evaluator | None = None
+    ) -> DecisionEngine:
+        """A new engine on new definitions sharing memory, consent and bandits (hot reload)."""
+        return DecisionEngine(
+            definitions,
+            evaluator or self.evaluator,
+            profiles=self.profiles,
+            bandits=self.bandits,
+            memory=self.memory,
+            consent=self.consent,
+            exposures=self.exposures,
+            profile_features=self.profile_features,
+            clock=self.clock,
+        )
+
+    # -- the request -------------------------------------------------------------
+
+    def decide(self, req: DecideRequest, started: float | None = None) -> dict[str, Any]:
+        """Answer one request; never raises (failures give defaults with a reason)."""
+        started = time.perf_counter() if started is None else started
+        deadline = started + self.definitions.settings.deadline_ms / 1000.0
+        work = _Request(req, deadline, self.clock())
+        keys = self._requested(req)
+        try:
+            out = self._decide(work, keys)
+        except Exception as exc:  # never fail the page
+            log.exception("decision failed; answering defaults")
+            metrics.ERRORS.labels("decide").inc()
+            out = self._all_default(work, keys, f"internal error: {type(exc).__name__}")
+        if work.exposures and self.exposures is not None:
+            self.exposures(work.exposures)
+        return out
+
+    def _requested(self, req: DecideRequest) -> list[str]:
+        placements = self.definitions.placements
+        if req.placements is None:
+            return list(placements)
+        return [key for key in req.placements if key in placements]
+
+    def _decide(self, work: _Request, keys: list[str]) -> dict[str, Any]:
+        req = work.req
+        if not req.personalization or self.consent.opted_out(req.user_id, req.anonymous_id):
+            return self._without_consent(work, keys)
+        if req.person is not None and self.profiles is not None:
+            work.profile = self.profiles(req.person)
+            if not work.profile.consent:
+                return self._without_consent(work, keys)
+        self._prepare(work)
+        holdout = self._in_holdout(work)
+        if holdout:
+            placements = {k: self._fallback(work, k, "holdout").to_dict() for k in keys}
+        else:
+            placements = {k: self._placement(work, k) for k in keys}
+        return self._answer(work, placements, holdout)
+
+    def _answer(self, work: _Request, placements: dict[str, Any], holdout: bool) -> dict[str, Any]:
+        req = work.req
+        return {
+            "user_id": req.user_id,
+            "anonymous_id": req.anonymous_id,
+            "segments": list(work.profile.segments),
+            "flags": work.flags,
+            "experiments": [_experiment_json(r) for r in work.records],
+            "holdout": holdout,
+            "placements": placements,
+        }
+
+    def _without_consent(self, work: _Request, keys: list[str]) -> dict[str, Any]:
+        """Defaults, and flags from the request alone; nothing is logged or remembered."""
+        placements = {k: self._fallback(work, k, NO_CONSENT, False).to_dict() for k in keys}
+        req = work.req
+        attributes = {**req.context, **req.attributes, "id": req.person}
+        attributes.update(user_id=req.user_id, anonymous_id=req.anonymous_id, segments=[])
+        ctx = self.evaluator.context(attributes, on_exposure=_ignore)
+        work.flags = {k: r.value for k, r in self.evaluator.eval_all(ctx).items()}
+        work.profile = NO_PROFILE
+        return self._answer(work, placements, False)
+
+    def _all_default(self, work: _Request, keys: list[str], reason: str) -> dict[str, Any]:
+        placements = {k: self._fallback(work, k, reason).to_dict() for k in keys}
+        work.flags, work.records = {}, []
+        work.profile = NO_PROFILE
+        return self._answer(work, placements, False)
+
+    # -- context ---------------------------------------------------------------------
+
+    def _prepare(self, work: _Request) -> None:
+        """Attributes for conditions, flags and template variables."""
+        req, profile = work.req, work.profile
+        attributes: dict[str, Any] = dict(profile.features)
+        attributes.update(req.context)
+        now = datetime.fromtimestamp(work.now, UTC)
+        attributes.setdefault("hour", now.hour)
+        attributes.setdefault("weekday", now.isoweekday())
+        attributes.update(req.attributes)
+        attributes["id"] = req.person
+        attributes["user_id"] = req.user_id
+        attributes["anonymous_id"] = req.anonymous_id
+        attributes["segments"] = list(profile.segments)
+        work.attributes = attributes
+        work.ctx = self.evaluator.context(attributes, on_exposure=work.records.append)
+        flags = self.evaluator.eval_all(work.ctx)
+        work.flags = {key: result.value for key, result in flags.items()}
+        features = dict.fromkeys(self.profile_features)
+        features.update(profile.features)
+        work.variables = {
+            "profile": features,
+            "segments": list(profile.segments),
+            "attributes": attributes,
+            "context": dict(req.context),
+            "user": {"id": req.person, "user_id": req.user_id, "anonymous_id": req.anonymous_id},
+            "flags": work.flags,
+            "recommendations": [],
+        }
+        self._log_records(work, work.records, None, None)
+
+    def _in_holdout(self, work: _Request) -> bool:
+        holdout = self.definitions.holdout
+        if holdout.share <= 0.0:
+            return False
+        value = work.attributes.get(holdout.hash_attribute)
+        if value is None or value == "":
+            return False
+        bucket = hash(holdout.seed, str(value), 2)
+        inside = bucket is not None and bucket < holdout.share
+        person = work.req.person
+        if person is not None and self.memory.first_log(
+            person, "", holdout.seed, self.definitions.settings.exposure_dedup_seconds, work.now
+        ):
+            work.exposures.append(
+                self._event(
+                    work,
+                    kind="experiment",
+                    key=holdout.seed,
+                    variation=0 if inside else 1,
+                    variation_key="holdout" if inside else "personalized",
+                    propensity=holdout.share if inside else 1.0 - holdout.share,
+                    hash_attribute=holdout.hash_attribute,
+                    hash_value=str(value),
+                )
+            )
+        return inside
+
+    # -- one placement -----------------------------------------------------------------
+
+    def _placement(self, work: _Request, key: str) -> dict[str, Any]:
+        if time.perf_counter() > work.deadline:
+            metrics.DECIDE_FALLBACKS.labels("deadline").inc()
+            return self._fallback(work, key, "deadline exceeded").to_dict()
+        placement = self.definitions.placements[key]
+        try:
+            choice = self._choose(work, placement)
+        except Exception as exc:
+            log.exception("placement %s failed; serving its default", key)
+            metrics.DECIDE_FALLBACKS.labels("error").inc()
+            return self._fallback(work, key, f"internal error: {type(exc).__name__}").to_dict()
+        self._after(work, placement, choice)
+        return choice.to_dict()
+
+    def _choose(self, work: _Request, placement: Placement) -> Choice:
+        held = self._held(work, placement)
+        if held is not None:
+            return held
+        for rule in placement.rules:
+            if rule.condition is not None and not rule.condition(work.attributes):
+                continue
+            choice = self._owner(work, placement, rule)
+            if choice is None or self._capped(work, placement, choice.variant):
+                continue
+            if self._render(work, placement, choice):
+                return choice
+            metrics.DECIDE_FALLBACKS.labels("render").inc()
+            return _default(placement, choice.reason or "render error")
+        choice = Choice(placement.default, "default", reason=NO_RULE)
+        if not self._render(work, placement, choice):
+            choice.content = placement.default.fallback or ""
+        return choice
+
+    def _held(self, work: _Request, placement: Placement) -> Choice | None:
+        person = work.req.person
+        if not placement.min_dwell or person is None:
+            return None
+        shown = self.memory.held(person, placement.key, placement.min_dwell, work.now)
+        if shown is None or shown.variant not in placement.variants:
+            return None
+        variant = placement.variants[shown.variant]
+        choice = Choice(variant, shown.source, rule=shown.rule, held=True)
+        return choice if self._render(work, placement, choice) else None
+
+    def _owner(self, work: _Request, placement: Placement, rule: Rule) -> Choice | None:
+        owner = rule.owner
+        if owner.experiment is not None:
+            assert work.ctx is not None
+            before = len(work.records)
+            result = self.evaluator.run(owner.experiment, work.ctx)
+            if not result.in_experiment or result.value not in placement.variants:
+                return None
+            choice = Choice(
+                placement.variants[result.value], "experiment", rule=rule.id,
+                experiment=owner.experiment.key,
+            )  # fmt: skip
+            self._log_records(work, work.records[before:], placement.key, rule.id)
+            return choice
+        if owner.feature is not None:
+            return self._feature(work, placement, rule, owner.feature)
+        if owner.bandit is not None:
+            return self._bandit(work, placement, rule, owner.bandit)
+        assert owner.variant is not None
+        variant = placement.variants[owner.variant]
+        if owner.recommend is None:
+            return Choice(variant, "rule", rule=rule.id)
+        items = self._recommendations(work, owner.recommend.source, owner.recommend.count)
+        if not items:
+            return None
+        return Choice(variant, "recommendation", rule=rule.id, recommendations=items)
+
+    def _feature(
+        self, work: _Request, placement: Placement, rule: Rule, feature: str
+    ) -> Choice | None:
+        assert work.ctx is not None
+        result = self.evaluator.eval_feature(feature, work.ctx)
+        if not isinstance(result.value, str) or result.value not in placement.variants:
+            return None
+        variant = placement.variants[result.value]
+        if result.source == "experiment" and result.experiment is not None:
+            key = result.experiment.key
+            return Choice(variant, "experiment", rule=rule.id, experiment=key)
+        return Choice(variant, "rule", rule=rule.id)
+
+    def _bandit(self, work: _Request, placement: Placement, rule: Rule, key: str) -> Choice:
+        spec = self.definitions.bandits[key]
+        pick = self.bandits.choose(
+            spec, work.req.person, work.profile.segments, work.attributes, placement.key, work.now
+        )
+        choice = Choice(
+            placement.variants[pick.arm_key], "bandit", rule=rule.id, bandit=key,
+            propensity=pick.propensity, segment=pick.segment,
+        )  # fmt: skip
+        choice.exposure = self._event(
+            work,
+            kind="bandit",
+            key=key,
+            variation=pick.arm,
+            variation_key=pick.arm_key,
+            propensity=pick.propensity,
+            placement=placement.key,
+            rule=rule.id,
+            segment=pick.segment,
+        )
+        return choice
+
+    def _recommendations(self, work: _Request, source: str, count: int) -> list[Any]:
+        spec = self.definitions.recommendations.get(source) or {}
+        by_segment = spec.get("by_segment") or {}
+        for segment in work.profile.segments:
+            if segment in by_segment:
+                return list(by_segment[segment][:count])
+        return list((spec.get("items") or [])[:count])
+
+    def _capped(self, work: _Request, placement: Placement, variant: Variant) -> bool:
+        cap, person = variant.cap, work.req.person
+        if cap is None or person is None or variant is placement.default:
+            return False
+        return self.memory.capped(person, placement.key, variant.key, cap.max, cap.window, work.now)
+
+    # -- rendering -------------------------------------------------------------------
+
+    def _render(self, work: _Request, placement: Placement, choice: Choice) -> bool:
+        """Fill ``choice.content``; False (with the reason noted) when the template fails."""
+        template = choice.variant.template
+        if template.constant and choice.variant.fallback is not None:
+            choice.content = choice.variant.fallback
+            return True
+        cache_key = None
+        if not template.user_specific:
+            cache_key = (placement.key, choice.variant.key, _context_key(work.req.context))
+            cached = self.cache.get(cache_key)
+            if cached is not None:
+                choice.content = cached
+                return True
+        variables = dict(work.variables)
+        variables["placement"] = placement.key
+        variables["variant"] = choice.variant.key
+        if choice.recommendations is not None:
+            variables["recommendations"] = choice.recommendations
+        try:
+            choice.content = template.render(variables)
+        except Exception as exc:
+            choice.reason = f"render error in {choice.variant.key}: {type(exc).__name__}: {exc}"[
+                :300
+            ]
+            return False
+        if cache_key is not None:
+            self.cache.put(cache_key, choice.content)
+        return True
+
+    def _fallback(self, work: _Request, key: str, reason: str, log_it: bool = True) -> Choice:
+        """The default content of ``key`` without touching user data (always succeeds)."""
+        placement = self.definitions.placements[key]
+        choice = _default(placement, reason)
+        metrics.DECISIONS.labels("default").inc()
+        if log_it:
+            self._log_deterministic(work, placement, choice)
+        return choice
+
+    # -- after a decision --------------------------------------------------------------
+
+    def _after(self, work: _Request, placement: Placement, choice: Choice) -> None:
+        metrics.DECISIONS.labels(choice.source).inc()
+        person = work.req.person
+        real = choice.source != "default" or choice.reason == NO_RULE
+        if person is not None and real:
+            # Same variant again keeps its dwell clock; every showing counts for caps.
+            self.memory.remember(
+                person, placement.key, choice.variant.key, choice.source, choice.rule, work.now
+            )
+        if choice.exposure is not None and not choice.held:
+            work.exposures.append(choice.exposure)
+        elif choice.source != "experiment" or choice.held:
+            self._log_deterministic(work, placement, choice)
+
+    def _log_deterministic(self, work: _Request, placement: Placement, choice: Choice) -> None:
+        """Log a propensity-1 decision once per user, placement and variant per dedup period."""
+        person = work.req.person
+        if person is None:
+            return
+        period = self.definitions.settings.exposure_dedup_seconds
+        if not self.memory.first_log(person, placement.key, choice.variant.key, period, work.now):
+            return
+        work.exposures.append(
+            self._event(
+                work,
+                kind=choice.source,
+                key=placement.key,
+                variation=choice.variant.index,
+                variation_key=choice.variant.key,
+                propensity=1.0,
+                placement=placement.key,
+                rule=choice.rule,
+                reason=choice.reason,
+                held=True if choice.held else None,
+            )
+        )
+
+    def _log_records(
+        self,
+        work: _Request,
+        records: Sequence[ExposureRecord],
+        placement: str | None,
+        rule: str | None,
+    ) -> None:
+        if work.req.person is None:
+            return
+        for record in records:
+            work.exposures.append(
+                self._event(
+                    work,
+                    kind="experiment",
+                    key=record.experiment_key,
+                    variation=record.variation_id,
+                    variation_key=str(record.variation_key),
+                    propensity=min(1.0, max(0.0, record.propensity)),
+                    hash_attribute=record.hash_attribute,
+                    hash_value=str(record.hash_value),
+                    feature=record.feature_key,
+                    placement=placement,
+                    rule=rule,
+                )
+            )
+
+    def _event(self, work: _Request, **fields: Any) -> dict[str, Any]:
+        req = work.req
+        return exposure_event(
+            user_id=req.user_id,
+            anonymous_id=req.anonymous_id,
+            timestamp=datetime.fromtimestamp(work.now, UTC),
+            **fields,
+        )
+
+
+def _ignore(_: ExposureRecord) -> None:
+    """Exposure callback of users without consent: nothing about them is logged."""
+
+
+def _default(placement: Placement, reason: str) -> Choice:
+    """The default variant with its load-time rendering (needs no user data)."""
+    return Choice(placement.default, "default", placement.default.fallback or "", reason=reason)
+
+
+def _context_key(context: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(context, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return repr(sorted(context.items())).encode()
+
+
+def _experiment_json(record: ExposureRecord) -> dict[str, Any]:
+    return {
+        "key": record.experiment_key,
+        "variation": record.variation_id,
+        "variation_key": record.variation_key,
+        "feature": record.feature_key,
+    }

@@ -1,0 +1,434 @@
+"""The decision service of one server: live definitions, hot reload, logging, learning.
+
+:class:`DecideService` owns the :class:`~tailorkit.decide.engine.DecisionEngine`
+and replaces it whole when ``placements.yaml``, ``features.yaml`` or a file
+under ``templates/`` changes (polled every ``settings.reload_seconds``) or
+when the admin API uploads new definitions. A change that does not validate
+or compile is refused with file, key and reason (kept in :attr:`last_error`)
+and the previous definitions stay live. Requests read ``service.engine``
+once, so each sees one consistent set of definitions.
+
+Background work, never on the request path:
+
+* :class:`ExposureLogger` batches decision-log events into the collector;
+* a sweeper thread applies bandit rewards and saves bandit state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import yaml
+
+from tailorkit import metrics
+from tailorkit.collect.pipeline import Collector
+from tailorkit.collect.raw import raw_from_items
+from tailorkit.decide.bandit_runtime import BanditRuntime, make_policy
+from tailorkit.decide.content import TemplateChecker
+from tailorkit.decide.engine import NO_PROFILE, DecisionEngine, ProfileView
+from tailorkit.decide.memory import ConsentRegistry, UserMemory
+from tailorkit.decide.placements import FILE, PlacementDefinitions, compile_definitions
+from tailorkit.evaluate import Evaluator
+from tailorkit.project.loader import ConfigError, Project, schema, validate_document
+
+__all__ = ["DecideService", "ExposureLogger", "ReloadResult"]
+
+log = logging.getLogger(__name__)
+SWEEP_SECONDS = 1.0
+SAVE_SECONDS = 10.0
+_NEVER_US = -(1 << 62)  # Profile.last_us before any event
+
+
+class ExposureLogger:
+    """Batches exposure events and submits them to the collector from a thread.
+
+    The request path only appends to a deque. Past ``max_queue`` waiting
+    events new ones are dropped (and counted): losing log lines under
+    overload is better than slowing decisions.
+    """
+
+    def __init__(
+        self,
+        submit: Callable[[list[dict[str, Any]]], Future[Any] | None],
+        max_batch: int = 500,
+        interval: float = 0.25,
+        max_queue: int = 200_000,
+    ) -> None:
+        self.submit = submit
+        self.max_batch = max_batch
+        self.interval = interval
+        self.max_queue = max_queue
+        self._queue: deque[dict[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, events: list[dict[str, Any]]) -> None:
+        """Queue events (called on the request path: cheap, never raises)."""
+        if len(self._queue) + len(events) > self.max_queue:
+            metrics.EXPOSURES_LOGGED.labels("dropped").inc(len(events))
+            return
+        self._queue.extend(events)
+        if len(self._queue) >= self.max_batch:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the flushing thread."""
+        self._thread = threading.Thread(target=self._run, name="tk-exposures", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Flush what is queued and stop."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> int:
+        """Submit everything queued, in batches; returns how many events were submitted."""
+        sent = 0
+        while self._queue:
+            batch: list[dict[str, Any]] = []
+            while self._queue and len(batch) < self.max_batch:
+                batch.append(self._queue.popleft())
+            try:
+                future = self.submit(batch)
+            except Exception:
+                log.exception("could not queue %d exposure events", len(batch))
+                metrics.EXPOSURES_LOGGED.labels("failed").inc(len(batch))
+                continue
+            if future is not None:
+                future.add_done_callback(_count_failure(len(batch)))
+            metrics.EXPOSURES_LOGGED.labels("queued").inc(len(batch))
+            sent += len(batch)
+        return sent
+
+
+def _count_failure(n: int) -> Callable[[Future[Any]], None]:
+    def done(future: Future[Any]) -> None:
+        if future.exception() is not None:
+            metrics.EXPOSURES_LOGGED.labels("failed").inc(n)
+
+    return done
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """The outcome of a reload: ``applied`` with the new version, or the error."""
+
+    applied: bool
+    version: str
+    error: ConfigError | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON for the admin API."""
+        out: dict[str, Any] = {"applied": self.applied, "version": self.version}
+        if self.error is not None:
+            out["error"] = _error_json(self.error)
+        return out
+
+
+def _error_json(error: ConfigError) -> dict[str, str]:
+    return {"file": error.file, "key": error.path, "reason": error.message}
+
+
+class DecideService:
+    """Decisions for one server: engine, reloads, exposure log, bandit learning."""
+
+    def __init__(
+        self,
+        project: Project,
+        collector: Collector | None = None,
+        profiles: Any = None,
+        evaluator_source: Callable[[], Evaluator | None] | None = None,
+    ) -> None:
+        self.project = project
+        self.root = project.root
+        self.collector = collector
+        self.profiles = profiles
+        self.evaluator_source = evaluator_source
+        self.profile_features = _profile_features(profiles)
+        self.checker = TemplateChecker(self._templates_dir(), self.profile_features)
+        self.bandits = BanditRuntime(self.root / ".tailorkit" / "bandits.json")
+        self.consent = ConsentRegistry()
+        self.exposures = ExposureLogger(self._submit)
+        self.last_error: ConfigError | None = None
+        self.reloaded_at = time.time()
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._features_doc: Mapping[str, Any] = project.definitions.get("features") or {}
+        definitions = self._compile(project.definitions.get("placements") or {}, self._features_doc)
+        self.memory = UserMemory(definitions.settings.users_in_memory)
+        self.engine = DecisionEngine(
+            definitions,
+            self._evaluator(self._features_doc),
+            profiles=self._lookup if profiles is not None else None,
+            bandits=self.bandits,
+            memory=self.memory,
+            consent=self.consent,
+            exposures=self.exposures,
+            profile_features=self.profile_features,
+        )
+        self._signature = self._files_signature()
+
+    # -- life -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Hook into the collector, load opt-outs, start the background threads."""
+        if self.collector is not None:
+            previous = self.collector.on_stored
+            self.collector.on_stored = _fan_out(previous, self.bandits.on_stored)
+            self.exposures.start()
+        for target, name in ((self._watch, "tk-decide-watch"), (self._sweep, "tk-bandits")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop threads, flush the exposure log, save bandit state."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        self.exposures.stop()
+        self.bandits.sweep(time.time())
+        self.bandits.save()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(max(0.2, self.engine.definitions.settings.reload_seconds or 1.0)):
+            if not self.engine.definitions.settings.reload_seconds:
+                continue
+            signature = self._files_signature()
+            if signature != self._signature:
+                self._signature = signature
+                self.reload()
+
+    def _sweep(self) -> None:
+        last_save = time.monotonic()
+        while not self._stop.wait(SWEEP_SECONDS):
+            try:
+                self.bandits.sweep(time.time())
+                if time.monotonic() - last_save >= SAVE_SECONDS:
+                    self.bandits.save()
+                    last_save = time.monotonic()
+            except Exception:
+                log.exception("bandit sweep failed")
+
+    # -- reloads ------------------------------------------------------------------------
+
+    def reload(
+        self, document: Mapping[str, Any] | None = None, write: bool = False
+    ) -> ReloadResult:
+        """Reload from the files (or apply ``document``); keep the live set on any error.
+
+        With ``write``, an accepted ``document`` is also written to
+        ``placements.yaml`` (atomically), so the files stay the source of truth.
+        """
+        with self._reload_lock:
+            try:
+                features = self._read_features()
+                doc = document if document is not None else self._read(FILE)
+                definitions = self._compile(doc, features)
+                if write and document is not None:
+                    self._write(document)
+            except ConfigError as exc:
+                self.last_error = exc
+                metrics.DEFINITION_RELOADS.labels(exc.file, "refused").inc()
+                log.warning("definitions refused, previous ones stay live: %s", exc)
+                return ReloadResult(False, self.engine.definitions.version, exc)
+            self._features_doc = features
+            self.engine = self.engine.with_definitions(definitions, self._evaluator(features))
+            self.last_error = None
+            self.reloaded_at = time.time()
+            metrics.DEFINITION_RELOADS.labels(FILE, "applied").inc()
+            log.info("placements %s are live", definitions.version)
+            return ReloadResult(True, definitions.version)
+
+    def _compile(
+        self, document: Mapping[str, Any], features: Mapping[str, Any]
+    ) -> PlacementDefinitions:
+        self.checker = TemplateChecker(self._templates_dir(), self.profile_features)
+        keys = list((features.get("features") or {}).keys())
+        definitions = compile_definitions(document, self.checker, keys, features.get("savedGroups"))
+        for key, spec in definitions.bandits.items():
+            try:
+                make_policy(spec)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(
+                    FILE, f"bandits.{key}", f"cannot build the policy: {exc}"
+                ) from exc
+        self.bandits.sync(definitions.bandits)
+        return definitions
+
+    def _evaluator(self, features: Mapping[str, Any]) -> Evaluator:
+        if self.evaluator_source is not None:
+            shared = self.evaluator_source()
+            if shared is not None:
+                return shared
+        return Evaluator.from_payload(features)
+
+    def _read_features(self) -> Mapping[str, Any]:
+        doc = self._read("features.yaml")
+        defs = schema("definitions")
+        validate_document(
+            "features.yaml", doc, {"$defs": defs["$defs"], **defs["$defs"]["features"]}
+        )
+        return doc
+
+    def _read(self, name: str) -> dict[str, Any]:
+        path = self.root / name
+        if not path.is_file():
+            return {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(name, where, f"not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(name, "", "must be a mapping")
+        return loaded
+
+    def _write(self, document: Mapping[str, Any]) -> None:
+        path = self.root / FILE
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True))
+        tmp.replace(path)
+        self._signature = self._files_signature()  # our own write is not a change to react to
+
+    def _templates_dir(self) -> Path | None:
+        folder = self.root / "templates"
+        return folder if folder.is_dir() else None
+
+    def _files_signature(self) -> tuple[Any, ...]:
+        paths = [self.root / FILE, self.root / "features.yaml"]
+        folder = self.root / "templates"
+        if folder.is_dir():
+            paths.extend(sorted(p for p in folder.rglob("*") if p.is_file()))
+        out: list[tuple[str, int | None, int | None]] = []
+        for path in paths:
+            try:
+                stat = path.stat()
+                out.append((str(path), stat.st_mtime_ns, stat.st_size))
+            except OSError:
+                out.append((str(path), None, None))
+        return tuple(out)
+
+    # -- profiles and consent -------------------------------------------------------
+
+    def _lookup(self, person: str) -> ProfileView:
+        engine = self.profiles.engine
+        if not engine.definitions.features.features:
+            return NO_PROFILE
+        canonical = engine.person_of(person)
+        profile = engine.store.get(canonical)
+        if profile is None:
+            return NO_PROFILE
+        if not profile.consent and profile.last_us != _NEVER_US:
+            return ProfileView(consent=False)  # their latest event refused personalization
+        features = engine.features(canonical) or {}
+        types = engine.definitions.features
+        shown = {k: v for k, v in features.items() if types.value_type(k) != "timestamp"}
+        segments = engine.targetable(engine.members(canonical)) if features else []
+        return ProfileView(shown, tuple(segments), True)
+
+    def set_consent(
+        self,
+        user_id: str | None,
+        anonymous_id: str | None,
+        personalization: bool,
+        analytics: bool = True,
+        reset: bool = False,
+    ) -> dict[str, Any]:
+        """Record a consent choice; an opt-out (or ``reset``) clears derived decision state.
+
+        The choice is also stored as a ``consent`` event, so profiles stop
+        (the online executor reads the event's consent) and a restarted
+        server still knows it (:meth:`load_opt_outs`).
+        """
+        ids = [i for i in (user_id, anonymous_id) if i]
+        self.consent.set(ids, personalization)
+        cleared = 0
+        if reset or not personalization:
+            cleared = self.memory.forget(ids)
+            self.bandits.forget(ids)
+        logged = False
+        if self.collector is not None:
+            events = [_consent_event(user_id, anonymous_id, personalization, analytics)]
+            self.collector.submit(raw_from_items(events, self.project.settings.limits), "decide")
+            logged = True
+        return {"personalization": personalization, "cleared": cleared, "logged": logged}
+
+    def load_opt_outs(self) -> int:
+        """Read opt-outs from the warehouse (each id's latest event decides); returns how many."""
+        warehouse = getattr(self.collector, "warehouse", None)
+        if warehouse is None:
+            return 0
+        events = warehouse.events()
+        person = events.user_id.fill_null(events.anonymous_id)
+        latest = events.group_by(person=person).aggregate(
+            personalization=events.personalization.argmax(events.timestamp)
+        )
+        with warehouse.lock:
+            table: pa.Table = latest.filter(~latest.personalization).to_pyarrow()
+        opted_out = [p for p in table.column("person").to_pylist() if p]
+        self.consent.load(opted_out)
+        return len(opted_out)
+
+    def _submit(self, events: list[dict[str, Any]]) -> Future[Any] | None:
+        if self.collector is None:
+            return None
+        return self.collector.submit(raw_from_items(events, self.project.settings.limits), "decide")
+
+
+def _consent_event(
+    user_id: str | None, anonymous_id: str | None, personalization: bool, analytics: bool
+) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "type": "consent",
+        "user_id": user_id,
+        "anonymous_id": anonymous_id,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "properties": {"personalization": personalization, "analytics": analytics},
+        "consent": {"personalization": personalization, "analytics": analytics},
+    }
+
+
+def _profile_features(profiles: Any) -> list[str]:
+    if profiles is None:
+        return []
+    features = profiles.definitions.features
+    return [n for n in features.names if features.value_type(n) != "timestamp"]
+
+
+def _fan_out(
+    first: Callable[[pa.Table], None] | None, second: Callable[[pa.Table], None]
+) -> Callable[[pa.Table], None]:
+    """Call both collector hooks; each one catches its own errors."""
+    if first is None:
+        return second
+
+    def both(events: pa.Table) -> None:
+        first(events)
+        second(events)
+
+    return both
