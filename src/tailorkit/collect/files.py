@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from tailorkit.collect.jsonlines import JsonLinesReader
 from tailorkit.collect.raw import ID_FIELDS, JSON_FIELDS, RAW_SCHEMA
 from tailorkit.project.loader import Limits
 
@@ -28,42 +29,6 @@ class RawChunk:
     raw: pa.Table
     first_line: int
     bytes_read: int
-
-
-def _string_checks(doc: str) -> str:
-    checks = [
-        f"WHEN json_type({doc}, '$.{name}') NOT IN ('VARCHAR', 'NULL') "
-        f"THEN '{name}: must be a string'"
-        for name in ID_FIELDS
-    ] + [
-        f"WHEN json_type({doc}, '$.{name}') NOT IN ('OBJECT', 'NULL') "
-        f"THEN '{name}: must be an object'"
-        for name in JSON_FIELDS
-    ]
-    return "\n".join(checks)
-
-
-def _ndjson_sql(limits: Limits) -> str:
-    fields = ", ".join(f"json_extract_string(doc, '$.{n}') AS {n}" for n in ID_FIELDS)
-    objects = ", ".join(f"json_extract(doc, '$.{n}')::VARCHAR AS {n}" for n in JSON_FIELDS)
-    return f"""
-    WITH lines AS (
-      SELECT unnest(string_split($chunk, chr(10))) AS line,
-             unnest(generate_series(0, len(string_split($chunk, chr(10))) - 1)) AS _index
-    ), docs AS (
-      SELECT *, CASE WHEN json_valid(line) THEN line END AS doc FROM lines
-    )
-    SELECT _index,
-      CASE
-        WHEN length(line) > {limits.max_event_bytes}
-          THEN 'event: over the limit of {limits.max_event_bytes} bytes'
-        WHEN doc IS NULL THEN 'not valid JSON'
-        WHEN json_type(doc) <> 'OBJECT' THEN 'event: must be a JSON object'
-        {_string_checks("doc")}
-      END AS _error,
-      {fields}, {objects}
-    FROM docs WHERE trim(line) <> ''
-    """
 
 
 def _split_chunks(path: Path) -> Iterator[tuple[str, int, int]]:
@@ -89,11 +54,9 @@ def _split_chunks(path: Path) -> Iterator[tuple[str, int, int]]:
 
 def read_ndjson(path: Path, limits: Limits) -> Iterator[RawChunk]:
     """Raw batches from an NDJSON file; ``_index`` counts lines within the chunk."""
-    db = duckdb.connect()
-    sql = _ndjson_sql(limits)
+    reader = JsonLinesReader(limits)
     for text, first_line, size in _split_chunks(path):
-        table = db.execute(sql, {"chunk": text}).to_arrow_table()
-        yield RawChunk(table.cast(RAW_SCHEMA), first_line, size)
+        yield RawChunk(reader.read(text), first_line, size)
 
 
 def read_tabular(path: Path, limits: Limits) -> Iterator[RawChunk]:

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tailorkit import metrics
+from tailorkit.collect.jsonlines import EncodedBatch, JsonLinesReader, decode_batches, encode_items
 from tailorkit.collect.validate import Validated, Validator
 from tailorkit.project.loader import QualitySettings, Settings
 from tailorkit.store.warehouse import INGEST_STATS_SCHEMA, Warehouse
@@ -64,9 +65,14 @@ class BatchResult:
 
 @dataclass
 class _Pending:
-    raw: pa.Table
+    raw: pa.Table | None
     source: str
     future: Future[BatchResult]
+    encoded: EncodedBatch | None = None
+
+    @property
+    def size(self) -> int:
+        return self.encoded.count if self.encoded is not None else _raw(self).num_rows
 
 
 class Collector:
@@ -85,6 +91,7 @@ class Collector:
         self.warehouse = warehouse
         self.settings = settings
         self.validator = Validator(settings.pii)
+        self.reader = JsonLinesReader(settings.limits)
         self.on_stored = on_stored
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -115,13 +122,24 @@ class Collector:
         self._queue.put(pending)
         return pending.future
 
+    def submit_items(self, items: list[Any], source: str) -> Future[BatchResult]:
+        """Queue parsed JSON items (the HTTP path); see :meth:`submit`.
+
+        Only one ``orjson.dumps`` per event happens here; field extraction is
+        done for the whole group commit in one query in the writer.
+        """
+        encoded = encode_items(items, self.settings.limits)
+        pending = _Pending(None, source, Future(), encoded)
+        self._queue.put(pending)
+        return pending.future
+
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
                 return
             group, stop = [first], False
-            size = first.raw.num_rows
+            size = first.size
             while size < self.max_group_events:
                 try:
                     item = self._queue.get_nowait()
@@ -131,7 +149,7 @@ class Collector:
                     stop = True
                     break
                 group.append(item)
-                size += item.raw.num_rows
+                size += item.size
             self._commit_and_answer(group)
             if stop:
                 return
@@ -152,12 +170,13 @@ class Collector:
     def _commit(self, group: list[_Pending]) -> list[BatchResult]:
         received = datetime.now(UTC)
         with metrics.INGEST_BATCH_SECONDS.time():
+            self._decode(group)
             by_source: dict[str, list[int]] = {}
             for i, pending in enumerate(group):
                 by_source.setdefault(pending.source, []).append(i)
             validated: list[tuple[str, list[int], Validated, list[int]]] = []
             for source, members in by_source.items():
-                raw, offsets = _concat([group[i].raw for i in members])
+                raw, offsets = _concat([_raw(group[i]) for i in members])
                 validated.append(
                     (source, members, self.validator.validate(raw, received, source), offsets)
                 )
@@ -172,12 +191,19 @@ class Collector:
                     events = events.filter(fresh)
                 stats = _stats_table(validated, dups, received, self.settings.quality)
                 self.warehouse.insert(events, identities, stats)
-        results = [BatchResult([ACCEPTED] * p.raw.num_rows) for p in group]
+        results = [BatchResult([ACCEPTED] * p.size) for p in group]
         for source, members, v, offsets in validated:
             self._fill(results, members, offsets, v, dups, source)
         if self.on_stored is not None and events.num_rows:
             self.on_stored(events)
         return results
+
+    def _decode(self, group: list[_Pending]) -> None:
+        """Turn the encoded (HTTP) requests of a group into raw batches, in one query."""
+        encoded = [(p, p.encoded) for p in group if p.encoded is not None]
+        raws = decode_batches(self.reader, [batch for _, batch in encoded])
+        for (pending, _), raw in zip(encoded, raws, strict=True):
+            pending.raw = raw
 
     def _fill(
         self,
@@ -211,6 +237,12 @@ class Collector:
         counts = Counter(s for i in members for s in results[i].statuses)
         for outcome, n in counts.items():
             metrics.EVENTS.labels(source, outcome).inc(n)
+
+
+def _raw(pending: _Pending) -> pa.Table:
+    if pending.raw is None:
+        raise RuntimeError("pending request was not decoded")
+    return pending.raw
 
 
 def _concat(raws: list[pa.Table]) -> tuple[pa.Table, list[int]]:

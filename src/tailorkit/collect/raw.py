@@ -102,9 +102,11 @@ def depth(value: Any, limit: int) -> int:
         return 0
     deepest = 0
     for child in children:
-        deepest = max(deepest, depth(child, limit - 1))
-        if deepest >= limit:
-            break
+        # Only containers add depth; skipping scalars here keeps this cheap.
+        if isinstance(child, dict | list):
+            deepest = max(deepest, depth(child, limit - 1))
+            if deepest >= limit:
+                break
     return 1 + deepest
 
 

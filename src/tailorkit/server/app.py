@@ -22,7 +22,7 @@ from tailorkit import __version__, metrics
 from tailorkit.collect import segment_spec
 from tailorkit.collect.pipeline import Collector
 from tailorkit.collect.quality import quality_report
-from tailorkit.collect.raw import PayloadError, parse_body, raw_from_items
+from tailorkit.collect.raw import PayloadError, parse_body
 from tailorkit.project.loader import Project
 from tailorkit.server.auth import KeyChecker, Scope
 from tailorkit.server.schemas import EventIn, IngestAnswer, SegmentMessage
@@ -77,8 +77,7 @@ async def read_bounded(request: Request, limit: int) -> bytes:
 
 
 async def _ingest_items(state: AppState, items: list[Any], source: str) -> Response:
-    raw = raw_from_items(items, state.project.settings.limits)
-    result = await asyncio.wrap_future(state.collector.submit(raw, source))
+    result = await asyncio.wrap_future(state.collector.submit_items(items, source))
     body = result.to_dict()
     all_rejected = bool(items) and body["rejected"] == len(items)
     status = 422 if all_rejected else 200
@@ -201,7 +200,7 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
     state = AppState(
         project, warehouse, collector, KeyChecker(settings.ingest_keys, settings.admin_keys)
     )
-    from tailorkit.server import routes_profiles  # imports this module: import late
+    from tailorkit.server import routes_features, routes_profiles  # import this module: late
 
     profiles = routes_profiles.install(state)
 
@@ -243,4 +242,8 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
 
     for router in (events_router, segment_router, admin_router, ops_router, routes_profiles.router):
         app.include_router(router)
+    app.include_router(routes_features.router)
+    from tailorkit.server import routes_decide  # late: it imports this module
+
+    app.include_router(routes_decide.router)  # brings its own lifespan (decide service)
     return app

@@ -152,8 +152,11 @@ class Warehouse:
 
     def stored_ids(self, event_ids: pa.Array) -> frozenset[str]:
         """The subset of ``event_ids`` already in the store (exact dedup)."""
+        ids = pa.table({"event_id": event_ids.cast(pa.string())})
         with self.lock:
-            staging = ibis.memtable(pa.table({"event_id": event_ids.cast(pa.string())}))
+            if self.backend == "duckdb":
+                return self._duckdb_stored_ids(ids)
+            staging = ibis.memtable(ids)
             stored = self.events
             found = staging.semi_join(stored, staging.event_id == stored.event_id)
             return frozenset(self.con.to_pyarrow(found.event_id).to_pylist())
@@ -166,14 +169,41 @@ class Warehouse:
         Callers deduplicate first (:meth:`stored_ids`) while holding :attr:`lock`;
         when this returns, everything is durable.
         """
+        tables = {
+            EVENTS: events.select(EVENT_ARROW_SCHEMA.names).cast(EVENT_ARROW_SCHEMA),
+            IDENTITIES: identities,
+            INGEST_STATS: stats,
+        }
         with self.lock, self._transaction():
-            if events.num_rows:
-                batch = events.select(EVENT_ARROW_SCHEMA.names).cast(EVENT_ARROW_SCHEMA)
-                self.con.insert(EVENTS, ibis.memtable(batch))
-            if identities is not None and identities.num_rows:
-                self.con.insert(IDENTITIES, ibis.memtable(identities))
-            if stats is not None and stats.num_rows:
-                self.con.insert(INGEST_STATS, ibis.memtable(stats))
+            for name, table in tables.items():
+                if table is None or not table.num_rows:
+                    continue
+                if self.backend == "duckdb":
+                    self._duckdb_append(name, table)
+                else:
+                    self.con.insert(name, ibis.memtable(table))
+
+    # DuckDB fast paths: on the ingestion hot path Ibis's per-call schema
+    # look-ups cost more than the insert itself; Arrow goes straight in.
+    def _duckdb_stored_ids(self, ids: pa.Table) -> frozenset[str]:
+        raw: Any = self.con.con  # type: ignore[attr-defined]
+        raw.register("_tk_ids", ids)
+        try:
+            found = raw.execute(
+                "SELECT event_id FROM events WHERE event_id IN (SELECT event_id FROM _tk_ids)"
+            ).fetchall()
+        finally:
+            raw.unregister("_tk_ids")
+        return frozenset(row[0] for row in found)
+
+    def _duckdb_append(self, name: str, table: pa.Table) -> None:
+        raw: Any = self.con.con  # type: ignore[attr-defined]
+        raw.register("_tk_rows", table)
+        try:
+            columns = ", ".join(f'"{c}"' for c in table.column_names)
+            raw.execute(f'INSERT INTO "{name}" ({columns}) SELECT {columns} FROM _tk_rows')
+        finally:
+            raw.unregister("_tk_rows")
 
     def user_anonymous_ids(self, user_id: str) -> list[str]:
         """Anonymous ids merged into ``user_id``."""
