@@ -1,0 +1,262 @@
+"""Exposure logging: every hashed experiment assignment becomes an ``exposure`` event.
+
+The evaluation core reports an :class:`~tailorkit.evaluate.ExposureRecord`
+(with its propensity) through a per-context callback.  :class:`ExposureLog`
+only appends it to a bounded queue on the request path; a background thread
+turns queued records into decision-log events
+(:func:`tailorkit.decide.log.exposure_event`) and hands them to a sink, in
+the server the collector's group-commit writer.  Logging never slows down or
+fails an evaluation: a full queue drops (and counts) records, a failing sink
+is logged.
+
+Event ids are deterministic per (UTC day, user, experiment, variation, hash
+value, feature), so the many evaluations of one user on one day store one
+exposure: the store deduplicates ids, and the log skips ids it has already
+sent today.
+
+>>> sent = []
+>>> log = ExposureLog(sent.extend)
+>>> from tailorkit.evaluate import Evaluator
+>>> ev = Evaluator({"f": {"rules": [{"key": "t", "variations": [0, 1], "hashVersion": 2}]}})
+>>> ctx = ev.context({"id": "u1"}, on_exposure=log.callback(user_id="u1"))
+>>> _ = ev.eval_feature("f", ctx)
+>>> log.flush()
+1
+>>> sent[0]["properties"]["key"], sent[0]["properties"]["propensity"]
+('t', 0.5)
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter
+
+from tailorkit.decide.log import exposure_event
+from tailorkit.evaluate import ExposureRecord
+from tailorkit.evaluate.context import ExposureCallback, hash_string
+
+__all__ = ["EXPOSURE_SOURCE", "ExposureLog", "exposure_event_for"]
+
+log = logging.getLogger(__name__)
+
+#: ``source`` of exposure events in the events table
+EXPOSURE_SOURCE = "decision"
+EXPOSURES = Counter(
+    "tailorkit_exposures_total", "Exposure events by outcome (queued, sent, duplicate, dropped)",
+    ["outcome"],
+)  # fmt: skip
+_ID_NAMESPACE = uuid.UUID("5f0b1c57-6a52-4d8e-9d3c-7c1e2f3a4b5c")
+_MAX_SEEN = 500_000  # ids remembered per day before the memory is reset
+
+#: What a sink receives: a batch of event dicts; it may return a future.
+Sink = Callable[[list[dict[str, Any]]], object]
+_Queued = tuple[ExposureRecord, str | None, str | None, datetime]
+
+
+def exposure_event_for(
+    record: ExposureRecord,
+    *,
+    user_id: str | None,
+    anonymous_id: str | None,
+    timestamp: datetime,
+    hide_hash_values_of: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The decision-log event of one exposure record.
+
+    Without a user or anonymous id the hash value stands in as the anonymous
+    id (the event store needs one of them).  Hash values of attributes named
+    in ``hide_hash_values_of`` (personal data such as ``email``) are left
+    out: the event's ids identify the user already.
+
+    >>> rec = ExposureRecord("exp", 1, "b", "id", "u1", "f", 0.25, 0.5)
+    >>> e = exposure_event_for(rec, user_id=None, anonymous_id=None,
+    ...                        timestamp=datetime(2026, 1, 2, tzinfo=UTC))
+    >>> e["anonymous_id"], e["properties"]["variation_key"], e["properties"]["feature"]
+    ('u1', 'b', 'f')
+    """
+    hash_text = hash_string(record.hash_value)
+    if not user_id and not anonymous_id:
+        anonymous_id = hash_text
+    hidden = record.hash_attribute in set(hide_hash_values_of)
+    event = exposure_event(
+        kind="bandit" if record.leaf_id is not None else "experiment",
+        key=record.experiment_key,
+        variation=record.variation_id,
+        propensity=record.propensity,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        variation_key=record.variation_key,
+        timestamp=timestamp,
+        hash_attribute=record.hash_attribute,
+        hash_value=None if hidden else record.hash_value,
+        feature=record.feature_key,
+        enrollment_probability=record.enrollment_probability,
+        bucket=record.bucket,
+        sticky_bucket_used=record.sticky_bucket_used or None,
+        segment=None if record.leaf_id is None else str(record.leaf_id),
+        model_version=None if record.bandit_version is None else str(record.bandit_version),
+    )
+    parts = (
+        timestamp.date().isoformat(), user_id or "", anonymous_id or "", record.feature_key or "",
+        record.experiment_key, record.variation_key, record.hash_attribute, hash_text,
+    )  # fmt: skip
+    event["event_id"] = str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(parts)))
+    return event
+
+
+class ExposureLog:
+    """A bounded queue of exposures, flushed in batches by a background thread.
+
+    ``sink`` receives lists of at most ``batch_size`` events; in the server
+    it submits them to the collector (which stores them asynchronously).
+    Call :meth:`start` to flush every ``flush_seconds`` and :meth:`stop` to
+    flush what is left; :meth:`flush` sends now (tests, shutdown).
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        flush_seconds: float = 0.5,
+        batch_size: int = 1000,
+        max_pending: int = 100_000,
+        hide_hash_values_of: Iterable[str] = (),
+    ) -> None:
+        self.sink = sink
+        self.flush_seconds = flush_seconds
+        self.batch_size = max(1, batch_size)
+        self.max_pending = max_pending
+        self.hide_hash_values_of = frozenset(hide_hash_values_of)
+        self._queue: collections.deque[_Queued] = collections.deque()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seen: set[str] = set()
+        self._seen_day = ""
+
+    # ------------------------------------------------------------ request path
+
+    def record(
+        self, record: ExposureRecord, user_id: str | None = None, anonymous_id: str | None = None
+    ) -> None:
+        """Queue one exposure (cheap; never raises for a full queue, it drops)."""
+        if len(self._queue) >= self.max_pending:
+            EXPOSURES.labels("dropped").inc()
+            return
+        self._queue.append((record, user_id, anonymous_id, datetime.now(UTC)))
+        EXPOSURES.labels("queued").inc()
+        if len(self._queue) >= self.batch_size:
+            self._wake.set()
+
+    def callback(
+        self, user_id: str | None = None, anonymous_id: str | None = None
+    ) -> ExposureCallback:
+        """An exposure callback for one request's context, bound to its user.
+
+        >>> ExposureLog(print).callback(user_id="u1").__name__
+        'on_exposure'
+        """
+
+        def on_exposure(record: ExposureRecord) -> None:
+            self.record(record, user_id, anonymous_id)
+
+        return on_exposure
+
+    @property
+    def pending(self) -> int:
+        """Exposures queued and not yet handed to the sink."""
+        return len(self._queue)
+
+    # ------------------------------------------------------------- background
+
+    def flush(self) -> int:
+        """Send everything queued now; returns the number of events sent."""
+        with self._flush_lock:
+            events = self._drain()
+            for start in range(0, len(events), self.batch_size):
+                self._send(events[start : start + self.batch_size])
+            return len(events)
+
+    def start(self) -> None:
+        """Start the background flusher."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="tk-exposures", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the flusher and send what is left."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # keep flushing later batches
+                log.exception("flushing exposures failed")
+
+    def _drain(self) -> list[dict[str, Any]]:
+        """Turn queued records into events, skipping ids already sent today."""
+        events: list[dict[str, Any]] = []
+        while self._queue:
+            record, user_id, anonymous_id, at = self._queue.popleft()
+            try:
+                event = exposure_event_for(
+                    record,
+                    user_id=user_id,
+                    anonymous_id=anonymous_id,
+                    timestamp=at,
+                    hide_hash_values_of=self.hide_hash_values_of,
+                )
+            except ValueError:  # e.g. a propensity outside [0, 1] from a malformed rule
+                log.warning("exposure of %s not logged", record.experiment_key, exc_info=True)
+                EXPOSURES.labels("dropped").inc()
+                continue
+            if self._is_new(event["event_id"], at):
+                events.append(event)
+            else:
+                EXPOSURES.labels("duplicate").inc()
+        return events
+
+    def _is_new(self, event_id: str, at: datetime) -> bool:
+        day = at.date().isoformat()
+        if day != self._seen_day or len(self._seen) >= _MAX_SEEN:
+            self._seen, self._seen_day = set(), day
+        if event_id in self._seen:
+            return False
+        self._seen.add(event_id)
+        return True
+
+    def _send(self, events: list[dict[str, Any]]) -> None:
+        try:
+            result = self.sink(events)
+        except Exception:
+            log.exception("exposure sink failed; %d events lost", len(events))
+            EXPOSURES.labels("failed").inc(len(events))
+            return
+        EXPOSURES.labels("sent").inc(len(events))
+        if isinstance(result, Future):
+            result.add_done_callback(_log_failure)
+
+
+def _log_failure(future: Future[Any]) -> None:
+    """Storing is asynchronous: report a failed batch where someone will see it."""
+    exc = future.exception()
+    if exc is not None:
+        log.error("storing exposure events failed: %s", exc)
