@@ -202,7 +202,9 @@ def _derived(feature: Ratio | Recency | Score, t: ir.Table, at: datetime) -> ir.
     total: ir.FloatingValue | None = None
     for name, weight in feature.weights:
         x = t[name].cast("float64").fill_null(0.0)
-        term = weight * ((x + 1.0).ln() if feature.transform == "log1p" else x)
+        if feature.transform == "log1p":
+            x = (ibis.greatest(x, 0.0) + 1.0).ln()
+        term = weight * x
         total = term if total is None else total + term
     return total if total is not None else ibis.literal(0.0)
 

@@ -105,7 +105,7 @@ class Recency:
 
 @dataclass(frozen=True)
 class Score:
-    """``sum(weight * f(value))`` in declaration order, nulls as 0; f is identity or ln(1+x)."""
+    """``sum(weight * f(value))`` in declaration order, nulls as 0; f: x or ln(1 + max(x, 0))."""
 
     name: str
     weights: tuple[tuple[str, float], ...]

@@ -659,8 +659,10 @@ def _score_reader(feature: Score) -> Reader:
         total = 0.0
         for name, weight in weights:
             value = float(done[name] or 0)
-            # ln(1 + x) rather than log1p: the warehouse computes LN(1 + x)
-            total = total + weight * (math.log(1.0 + value) if log else value)
+            if log:
+                # ln(1 + max(x, 0)) rather than log1p: the warehouse computes LN(1 + x)
+                value = math.log(1.0 + (value if value > 0.0 else 0.0))
+            total = total + weight * value
         return total
 
     return read

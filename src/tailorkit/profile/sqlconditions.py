@@ -42,11 +42,13 @@ import ibis
 import ibis.expr.types as ir
 
 from tailorkit.evaluate.jsvalues import js_number_to_string, js_to_number, js_truthy
+from tailorkit.evaluate.safe_regex import compile_js_regex
 
 __all__ = ["Resolver", "SqlValue", "UnsupportedCondition", "compile_sql", "json_value"]
 
 # A decimal number, as JavaScript's Number() reads it (hex and Infinity are left out).
-NUMERIC_TEXT = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+# Only spaces around it: TRIM removes those, so the cast that follows cannot fail.
+NUMERIC_TEXT = r"^ *[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *$"
 BLANK_TEXT = r"^\s*$"
 PATH_PART = re.compile(r"^[A-Za-z_$@-][A-Za-z0-9_$@-]*$")
 _TRUE = ibis.literal(True)
@@ -291,11 +293,31 @@ def _operator(op: str, arg: Any, v: SqlValue, where: str) -> ir.BooleanValue:
     if op in ("$regex", "$regexi"):
         if not isinstance(arg, str):
             raise UnsupportedCondition(where, f"{op} needs a pattern string")
-        if v.text is None:
-            return _FALSE
-        pattern = ("(?i)" + arg) if op == "$regexi" else arg
-        return _leaf(v.text.re_search(pattern))
+        return _regex(v, arg, op == "$regexi")
     raise UnsupportedCondition(where, f"operator {op} is not supported in batch")
+
+
+def _regex(v: SqlValue, pattern: str, ignore_case: bool) -> ir.BooleanValue:
+    """JavaScript ``RegExp.test(String(value))``; null and booleans are decided here."""
+    regex = compile_js_regex(pattern, ignore_case)
+    if regex is None:
+        return _FALSE  # invalid or unsafe patterns never match, as in the evaluator
+    sql_pattern = ("(?i)" + pattern) if ignore_case else pattern
+    tests: list[ir.BooleanValue] = []
+    if v.text is not None:
+        tests.append(v.text.re_search(sql_pattern))
+    if v.number is not None:
+        # the number as text: JSON text for properties (canonical numbers only)
+        text = v.json_text if v.json_text is not None else v.number.cast("string")
+        tests.append(v.has(v.number) & text.re_search(sql_pattern))
+    if v.flag is not None:
+        if regex.test("true"):
+            tests.append(v.flag)
+        if regex.test("false"):
+            tests.append(~v.flag)
+    if regex.test("null"):
+        tests.append(v.is_null)
+    return _leaf(_any(tests))
 
 
 def _ordering(op: str, arg: Any, v: SqlValue, where: str) -> ir.BooleanValue:
