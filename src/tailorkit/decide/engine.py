@@ -49,6 +49,7 @@ from tailorkit.decide.log import exposure_event
 from tailorkit.decide.memory import ConsentRegistry, UserMemory
 from tailorkit.decide.placements import Placement, PlacementDefinitions, Rule, Variant
 from tailorkit.evaluate import Context, Evaluator, ExposureRecord, hash
+from tailorkit.evaluate.context import ExposureCallback
 
 __all__ = ["DecideRequest", "DecisionEngine", "ProfileView"]
 
@@ -86,6 +87,8 @@ NO_RULE = "no rule matched"
 NO_CONSENT = "no personalization consent"
 ProfileLookup = Callable[[str], ProfileView]
 ExposureSink = Callable[[list[dict[str, Any]]], None]
+#: Gives the exposure callback of a user for flag (features.yaml) exposures
+FlagExposures = Callable[[str | None, str | None], ExposureCallback]
 
 
 @dataclass(slots=True)
@@ -150,6 +153,7 @@ class _Request:
         "attributes",
         "ctx",
         "deadline",
+        "evaluator",
         "exposures",
         "flags",
         "now",
@@ -170,6 +174,7 @@ class _Request:
         self.exposures: list[dict[str, Any]] = []
         self.variables: dict[str, Any] = {}
         self.ctx: Context | None = None
+        self.evaluator: Evaluator | None = None
 
 
 class DecisionEngine:
@@ -178,18 +183,22 @@ class DecisionEngine:
     def __init__(
         self,
         definitions: PlacementDefinitions,
-        evaluator: Evaluator | None = None,
+        evaluator: Evaluator | Callable[[], Evaluator] | None = None,
         *,
         profiles: ProfileLookup | None = None,
         bandits: BanditRuntime | None = None,
         memory: UserMemory | None = None,
         consent: ConsentRegistry | None = None,
         exposures: ExposureSink | None = None,
+        flag_exposures: FlagExposures | None = None,
         profile_features: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.definitions = definitions
-        self.evaluator = evaluator or Evaluator()
+        # A callable is asked once per request: the features service swaps its evaluator
+        # on its own reloads, and a request must use one evaluator throughout.
+        self.evaluator = evaluator if evaluator is not None else Evaluator()
+        self.flag_exposures = flag_exposures
         self.profiles = profiles
         self.bandits = bandits or BanditRuntime()
         self.bandits.sync(definitions.bandits)
@@ -201,7 +210,9 @@ class DecisionEngine:
         self.cache = _RenderCache(definitions.settings.cache_size)
 
     def with_definitions(
-        self, definitions: PlacementDefinitions, evaluator: Evaluator | None = None
+        self,
+        definitions: PlacementDefinitions,
+        evaluator: Evaluator | Callable[[], Evaluator] | None = None,
     ) -> DecisionEngine:
         """A new engine on new definitions sharing memory, consent and bandits (hot reload)."""
         return DecisionEngine(
@@ -212,9 +223,14 @@ class DecisionEngine:
             memory=self.memory,
             consent=self.consent,
             exposures=self.exposures,
+            flag_exposures=self.flag_exposures,
             profile_features=self.profile_features,
             clock=self.clock,
         )
+
+    def _evaluator(self) -> Evaluator:
+        source = self.evaluator
+        return source if isinstance(source, Evaluator) else source()
 
     # -- the request -------------------------------------------------------------
 
@@ -274,8 +290,9 @@ class DecisionEngine:
         req = work.req
         attributes = {**req.context, **req.attributes, "id": req.person}
         attributes.update(user_id=req.user_id, anonymous_id=req.anonymous_id, segments=[])
-        ctx = self.evaluator.context(attributes, on_exposure=_ignore)
-        work.flags = {k: r.value for k, r in self.evaluator.eval_all(ctx).items()}
+        evaluator = self._evaluator()
+        ctx = evaluator.context(attributes, on_exposure=_ignore)
+        work.flags = {k: r.value for k, r in evaluator.eval_all(ctx).items()}
         work.profile = NO_PROFILE
         return self._answer(work, placements, False)
 
@@ -301,8 +318,9 @@ class DecisionEngine:
         attributes["anonymous_id"] = req.anonymous_id
         attributes["segments"] = list(profile.segments)
         work.attributes = attributes
-        work.ctx = self.evaluator.context(attributes, on_exposure=work.records.append)
-        flags = self.evaluator.eval_all(work.ctx)
+        evaluator = work.evaluator = self._evaluator()
+        work.ctx = evaluator.context(attributes, on_exposure=work.records.append)
+        flags = evaluator.eval_all(work.ctx)
         work.flags = {key: result.value for key, result in flags.items()}
         features = dict.fromkeys(self.profile_features)
         features.update(profile.features)
@@ -315,7 +333,7 @@ class DecisionEngine:
             "flags": work.flags,
             "recommendations": [],
         }
-        self._log_records(work, work.records, None, None)
+        self._log_flag_records(work, work.records)
 
     def _in_holdout(self, work: _Request) -> bool:
         holdout = self.definitions.holdout
@@ -395,7 +413,8 @@ class DecisionEngine:
         if owner.experiment is not None:
             assert work.ctx is not None
             before = len(work.records)
-            result = self.evaluator.run(owner.experiment, work.ctx)
+            assert work.evaluator is not None
+            result = work.evaluator.run(owner.experiment, work.ctx)
             if not result.in_experiment or result.value not in placement.variants:
                 return None
             choice = Choice(
@@ -420,8 +439,10 @@ class DecisionEngine:
     def _feature(
         self, work: _Request, placement: Placement, rule: Rule, feature: str
     ) -> Choice | None:
-        assert work.ctx is not None
-        result = self.evaluator.eval_feature(feature, work.ctx)
+        assert work.ctx is not None and work.evaluator is not None
+        before = len(work.records)
+        result = work.evaluator.eval_feature(feature, work.ctx)
+        self._log_flag_records(work, work.records[before:])
         if not isinstance(result.value, str) or result.value not in placement.variants:
             return None
         variant = placement.variants[result.value]
@@ -544,6 +565,17 @@ class DecisionEngine:
                 held=True if choice.held else None,
             )
         )
+
+    def _log_flag_records(self, work: _Request, records: Sequence[ExposureRecord]) -> None:
+        """Flag exposures go to the features service's log when there is one (one log)."""
+        if not records:
+            return
+        if self.flag_exposures is None:
+            self._log_records(work, records, None, None)
+            return
+        callback = self.flag_exposures(work.req.user_id, work.req.anonymous_id)
+        for record in records:
+            callback(record)
 
     def _log_records(
         self,

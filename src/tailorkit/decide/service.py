@@ -158,13 +158,15 @@ class DecideService:
         project: Project,
         collector: Collector | None = None,
         profiles: Any = None,
-        evaluator_source: Callable[[], Evaluator | None] | None = None,
+        features: Any = None,
     ) -> None:
         self.project = project
         self.root = project.root
         self.collector = collector
         self.profiles = profiles
-        self.evaluator_source = evaluator_source
+        # The features service (features.yaml, its reloads and exposure log) when the
+        # server has one; standalone, this service reads features.yaml itself.
+        self.features = features
         self.profile_features = _profile_features(profiles)
         self.checker = TemplateChecker(self._templates_dir(), self.profile_features)
         self.bandits = BanditRuntime(self.root / ".tailorkit" / "bandits.json")
@@ -175,17 +177,18 @@ class DecideService:
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._features_doc: Mapping[str, Any] = project.definitions.get("features") or {}
-        definitions = self._compile(project.definitions.get("placements") or {}, self._features_doc)
+        features_doc = self._features_document(project.definitions.get("features") or {})
+        definitions = self._compile(project.definitions.get("placements") or {}, features_doc)
         self.memory = UserMemory(definitions.settings.users_in_memory)
         self.engine = DecisionEngine(
             definitions,
-            self._evaluator(self._features_doc),
+            self._evaluator(features_doc),
             profiles=self._lookup if profiles is not None else None,
             bandits=self.bandits,
             memory=self.memory,
             consent=self.consent,
             exposures=self.exposures,
+            flag_exposures=_flag_exposures(features),
             profile_features=self.profile_features,
         )
         self._signature = self._files_signature()
@@ -210,7 +213,7 @@ class DecideService:
             thread.join(10)
         self.exposures.stop()
         self.bandits.sweep(time.time())
-        self.bandits.save()
+        self.bandits.save(force=bool(self.engine.definitions.bandits))
 
     def _watch(self) -> None:
         while not self._stop.wait(max(0.2, self.engine.definitions.settings.reload_seconds or 1.0)):
@@ -244,7 +247,7 @@ class DecideService:
         """
         with self._reload_lock:
             try:
-                features = self._read_features()
+                features = self._features_document(None)
                 doc = document if document is not None else self._read(FILE)
                 definitions = self._compile(doc, features)
                 if write and document is not None:
@@ -254,7 +257,6 @@ class DecideService:
                 metrics.DEFINITION_RELOADS.labels(exc.file, "refused").inc()
                 log.warning("definitions refused, previous ones stay live: %s", exc)
                 return ReloadResult(False, self.engine.definitions.version, exc)
-            self._features_doc = features
             self.engine = self.engine.with_definitions(definitions, self._evaluator(features))
             self.last_error = None
             self.reloaded_at = time.time()
@@ -278,14 +280,19 @@ class DecideService:
         self.bandits.sync(definitions.bandits)
         return definitions
 
-    def _evaluator(self, features: Mapping[str, Any]) -> Evaluator:
-        if self.evaluator_source is not None:
-            shared = self.evaluator_source()
-            if shared is not None:
-                return shared
+    def _evaluator(self, features: Mapping[str, Any]) -> Evaluator | Callable[[], Evaluator]:
+        service = self.features
+        if service is not None:
+            return lambda: service.snapshot.evaluator  # follows the features service's reloads
         return Evaluator.from_payload(features)
 
-    def _read_features(self) -> Mapping[str, Any]:
+    def _features_document(self, loaded: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        """features.yaml as the flags are evaluated: the features service's, else the file."""
+        if self.features is not None:
+            document: Mapping[str, Any] = self.features.snapshot.document
+            return document
+        if loaded is not None:
+            return loaded
         doc = self._read("features.yaml")
         defs = schema("definitions")
         validate_document(
@@ -382,7 +389,7 @@ class DecideService:
         warehouse = getattr(self.collector, "warehouse", None)
         if warehouse is None:
             return 0
-        events = warehouse.events()
+        events = warehouse.events
         person = events.user_id.fill_null(events.anonymous_id)
         latest = events.group_by(person=person).aggregate(
             personalization=events.personalization.argmax(events.timestamp)
@@ -411,6 +418,11 @@ def _consent_event(
         "properties": {"personalization": personalization, "analytics": analytics},
         "consent": {"personalization": personalization, "analytics": analytics},
     }
+
+
+def _flag_exposures(features: Any) -> Any:
+    log_ = getattr(features, "exposures", None)
+    return None if log_ is None else log_.callback
 
 
 def _profile_features(profiles: Any) -> list[str]:
