@@ -405,6 +405,8 @@ class DecisionEngine:
         if shown is None or shown.variant not in placement.variants:
             return None
         variant = placement.variants[shown.variant]
+        if self._capped(work, placement, variant):
+            return None  # a cap is a hard limit: it ends the dwell
         choice = Choice(variant, shown.source, rule=shown.rule, held=True)
         return choice if self._render(work, placement, choice) else None
 

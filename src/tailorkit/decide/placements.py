@@ -202,8 +202,41 @@ def validate_placements(document: Any) -> None:
     ...
     tailorkit.project.loader.ConfigError: placements.yaml: placements.x: 'variants' is ...
     """
+    _check_owners(document)
     defs = schema("definitions")
     validate_document(FILE, document, {"$defs": defs["$defs"], **defs["$defs"]["placements"]})
+
+
+_OWNERS = ("variant", "experiment", "feature", "bandit")
+
+
+def _check_owners(document: Any) -> None:
+    """Say plainly when a rule or placement has no owner or several (the schema's
+    ``oneOf`` would only say "not valid under any of the given schemas")."""
+    placements = document.get("placements") if isinstance(document, dict) else None
+    if not isinstance(placements, dict):
+        return
+    for key, placement in placements.items():
+        if not isinstance(placement, dict):
+            continue
+        owners = [o for o in _OWNERS[1:] if o in placement]
+        if len(owners) > 1 or (owners and "rules" in placement):
+            found = ", ".join(owners + (["rules"] if "rules" in placement else []))
+            raise ConfigError(
+                FILE,
+                f"placements.{key}",
+                f"use rules or one owner (experiment, feature, bandit), not {found}",
+            )
+        rules = placement.get("rules")
+        for i, rule in enumerate(rules if isinstance(rules, list) else ()):
+            found_in_rule = [o for o in _OWNERS if isinstance(rule, dict) and o in rule]
+            if isinstance(rule, dict) and len(found_in_rule) != 1:
+                what = ", ".join(found_in_rule) or "none"
+                raise ConfigError(
+                    FILE,
+                    f"placements.{key}.rules.{i}",
+                    f"a rule needs exactly one of variant, experiment, feature, bandit (found {what})",
+                )
 
 
 def empty_variables(placement: str, variant: str, features: Collection[str]) -> dict[str, Any]:
