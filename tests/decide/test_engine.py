@@ -138,7 +138,7 @@ def test_frequency_cap_ends_minimum_dwell() -> None:
 def test_render_error_and_deadline_fall_back_to_default() -> None:
     doc = copy.deepcopy(PLACEMENTS)
     doc["placements"]["banner"]["variants"]["de"]["content"] = "{{ context.page.title }}"
-    engine, logged = build(doc)
+    engine, _ = build(doc)
     out = engine.decide(DecideRequest(user_id="u1", attributes={"country": "DE"}))
     banner = out["placements"]["banner"]
     assert (banner["variant"], banner["source"]) == ("plain", "default")

@@ -232,11 +232,8 @@ def _check_owners(document: Any) -> None:
             found_in_rule = [o for o in _OWNERS if isinstance(rule, dict) and o in rule]
             if isinstance(rule, dict) and len(found_in_rule) != 1:
                 what = ", ".join(found_in_rule) or "none"
-                raise ConfigError(
-                    FILE,
-                    f"placements.{key}.rules.{i}",
-                    f"a rule needs exactly one of variant, experiment, feature, bandit (found {what})",
-                )
+                needs = "a rule needs exactly one of variant, experiment, feature, bandit"
+                raise ConfigError(FILE, f"placements.{key}.rules.{i}", f"{needs} (found {what})")
 
 
 def empty_variables(placement: str, variant: str, features: Collection[str]) -> dict[str, Any]:
