@@ -491,20 +491,21 @@ class ProfilePlan:
             where = stream.where
             if where is not None and not where(props if props is not None else _EMPTY):
                 continue
-            bucket = minute
-            if stream.window is not None:
-                res = stream.res
-                if res != 1:
-                    bucket = minute // res
-                    if bucket <= clock_minute // res - stream.span:
-                        continue  # older than the window already
-                elif minute <= clock_minute - stream.span:
-                    continue
             index = stream.index
             state = streams[index]
             if state is None:
                 state = streams[index] = stream.new_state()
-            stream.feed(state, bucket, ts_us, props)
+            if stream.window is None:
+                stream.feed(state, minute, ts_us, props)
+            else:
+                res = stream.res
+                cutoff = clock_minute // res - stream.span
+                bucket = minute // res if res != 1 else minute
+                if bucket <= cutoff:
+                    continue  # older than the window already
+                stream.feed(state, bucket, ts_us, props)
+                if state.buckets[0][0] <= cutoff:
+                    state.expire(cutoff)  # keeps memory bounded even if nobody reads
             touched.append(index)
         if event_type == "identify" and self.traits:
             self._traits(profile, ts_us, event_id, props)

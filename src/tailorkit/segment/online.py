@@ -609,8 +609,12 @@ class SegmentEngine:
             def sweep(profiles: Profiles) -> _Effects:
                 eff = _Effects()
                 for p in profiles.values():
-                    if p is not None and p.wake is not None and p.wake <= minute:
+                    if p is None or p.wake is None:
+                        continue
+                    if p.wake <= minute:
                         self._catch_up(p, minute, eff)
+                    else:  # an older entry: the store keeps one per person, re-arm the real one
+                        eff.wakes[p.person] = p.wake
                 return eff
 
             eff = self.store.update(due, sweep)

@@ -81,6 +81,7 @@ class MemoryProfileStore(ProfileStore):
         self._aliases: dict[str, str] = {}
         self._wheel: dict[int, set[str]] = {}
         self._minutes: list[int] = []
+        self._pending: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
         self._lock = threading.RLock()
 
@@ -117,9 +118,13 @@ class MemoryProfileStore(ProfileStore):
                 self._aliases.setdefault(anon, user)
 
     def schedule(self, wakes: Mapping[str, int]) -> None:
-        """Add persons to minute slots (stale entries are skipped by the caller)."""
+        """Keep each person's earliest pending minute (like ``ZADD LT``)."""
         with self._lock:
             for person, minute in wakes.items():
+                pending = self._pending.get(person)
+                if pending is not None and pending <= minute:
+                    continue
+                self._pending[person] = minute
                 slot = self._wheel.get(minute)
                 if slot is None:
                     slot = self._wheel[minute] = set()
@@ -127,11 +132,15 @@ class MemoryProfileStore(ProfileStore):
                 slot.add(person)
 
     def due(self, minute: int) -> list[str]:
-        """Pop every slot up to ``minute``."""
+        """Pop every slot up to ``minute`` (entries moved to an earlier slot are skipped)."""
         found: list[str] = []
         with self._lock:
             while self._minutes and self._minutes[0] <= minute:
-                found.extend(self._wheel.pop(heapq.heappop(self._minutes), ()))
+                slot_minute = heapq.heappop(self._minutes)
+                for person in self._wheel.pop(slot_minute, ()):
+                    if self._pending.get(person) == slot_minute:
+                        del self._pending[person]
+                        found.append(person)
         return found
 
     def add_sizes(self, deltas: Mapping[str, int]) -> None:
@@ -152,6 +161,7 @@ class MemoryProfileStore(ProfileStore):
             self._aliases.clear()
             self._wheel.clear()
             self._minutes.clear()
+            self._pending.clear()
             self._sizes.clear()
 
 
