@@ -67,6 +67,7 @@ __all__ = ["BanditRuntime", "Pick", "make_policy"]
 log = logging.getLogger(__name__)
 OTHER_SEGMENT = "other"
 MAX_PENDING = 200_000
+CLOCK_SLACK = 5.0
 
 _CLASSES: dict[str, type[Policy]] = {
     "thompson": ThompsonSampling,
@@ -229,7 +230,9 @@ class BanditRuntime:
 
     def _attribute(self, spec: BanditSpec, person: str, properties: str | None, at: float) -> int:
         pending = self._pending.get((person, spec.key))
-        if pending is None or not 0.0 <= at - pending.at <= spec.reward_window:
+        # Client clocks are corrected for skew but not exact: a click stamped a few
+        # seconds before the decision still follows it.
+        if pending is None or not -CLOCK_SLACK <= at - pending.at <= spec.reward_window:
             return 0
         props = _properties(properties)
         if spec.same_placement and props.get("placement") != pending.placement:

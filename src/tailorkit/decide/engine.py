@@ -200,10 +200,11 @@ class DecisionEngine:
         self.evaluator = evaluator if evaluator is not None else Evaluator()
         self.flag_exposures = flag_exposures
         self.profiles = profiles
-        self.bandits = bandits or BanditRuntime()
+        self.bandits = BanditRuntime() if bandits is None else bandits
         self.bandits.sync(definitions.bandits)
-        self.memory = memory or UserMemory(definitions.settings.users_in_memory)
-        self.consent = consent or ConsentRegistry()
+        # "is None", not "or": an empty memory or registry is falsy (they have __len__)
+        self.memory = UserMemory(definitions.settings.users_in_memory) if memory is None else memory
+        self.consent = ConsentRegistry() if consent is None else consent
         self.exposures = exposures
         self.profile_features = tuple(profile_features)
         self.clock = clock
