@@ -78,15 +78,25 @@ def install(app: FastAPI) -> FeatureService:
 
 def _profile_lookup(app: FastAPI) -> ProfileLookup | None:
     """The profiles service's targeting attributes (features + ``segments``), when profiles
-    are defined."""
+    are defined.
+
+    Every declared profile feature is set, to ``None`` (missing) for a
+    person without a profile, so a request cannot supply one itself.
+    """
     profiles = getattr(app.state, "profiles", None)
     engine = getattr(profiles, "engine", None)
     definitions = getattr(profiles, "definitions", None)
-    if engine is None or not hasattr(engine, "attributes"):
+    if engine is None or definitions is None or not hasattr(engine, "attributes"):
         return None
-    if definitions is not None and not (definitions.features.features or definitions.segments):
+    features = definitions.features
+    if not (features.features or definitions.segments):
         return None  # nothing declared: no profile to merge
-    lookup: ProfileLookup = engine.attributes
+    blank: dict[str, Any] = dict.fromkeys(features.condition_names)
+    blank["segments"] = []
+
+    def lookup(person: str) -> dict[str, Any]:
+        return {**blank, **engine.attributes(person)}
+
     return lookup
 
 
