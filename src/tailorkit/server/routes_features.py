@@ -66,9 +66,10 @@ def install(app: FastAPI) -> FeatureService:
         batch_size=limits.max_batch_events,
         hide_hash_values_of=settings.pii.fields,
     )
+    # Read the file again (not the project's copy): a change since the project
+    # was loaded is then not missed by the watcher
     return FeatureService(
         state.project.root,
-        state.project.definitions.get("features") or {},
         encryption_key=settings.sdk.encryption_key,
         watch_seconds=settings.sdk.watch_seconds,
         exposures=exposures,
