@@ -20,7 +20,10 @@ result has one boolean column per segment, named by its key.
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -141,6 +144,32 @@ def report(
     }
 
 
+# -- reading beside the writer ----------------------------------------------------
+
+
+@contextmanager
+def reader(warehouse: Warehouse) -> Iterator[Warehouse]:
+    """The warehouse through a second connection, for long reads beside ingestion.
+
+    The warehouse's own connection is shared with the collector's writer
+    under a lock; a report holding that lock for seconds would stall
+    ingestion. DuckDB serves a second connection to the same database
+    (MVCC snapshot reads); other backends get a fresh connection.
+    """
+    if warehouse.backend == "duckdb":
+        with warehouse.lock:
+            cursor = warehouse.con.con.cursor()
+        view = copy.copy(warehouse)
+        view.con = ibis.duckdb.from_connection(cursor)
+        view.lock = threading.RLock()
+    else:
+        view = Warehouse(warehouse.url)
+    try:
+        yield view
+    finally:
+        view.con.disconnect()
+
+
 # -- batch -> online --------------------------------------------------------------
 
 
@@ -148,13 +177,13 @@ def refresh_online(
     engine: SegmentEngine, warehouse: Warehouse, quality: QualitySettings, at: datetime
 ) -> dict[str, int]:
     """Push what only batch can compute into the online profiles: flags and RFM scores."""
-    with warehouse.lock:
+    with reader(warehouse) as view:
         flagged: set[str] = set()
         if quality.exclude_flagged_users:
-            flagged = set(flagged_users(warehouse, quality).person_id.to_pyarrow().to_pylist())
+            flagged = set(flagged_users(view, quality).person_id.to_pyarrow().to_pylist())
         rows: dict[str, dict[str, Any]] = {}
         if engine.definitions.features.rfm is not None:
-            table = profile_table(engine.definitions.features, clean_events(warehouse, quality), at)
+            table = profile_table(engine.definitions.features, clean_events(view, quality), at)
             rfm = table.select("person_id", *RFM_FEATURES).filter(table.rfm_r.notnull())
             for row in rfm.to_pyarrow().to_pylist():
                 rows[row.pop("person_id")] = row
@@ -168,11 +197,10 @@ def stored_event_batches(warehouse: Warehouse, chunk: int = 50_000) -> Iterator[
     """Every stored event in time order, in chunks (to rebuild online state)."""
     with warehouse.lock:
         events = warehouse.con.table(EVENTS)
-        ordered = events.order_by([events.timestamp, events.event_id])
-        reader = warehouse.con.to_pyarrow_batches(ordered, chunk_size=chunk)
-        batches = list(reader)
-    for batch in batches:
-        yield pa.Table.from_batches([batch])
+        # a fully read result: a streaming reader would hold the connection's pending query
+        table = warehouse.con.to_pyarrow(events.order_by([events.timestamp, events.event_id]))
+    for start in range(0, table.num_rows, chunk):
+        yield table.slice(start, chunk)
 
 
 def rebuild_online(engine: SegmentEngine, warehouse: Warehouse, until: datetime) -> int:

@@ -113,6 +113,7 @@ class WebhookDispatcher:
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._busy = 0
+        self._last_warning = -1e9
         self._client = httpx.Client(follow_redirects=False)
 
     def start(self) -> None:
@@ -226,9 +227,16 @@ class WebhookDispatcher:
         }
         self.stats.dead += 1
         self.dead_letters.append(entry)
-        log.warning(
-            "webhook to %s dead-lettered after %d attempts: %s", job.hook.url, job.attempts, error
-        )
+        now = time.monotonic()
+        if now - self._last_warning > 10:  # a dead receiver must not flood the log
+            self._last_warning = now
+            log.warning(
+                "webhook to %s dead-lettered after %d attempts: %s (%d dead letters so far)",
+                job.hook.url,
+                job.attempts,
+                error,
+                self.stats.dead,
+            )
         if self.dead_letter_path is not None:
             with self.dead_letter_path.open("ab") as out:
                 out.write(orjson.dumps(entry) + b"\n")

@@ -31,7 +31,13 @@ from fastapi import APIRouter, HTTPException, Request
 from tailorkit.collect.quality import clean_events
 from tailorkit.profile.batch import profile_table
 from tailorkit.profile.windows import iso, to_us
-from tailorkit.segment.batch import membership_table, rebuild_online, refresh_online, report
+from tailorkit.segment.batch import (
+    membership_table,
+    reader,
+    rebuild_online,
+    refresh_online,
+    report,
+)
 from tailorkit.segment.definitions import Definitions, parse_definitions
 from tailorkit.segment.online import SegmentEngine
 from tailorkit.segment.sink import ChangeSink
@@ -172,8 +178,8 @@ def get_segments(
         },
     }
     if batch:
-        events = clean_events(state.warehouse, state.project.settings.quality)
-        with state.warehouse.lock:
+        with reader(state.warehouse) as view:  # not the writer's connection: no stall
+            events = clean_events(view, state.project.settings.quality)
             out["batch"] = report(service.definitions, events, moment, days=max(0, days))
     return out
 
@@ -195,9 +201,9 @@ def get_profile(request: Request, user_id: str, state: Admin) -> dict[str, Any]:
 def _batch_profile(service: ProfilesService, state: AppState, person: str) -> dict[str, Any] | None:
     """The warehouse's view of one person (when the online store does not have them)."""
     definitions = service.definitions
-    events = clean_events(state.warehouse, state.project.settings.quality)
     now = datetime.now(UTC)
-    with state.warehouse.lock:
+    with reader(state.warehouse) as view:
+        events = clean_events(view, state.project.settings.quality)
         features = profile_table(definitions.features, events, now)
         one = features.filter(features.person_id == person).to_pyarrow().to_pylist()
         members = membership_table(definitions, events, now)
