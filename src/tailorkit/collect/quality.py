@@ -24,8 +24,10 @@ BOT_PATTERN = (
     r"phantomjs|python-requests|curl/|wget/|httpclient|scrapy|ahrefs|semrush)"
 )
 MAD_TO_SIGMA = 1.4826
-#: Events tailorkit writes itself (segment membership changes): not behaviour.
-SYSTEM_EVENT_TYPES = ("segment_entered", "segment_exited")
+#: Events tailorkit writes itself (segment membership changes, the decision log): not
+#: behaviour. Exposures are kept out of profiles, bot and rate-outlier detection: a busy
+#: page asks for many decisions, and that says nothing about the person.
+SYSTEM_EVENT_TYPES = ("segment_entered", "segment_exited", "exposure")
 
 
 def flagged_users(wh: Warehouse, quality: QualitySettings) -> ir.Table:
