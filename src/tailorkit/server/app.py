@@ -220,7 +220,7 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", "x-tailorkit-key"],
+            allow_headers=["authorization", "content-type", "x-tailorkit-key", "x-api-key"],
         )
 
     @app.exception_handler(PayloadError)
