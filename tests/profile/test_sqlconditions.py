@@ -24,7 +24,7 @@ from tailorkit.store.warehouse import connect_url
 
 SCALARS: list[Any] = [
     None, 0, 1, -3, 2.5, 10, 100, 1e21, "", "a", "abc", "B", "10", "2.5", " 12 ", "1e3",
-    ".5", "5.", "-0", "+7", "true", "null", True, False,
+    ".5", "5.", "-0", "+7", "true", "null", True, False, "a\"b", "back\\slash", "tab\tx", "é",
 ]  # fmt: skip
 PATTERNS = ["^a", "c$", "1", "^[0-9]+$", "b|c"]
 

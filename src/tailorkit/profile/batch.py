@@ -44,7 +44,7 @@ from tailorkit.profile.definitions import (
     Score,
     Trait,
 )
-from tailorkit.profile.sqlconditions import SqlValue, compile_sql
+from tailorkit.profile.sqlconditions import SqlValue, compile_sql, json_slots
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, minute_of, to_us, window_start
 
 UNITS = 1_000_000.0
@@ -66,14 +66,26 @@ def consenting_persons(base: ir.Table) -> ir.Table:
     return flags.filter(flags._consent).select("person_id")
 
 
+_SLOTS = {"n": "float64", "s": "string", "b": "boolean", "j": "string", "t": "boolean"}
+
+
 class _Paths:
-    """Property paths extracted once into typed columns, shared by every feature."""
+    """Property paths extracted once into typed columns, shared by every feature.
+
+    A path is parsed only for the event types whose features read it, and
+    only into the slots they need: JSON parsing is most of a batch's cost.
+    """
 
     def __init__(self) -> None:
         self.paths: dict[str, str] = {}
+        self.types: dict[str, set[str] | None] = {}  # None: every event type
+        self.slots: dict[str, set[str]] = {}
 
-    def name(self, path: str) -> str:
-        return self.paths.setdefault(path, f"_p{len(self.paths)}")
+    def use(self, path: str, types: tuple[str, ...], slots: str) -> None:
+        self.paths.setdefault(path, f"_p{len(self.paths)}")
+        known = self.types.get(path, set())
+        self.types[path] = None if known is None or not types else known | set(types)
+        self.slots.setdefault(path, set()).update(slots)
 
     def project(self, table: ir.Table) -> ir.Table:
         columns: dict[str, ir.Value] = {}
@@ -82,19 +94,30 @@ class _Paths:
             node: Any = json
             for part in path.split("."):
                 node = node[part]
-            columns[f"{name}_n"] = node.float
-            columns[f"{name}_s"] = node.str
-            columns[f"{name}_b"] = node.bool
-            columns[f"{name}_j"] = node.cast("string")
+            extract = json_slots(node)
+            types = self.types[path]
+            for slot in sorted(self.slots[path]):
+                expr = extract[slot]
+                if types is not None:
+                    expr = ibis.cases(
+                        (table.type.isin(sorted(types)), expr), else_=ibis.null(_SLOTS[slot])
+                    )
+                columns[f"{name}_{slot}"] = expr
         return table.mutate(**columns) if columns else table
 
     def value(self, table: ir.Table, path: str) -> SqlValue:
-        name = self.paths[path]
+        name, slots = self.paths[path], self.slots[path]
+
+        def slot(key: str) -> Any:
+            return table[f"{name}_{key}"] if key in slots else None
+
+        is_text = slot("t")
         return SqlValue(
-            number=table[f"{name}_n"],
-            text=table[f"{name}_s"],
-            flag=table[f"{name}_b"],
-            json_text=table[f"{name}_j"],
+            number=slot("n"),
+            text=slot("s"),
+            flag=slot("b"),
+            json_text=slot("j"),
+            is_text=is_text.fill_null(False) if is_text is not None else None,
         )
 
 
@@ -123,14 +146,18 @@ def _register_paths(features: FeatureSet) -> _Paths:
     paths = _Paths()
     for event_filter in _filters(features):
         for path in condition_paths(event_filter.where):
-            paths.name(path)
+            paths.use(path, event_filter.types, "nsbjt")  # conditions may coerce any type
     for feature in features.features.values():
         if isinstance(feature, Aggregate) and feature.prop:
-            paths.name(feature.prop)
+            paths.use(
+                feature.prop, feature.filter.types, "ns" if feature.kind == "distinct" else "n"
+            )
         if isinstance(feature, Trait):
-            paths.name(feature.key)
+            paths.use(
+                feature.key, ("identify",), {"string": "s", "number": "n"}.get(feature.type, "b")
+            )
     if features.rfm:
-        paths.name(features.rfm.prop)
+        paths.use(features.rfm.prop, features.rfm.filter.types, "n")
     return paths
 
 

@@ -69,17 +69,23 @@ class SqlValue:
 
     A slot is ``None`` when that type cannot occur (a typed column); otherwise
     it is non-null exactly when the value has that type. ``json_text`` is the
-    JSON text of the value (only for JSON sources: arrays and objects).
+    JSON text of the value (only for JSON sources) and ``is_text`` says
+    whether it is a string without unescaping it.
     """
 
     number: ir.NumericValue | None = None
     text: ir.StringValue | None = None
     flag: ir.BooleanValue | None = None
     json_text: ir.StringValue | None = None
+    is_text: ir.BooleanValue | None = None
 
     def has(self, slot: ir.Value | None) -> ir.BooleanValue:
         """Whether the value has the type of ``slot``."""
-        return _FALSE if slot is None else slot.notnull()
+        if slot is None:
+            return _FALSE
+        if slot is self.text and self.is_text is not None:
+            return self.is_text
+        return slot.notnull()
 
     @property
     def nested(self) -> ir.BooleanValue:
@@ -92,11 +98,36 @@ class SqlValue:
     @property
     def is_null(self) -> ir.BooleanValue:
         """Missing or JSON ``null``."""
-        present = [self.has(s) for s in (self.number, self.text, self.flag)] + [self.nested]
+        if self.json_text is not None:
+            return self.json_text.isnull() | (self.json_text == "null")
+        present = [self.has(s) for s in (self.number, self.text, self.flag)]
         return ~reduce(lambda a, b: a | b, present).fill_null(False)
 
 
 Resolver = Callable[[str], SqlValue]
+#: A JSON number, as JSON writes it.
+JSON_NUMBER = r"^-?(0|[1-9][0-9]*)([.][0-9]+)?([eE][+-]?[0-9]+)?$"
+
+
+def json_slots(node: Any) -> dict[str, ir.Value]:
+    """Slot expressions of a JSON value: one extraction of its text feeds all but strings.
+
+    ``j``: JSON text; ``n``: number; ``b``: boolean; ``t``: is a string;
+    ``s``: the string itself (a second extraction, which unescapes it).
+    """
+    j = node.cast("string")
+    is_text = j.substr(0, 1) == '"'
+    # a string without escapes is its JSON text minus the quotes; others need a parse
+    plain = is_text & ~j.contains("\\")
+    return {
+        "j": j,
+        "n": ibis.cases((j.re_search(JSON_NUMBER), j.cast("float64")), else_=ibis.null("float64")),
+        "b": ibis.cases((j == "true", True), (j == "false", False), else_=ibis.null("boolean")),
+        "t": is_text,
+        "s": ibis.cases(
+            (plain, j.substr(1, j.length() - 2)), (is_text, node.str), else_=ibis.null("string")
+        ),
+    }
 
 
 def json_value(column: ir.StringValue, path: str) -> SqlValue:
@@ -110,7 +141,14 @@ def json_value(column: ir.StringValue, path: str) -> SqlValue:
     node: Any = column.cast("json")
     for part in path.split("."):
         node = node[part]
-    return SqlValue(number=node.float, text=node.str, flag=node.bool, json_text=node.cast("string"))
+    slots = json_slots(node)
+    return SqlValue(
+        number=slots["n"],
+        text=slots["s"],
+        flag=slots["b"],
+        json_text=slots["j"],
+        is_text=slots["t"].fill_null(False),
+    )
 
 
 def check_path(path: str, where: str) -> None:
