@@ -34,7 +34,9 @@ Order of a decision:
 from __future__ import annotations
 
 import logging
+import random
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ import orjson
 
 from tailorkit import metrics
 from tailorkit.decide.bandit_runtime import BanditRuntime
-from tailorkit.decide.log import exposure_event
+from tailorkit.decide.log import EXPOSURE
 from tailorkit.decide.memory import ConsentRegistry, UserMemory
 from tailorkit.decide.placements import Placement, PlacementDefinitions, Rule, Variant
 from tailorkit.evaluate import Context, Evaluator, ExposureRecord, hash
@@ -82,6 +84,10 @@ class ProfileView:
     consent: bool = True
 
 
+_random_bits = random.getrandbits
+# Version-4 UUID bits: ids need to be unique, not unguessable (they only deduplicate).
+_UUID4_MASK = ~(0xF000 << 64 | 0xC000 << 48) & (1 << 128) - 1
+_UUID4_BITS = 0x4000 << 64 | 0x8000 << 48
 NO_PROFILE = ProfileView()
 NO_RULE = "no rule matched"
 NO_CONSENT = "no personalization consent"
@@ -160,6 +166,7 @@ class _Request:
         "profile",
         "records",
         "req",
+        "timestamp",
         "variables",
     )
 
@@ -175,6 +182,7 @@ class _Request:
         self.variables: dict[str, Any] = {}
         self.ctx: Context | None = None
         self.evaluator: Evaluator | None = None
+        self.timestamp: str | None = None
 
 
 class DecisionEngine:
@@ -525,7 +533,7 @@ class DecisionEngine:
         """The default content of ``key`` without touching user data (always succeeds)."""
         placement = self.definitions.placements[key]
         choice = _default(placement, reason)
-        metrics.DECISIONS.labels("default").inc()
+        _counter("default").inc()
         if log_it:
             self._log_deterministic(work, placement, choice)
         return choice
@@ -533,7 +541,7 @@ class DecisionEngine:
     # -- after a decision --------------------------------------------------------------
 
     def _after(self, work: _Request, placement: Placement, choice: Choice) -> None:
-        metrics.DECISIONS.labels(choice.source).inc()
+        _counter(choice.source).inc()
         person = work.req.person
         real = choice.source != "default" or choice.reason == NO_RULE
         if person is not None and real:
@@ -607,13 +615,33 @@ class DecisionEngine:
             )
 
     def _event(self, work: _Request, **fields: Any) -> dict[str, Any]:
+        """An exposure event, shaped as :func:`tailorkit.decide.log.exposure_event` builds it.
+
+        Built here without its checks (the values are right by construction) and
+        with a cheaper id, because a request logs up to one per placement.
+        """
+        if work.timestamp is None:
+            work.timestamp = datetime.fromtimestamp(work.now, UTC).isoformat()
         req = work.req
-        return exposure_event(
-            user_id=req.user_id,
-            anonymous_id=req.anonymous_id,
-            timestamp=datetime.fromtimestamp(work.now, UTC),
-            **fields,
-        )
+        return {
+            "event_id": str(uuid.UUID(int=_random_bits(128) & _UUID4_MASK | _UUID4_BITS)),
+            "type": EXPOSURE,
+            "user_id": req.user_id,
+            "anonymous_id": req.anonymous_id,
+            "timestamp": work.timestamp,
+            "properties": {k: v for k, v in fields.items() if v is not None},
+        }
+
+
+_COUNTERS: dict[str, Any] = {}
+
+
+def _counter(source: str) -> Any:
+    """The decisions counter of ``source`` (label lookups are not free on the hot path)."""
+    counter = _COUNTERS.get(source)
+    if counter is None:
+        counter = _COUNTERS[source] = metrics.DECISIONS.labels(source)
+    return counter
 
 
 def _ignore(_: ExposureRecord) -> None:
