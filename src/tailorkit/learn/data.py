@@ -37,7 +37,9 @@ from tailorkit.project.loader import QualitySettings
 from tailorkit.store.warehouse import Warehouse
 
 #: Event types that are not behaviour: identity plumbing and tailorkit's own writes.
-NOT_BEHAVIOUR = ("identify", "alias", "group", "exposure", *SYSTEM_EVENT_TYPES)
+NOT_BEHAVIOUR = tuple(
+    dict.fromkeys(("identify", "alias", "group", "exposure", *SYSTEM_EVENT_TYPES))
+)
 #: Counted per person, by event type (feature name -> event type).
 TYPE_COUNTS = {
     "page_views": "page_view",
@@ -175,7 +177,7 @@ def behaviour_features(
 
 
 def interactions(events: ir.Table, start: datetime | None, end: datetime | None) -> ir.Table:
-    """``person_id, product_id, views, cart_adds, purchases, last_ts`` in ``[start, end)``.
+    """``person_id, product_id, views, cart_adds, purchases, first_ts, last_ts`` in a window.
 
     Purchases name their products in ``product_ids`` (one row per product);
     views and cart adds in ``product_id``.
@@ -196,6 +198,7 @@ def interactions(events: ir.Table, start: datetime | None, end: datetime | None)
         views=rows.count(where=rows.type == "product_view"),
         cart_adds=rows.count(where=rows.type == "add_to_cart"),
         purchases=rows.count(where=rows.type == "purchase"),
+        first_ts=rows.timestamp.min(),
         last_ts=rows.timestamp.max(),
     )
 
