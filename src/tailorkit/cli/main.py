@@ -230,5 +230,35 @@ def segments(
         render(report, Console())
 
 
+@app.command("build")
+def build_models(
+    project: ProjectOpt = Path("."),
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Step(s) to run: clusters, journeys, propensity, churn, recommendations."
+        ),
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(help="As of an ISO-8601 instant (default: data end).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train and refresh every model (versioned in models/); failed steps keep the old one."""
+    from tailorkit.cli.build import render, run_build
+
+    proj = open_project(project, as_json)
+    try:
+        summary = run_build(proj, only, at, console, quiet=as_json)
+    except ValueError as exc:
+        fail(str(exc), as_json)
+    if as_json:
+        emit(summary, as_json)
+    else:
+        render(summary, Console())
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()
