@@ -7,7 +7,8 @@ same Ibis code as behavioural events.
 
 ``properties`` of an exposure event:
 
-``kind``            ``experiment`` | ``feature`` | ``bandit`` | ``rule`` | ``recommendation`` | ``default``
+``kind``            ``experiment`` | ``feature`` | ``bandit`` | ``rule`` |
+                    ``recommendation`` | ``default``
 ``key``             experiment, bandit or placement key
 ``variation``       chosen variation index (experiments) or arm index (bandits)
 ``variation_key``   variation/arm/content key
