@@ -96,8 +96,13 @@ def _tune_als(
     for factors in (32, 64, 128):
         for regularization in (0.05, 0.5):
             for alpha in (1.0, 5.0):
-                trial: dict[str, Any] = {"factors": factors, "regularization": regularization,
-                                         "alpha": alpha, "iterations": 15, "seed": seed}  # fmt: skip
+                trial: dict[str, Any] = {
+                    "factors": factors,
+                    "regularization": regularization,
+                    "alpha": alpha,
+                    "iterations": 15,
+                    "seed": seed,
+                }
                 score = evaluate({"als": Als(**trial).fit(data)}, users, relevant, data.matrix, k)
                 trials.append({**trial, "ndcg": score[0]["ndcg"]})
     best = max(trials, key=lambda t: t["ndcg"])
