@@ -1,0 +1,89 @@
+"""Typed values from a JSON text column, fast on DuckDB and the same everywhere.
+
+Ibis' generic JSON access (``col.cast("json")["key"].str``) compiles on
+DuckDB to ``CAST(col AS JSON)`` — a full parse *and* re-serialization of the
+document — repeated for the type check and for the value. Over tens of
+millions of events that dominates an experiment analysis. On DuckDB this
+module extracts the field's JSON fragment with one ``json_extract`` (one
+parse, no re-serialization) and types the small fragment; other backends use
+Ibis' generic operations. The typing rules are Ibis' own on every backend: a
+string field must be a JSON string, a number a JSON number (integers: digits
+only), a boolean ``true``/``false``; anything else is NULL.
+
+>>> import ibis
+>>> t = ibis.memtable({"p": ['{"k": "a", "v": 2, "n": {"x": 1.5}}', '{"k": 3}']})
+>>> f = JsonFields(t.p, "duckdb")
+>>> t.select(k=f.text("k"), v=f.integer("v"), x=f.number("n.x")).to_pyarrow().to_pylist()
+[{'k': 'a', 'v': 2, 'x': 1.5}, {'k': None, 'v': None, 'x': None}]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
+DIGITS = r"^[0-9]+$"
+
+
+@ibis.udf.scalar.builtin(name="json_extract")
+def _fragment(doc: str, path: str) -> str:  # type: ignore[empty-body]
+    """DuckDB: the JSON text of the value at ``path`` (one parse of ``doc``)."""
+
+
+@ibis.udf.scalar.builtin(name="json_extract_string")
+def _unquote(doc: str, path: str) -> str:  # type: ignore[empty-body]
+    """DuckDB: a JSON string fragment's text."""
+
+
+class JsonFields:
+    """Typed accessors for dotted paths of one JSON text column."""
+
+    def __init__(self, column: ir.StringValue, backend: str) -> None:
+        self.column = column
+        self.fast = backend == "duckdb"
+        self._parsed = None if self.fast else column.cast("json")
+
+    def _node(self, path: str) -> Any:
+        node: Any = self._parsed
+        for part in path.split("."):
+            node = node[part]
+        return node
+
+    def _frag(self, path: str) -> ir.StringValue:
+        frag: ir.StringValue = _fragment(self.column, "$." + path)
+        return frag
+
+    def text(self, path: str) -> ir.StringValue:
+        """The value if it is a JSON string, else NULL."""
+        if not self.fast:
+            value: ir.StringValue = self._node(path).str
+            return value
+        frag = self._frag(path)
+        return ibis.ifelse(frag.startswith('"'), _unquote(frag, "$"), ibis.null("string"))
+
+    def number(self, path: str) -> ir.FloatingValue:
+        """The value if it is a JSON number, else NULL."""
+        if not self.fast:
+            number: ir.FloatingValue = self._node(path).float
+            return number
+        frag = self._frag(path)
+        return ibis.ifelse(frag.re_search(NUMBER), frag.cast("float64"), ibis.null("float64"))
+
+    def integer(self, path: str) -> ir.IntegerValue:
+        """The value if it is a non-negative JSON integer, else NULL."""
+        if not self.fast:
+            integer: ir.IntegerValue = self._node(path).int
+            return integer
+        frag = self._frag(path)
+        return ibis.ifelse(frag.re_search(DIGITS), frag.cast("int64"), ibis.null("int64"))
+
+    def boolean(self, path: str) -> ir.BooleanValue:
+        """The value if it is a JSON boolean, else NULL."""
+        if not self.fast:
+            flag: ir.BooleanValue = self._node(path).bool
+            return flag
+        frag = self._frag(path)
+        return ibis.cases((frag == "true", True), (frag == "false", False), else_=None)

@@ -1,0 +1,312 @@
+"""The warehouse side of experiment analysis: sufficient statistics from events.
+
+:func:`sufficient_stats` returns, per variation × segment mask × day of
+first exposure × ``multi`` (saw several variations) × ``flagged`` (bot or
+rate outlier):
+
+* ``n`` users, and per metric ``i`` the sums ``x{i}``, ``xx{i}`` and, for
+  ratio metrics (denominator) and CUPED (pre-exposure covariate), ``y{i}``,
+  ``yy{i}``, ``xy{i}``;
+* ``cap{i}``: the winsorization cap, when the metric has one.
+
+How a user's values are defined:
+
+* the user's **first exposure** to the experiment (``type = "exposure"``,
+  ``properties.kind = "experiment"``, ``properties.key`` = the experiment key)
+  starts their attribution window; a user who saw several variations is
+  flagged ``multi`` (counted, then excluded from the statistics);
+* a metric counts the user's events in ``[first exposure, + window_hours)``
+  (or until the end of the analysis), never after ``end``;
+* the CUPED covariate sums the same (or a configured) event in the
+  ``pre_period_days`` before the first exposure;
+* segments are those the user belonged to **at the first exposure**, from
+  the ``segment_entered``/``segment_exited`` events the segment engine writes
+  (the last change at or before the exposure wins; a tie counts as entered);
+  bit ``i`` of ``mask`` is ``spec.segments[i]``;
+* users flagged as bots or rate outliers
+  (:func:`tailorkit.collect.quality.flagged_users`) are marked ``flagged``:
+  with ``exclude_flagged_users`` (the default) they are left out exactly as
+  :func:`~tailorkit.collect.quality.clean_events` leaves them out (every
+  statistic is per exposed person), and the report counts them;
+* winsorized metrics cap each user's value at a percentile of all included
+  users' values (pooled over variations, so the cap does not depend on the
+  treatment).
+
+All Ibis: first exposures and flagged persons go to temporary tables (each
+is read several times; materializing them keeps the events table from being
+materialized whole as a shared CTE), then one query joins the metric and
+segment events to the exposed persons once and aggregates per person and per
+group. With winsorization the per-person table is kept too, since the caps
+need all users' values before the sums. Everything is additive, so the
+Python side pools the rows into overall, per-segment and cumulative-by-day
+statistics without another query.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from tailorkit.collect.quality import flagged_users
+from tailorkit.measure.analysis.jsonfields import JsonFields
+from tailorkit.measure.analysis.spec import EventAggregate, ExperimentSpec, MetricSpec
+from tailorkit.project.loader import QualitySettings
+from tailorkit.segment.definitions import ENTERED, EXITED
+from tailorkit.store.warehouse import Warehouse
+
+EXPOSURE = "exposure"
+SEGMENT_TYPES = (ENTERED, EXITED)
+GROUP_KEYS = ("variation", "multi", "flagged", "mask", "day")
+
+
+def where_clause(fields: JsonFields, where: Sequence[tuple[str, Any]]) -> ir.BooleanValue:
+    """Equality filters on properties, typed by the configured value.
+
+    >>> t = ibis.table({"properties": "string"}, name="events")
+    >>> expr = where_clause(JsonFields(t.properties, "duckdb"), [("plan", "pro"), ("items", 2)])
+    >>> expr.type().is_boolean()
+    True
+    """
+    cond: ir.BooleanValue = ibis.literal(True)
+    for path, value in where:
+        # bool before int: True is an int in Python
+        if isinstance(value, bool):
+            cond = cond & (fields.boolean(path) == value)
+        elif isinstance(value, int | float):
+            cond = cond & (fields.number(path) == float(value))
+        else:
+            cond = cond & (fields.text(path) == str(value))
+    return cond
+
+
+def _hours(hours: float) -> ir.IntervalScalar:
+    # whole seconds: both backends accept integer interval literals
+    return ibis.interval(seconds=round(hours * 3600))
+
+
+def exposures(events: ir.Table, spec: ExperimentSpec, end: datetime, backend: str) -> ir.Table:
+    """One row per exposed person: first exposure, variation, ``multi`` flag and day."""
+    e = events.filter(events.type == EXPOSURE, events.timestamp <= end)
+    if spec.start is not None:
+        e = e.filter(e.timestamp >= spec.start)
+    props = JsonFields(e.properties, backend)
+    e = e.mutate(
+        _key=props.text("key"),
+        _kind=props.text("kind"),
+        _v=props.integer("variation"),
+        _vk=props.text("variation_key"),
+    )
+    e = e.filter(e._key == spec.key, e._kind == "experiment", e._v.notnull())
+    first = e.group_by("person_id").aggregate(
+        first_ts=e.timestamp.min(),
+        variation=e._v.min(),
+        _vmax=e._v.max(),
+        vkey=e._vk.min(),
+    )
+    return first.select(
+        "person_id",
+        "first_ts",
+        "variation",
+        "vkey",
+        multi=first.variation != first._vmax,
+        day=first.first_ts.date(),
+    )
+
+
+class _EventColumns:
+    """Per event row: which configured aggregates it feeds (``_is{j}``) and its value."""
+
+    def __init__(self, metrics: Sequence[MetricSpec]) -> None:
+        self.aggregates: list[EventAggregate] = []
+        for m in metrics:
+            for agg in (m.numerator, m.denominator, m.cuped.covariate if m.cuped else None):
+                if agg is not None and agg not in self.aggregates:
+                    self.aggregates.append(agg)
+
+    def index(self, agg: EventAggregate) -> int:
+        return self.aggregates.index(agg)
+
+    @property
+    def event_types(self) -> list[str]:
+        return sorted({a.event for a in self.aggregates})
+
+    def project(self, m: ir.Table, segments: Sequence[str], backend: str) -> ir.Table:
+        props = JsonFields(m.properties, backend)
+        columns: dict[str, ir.Value] = {}
+        for j, agg in enumerate(self.aggregates):
+            hit = m.type == agg.event
+            # CASE: properties are parsed only for rows of the aggregate's event type
+            columns[f"_is{j}"] = ibis.ifelse(hit, where_clause(props, agg.where), False)
+            if agg.value:
+                value = props.number(agg.value).cast("float64")
+                columns[f"_val{j}"] = ibis.ifelse(hit, value, ibis.null("float64"))
+        if segments:
+            is_seg = m.type.isin(list(SEGMENT_TYPES))
+            columns["_seg"] = ibis.ifelse(is_seg, props.text("segment"), ibis.null("string"))
+        return m.select("person_id", "timestamp", "type", **columns)
+
+
+def _user_value(
+    j: ir.Table, cols: _EventColumns, agg: EventAggregate, when: ir.BooleanValue, indicator: bool
+) -> ir.Value:
+    """Per user: did ``agg`` happen (indicator), its count or its value's sum, within ``when``."""
+    k = cols.index(agg)
+    hit = j[f"_is{k}"] & when
+    if indicator:
+        return ibis.ifelse(hit, 1.0, 0.0).max()
+    if agg.value is None:
+        return ibis.ifelse(hit, 1.0, 0.0).sum()
+    return j[f"_val{k}"].sum(where=hit)
+
+
+def _metric_aggs(
+    j: ir.Table, cols: _EventColumns, metrics: Sequence[MetricSpec]
+) -> dict[str, ir.Value]:
+    aggs: dict[str, ir.Value] = {}
+    for i, mt in enumerate(metrics):
+        post = j.timestamp >= j._at
+        if mt.window_hours is not None:
+            post = post & (j.timestamp < j._at + _hours(mt.window_hours))
+        binary = mt.type == "binomial"
+        aggs[f"_x{i}"] = _user_value(j, cols, mt.numerator, post, binary)
+        if mt.denominator is not None:
+            aggs[f"_y{i}"] = _user_value(j, cols, mt.denominator, post, False)
+        elif mt.cuped is not None:
+            start = j._at - _hours(mt.cuped.pre_period_days * 24)
+            before = (j.timestamp < j._at) & (j.timestamp >= start)
+            aggs[f"_y{i}"] = _user_value(j, cols, mt.cuped.covariate, before, binary)
+    return aggs
+
+
+def _segment_aggs(j: ir.Table, segments: Sequence[str]) -> dict[str, ir.Value]:
+    aggs: dict[str, ir.Value] = {}
+    for i, seg in enumerate(segments):
+        held_then = (j._seg == seg) & (j.timestamp <= j._at)
+        aggs[f"_last{i}"] = j.timestamp.max(where=held_then)
+        aggs[f"_in{i}"] = j.timestamp.max(where=held_then & (j.type == ENTERED))
+    return aggs
+
+
+def _mask(per: ir.Table, segments: Sequence[str]) -> ir.IntegerValue:
+    mask: ir.IntegerValue = ibis.literal(0, "int64")
+    for i in range(len(segments)):
+        held = per[f"_in{i}"].notnull() & (per[f"_in{i}"] >= per[f"_last{i}"])
+        mask = mask + ibis.ifelse(held, ibis.literal(1 << i, "int64"), ibis.literal(0, "int64"))
+    return mask
+
+
+def per_person(
+    events: ir.Table, first: ir.Table, spec: ExperimentSpec, end: datetime, backend: str
+) -> ir.Table:
+    """``person_id``, ``_mask`` and per metric ``_x{i}`` (and ``_y{i}``): one join, one group-by."""
+    cols = _EventColumns(spec.metrics)
+    segments = list(spec.segments)
+    types = cols.event_types + (list(SEGMENT_TYPES) if segments else [])
+    m = events.filter(events.type.isin(types), events.timestamp <= end)
+    m = cols.project(m, segments, backend)
+    f = first.select(_pid=first.person_id, _at=first.first_ts)
+    pre = max((mt.cuped.pre_period_days for mt in spec.metrics if mt.cuped), default=0.0)
+    in_window = m.timestamp >= f._at - _hours(pre * 24)
+    windows = [mt.window_hours for mt in spec.metrics]
+    if all(w is not None for w in windows):
+        in_window = in_window & (m.timestamp < f._at + _hours(max(w or 0.0 for w in windows)))
+    if segments:
+        in_window = in_window | (m._seg.notnull() & (m.timestamp <= f._at))
+    j = m.join(f, [m.person_id == f._pid, in_window])
+    per = j.group_by("person_id").aggregate(
+        **_metric_aggs(j, cols, spec.metrics), **_segment_aggs(j, segments)
+    )
+    return per.mutate(_mask=_mask(per, segments)) if segments else per
+
+
+def user_table(
+    events: ir.Table,
+    first: ir.Table,
+    flagged: ir.Table | None,
+    spec: ExperimentSpec,
+    end: datetime,
+    backend: str,
+) -> ir.Table:
+    """One row per exposed person with the group keys and metric values ``x{i}``/``y{i}``."""
+    users = first.left_join(per_person(events, first, spec, end, backend), "person_id")
+    if flagged is not None:
+        users = users.left_join(flagged.mutate(_flag=ibis.literal(True)), "person_id")
+    columns: dict[str, ir.Value] = {
+        "flagged": users._flag.fill_null(False) if flagged is not None else ibis.literal(False),
+        "mask": users._mask.fill_null(0) if spec.segments else ibis.literal(0, "int64"),
+    }
+    for i, mt in enumerate(spec.metrics):
+        columns[f"x{i}"] = users[f"_x{i}"].fill_null(0.0).cast("float64")
+        if mt.paired:
+            columns[f"y{i}"] = users[f"_y{i}"].fill_null(0.0).cast("float64")
+    return users.select("variation", "multi", "day", "vkey", **columns)
+
+
+def cap_expr(users: ir.Table, spec: ExperimentSpec) -> dict[str, ir.Value]:
+    """Winsorization caps: pooled percentiles over the included users, by metric."""
+    included = ~users.multi & ~users.flagged
+    caps: dict[str, ir.Value] = {}
+    for i, mt in enumerate(spec.metrics):
+        if mt.winsorize_percentile is not None:
+            x = users[f"x{i}"]
+            keep = included & (x != 0) if mt.winsorize_ignore_zeros else included
+            caps[f"cap{i}"] = x.quantile(mt.winsorize_percentile / 100.0, where=keep)
+    return caps
+
+
+def stats_expr(users: ir.Table, spec: ExperimentSpec, caps: dict[str, float | None]) -> ir.Table:
+    """Sufficient statistics per group (see the module doc), values capped at ``caps``."""
+    sums: dict[str, ir.Value] = {"n": users.count(), "vkey": users.vkey.max()}
+    for i, mt in enumerate(spec.metrics):
+        x = users[f"x{i}"]
+        cap = caps.get(f"cap{i}")
+        if cap is not None:
+            x = ibis.least(x, ibis.literal(cap, "float64"))
+        sums[f"x{i}"], sums[f"xx{i}"] = x.sum(), (x * x).sum()
+        if mt.paired:
+            y = users[f"y{i}"]
+            sums[f"y{i}"], sums[f"yy{i}"], sums[f"xy{i}"] = y.sum(), (y * y).sum(), (x * y).sum()
+    return users.group_by(list(GROUP_KEYS)).aggregate(**sums).order_by(list(GROUP_KEYS))
+
+
+@contextmanager
+def temporary(wh: Warehouse, expr: ir.Table, stem: str) -> Iterator[ir.Table]:
+    """``expr`` materialized as a temporary table, dropped afterwards."""
+    name = f"_tk_{stem}_{uuid.uuid4().hex[:12]}"
+    table = wh.con.create_table(name, expr, temp=True)
+    try:
+        yield table
+    finally:
+        wh.con.drop_table(name, force=True)
+
+
+def sufficient_stats(
+    wh: Warehouse, spec: ExperimentSpec, quality: QualitySettings, end: datetime
+) -> pa.Table:
+    """Run the analysis statements on the warehouse (identity-resolved events)."""
+    with wh.lock, ExitStack() as stack:
+        events = wh.resolved_events()
+        first = stack.enter_context(
+            temporary(wh, exposures(events, spec, end, wh.backend), "exposed")
+        )
+        flagged = None
+        if quality.exclude_flagged_users:
+            flags = flagged_users(wh, quality).select("person_id").distinct()
+            flagged = stack.enter_context(temporary(wh, flags, "flagged"))
+        users = user_table(events, first, flagged, spec, end, wh.backend)
+        caps: dict[str, float | None] = {}
+        if any(m.winsorize_percentile is not None for m in spec.metrics):
+            # the caps need every user's value first: keep the user table for both steps
+            users = stack.enter_context(temporary(wh, users, "users"))
+            caps = wh.con.to_pyarrow(users.aggregate(**cap_expr(users, spec))).to_pylist()[0]
+        table = wh.con.to_pyarrow(stats_expr(users, spec, caps))
+    for name, cap in caps.items():
+        table = table.append_column(name, pa.array([cap] * table.num_rows, pa.float64()))
+    return table
