@@ -11,8 +11,8 @@ The pipeline is a pure core (numpy/pandas in, plain values out):
    clustering, HDBSCAN or DBSCAN (noise kept as its own group, id ``-1``).
    Ward and the density methods are quadratic or worse in memory, so they fit
    on a sample (``max_fit_samples``) and the other persons are assigned to
-   the nearest centroid (Ward) or by a 5-nearest-neighbour vote over the
-   fitted sample (density methods, so noise stays noise).
+   the nearest centroid (Ward) or by a distance-weighted 5-nearest-neighbour
+   vote over the fitted sample (density methods, so noise stays noise).
 3. :func:`describe_personas` — per cluster: size, the features that
    distinguish it (standardized difference of the cluster mean from the
    population mean, in population standard deviations), typical (median)
@@ -223,7 +223,8 @@ class ClusterModel:
         """Stable cluster id of every row of ``frame`` (``-1``: noise)."""
         z = self.preprocessor.transform(frame)
         if self.sample:
-            vote = KNeighborsClassifier(n_neighbors=min(5, len(self.sample)))
+            # distance weights: a fitted point (distance 0) keeps its own label
+            vote = KNeighborsClassifier(n_neighbors=min(5, len(self.sample)), weights="distance")
             vote.fit(np.asarray(self.sample), np.asarray(self.sample_ids))
             return np.asarray(vote.predict(z), dtype=np.int64)
         centres = self.preprocessor.scale_logged(np.asarray(self.centroids))
@@ -403,10 +404,9 @@ def describe_personas(
         distinguishing = {columns[i]: round(float(diff[i]), 3) for i in order}
         typical = frame.loc[members, list(columns)].median().round(3).to_dict()
         name = "unclustered (noise)" if cid == NOISE else persona_name(distinguishing)
-        personas.append(
-            Persona(cid, name, int(members.sum()), round(members.sum() / n, 4), distinguishing,
-                    {k: float(v) for k, v in typical.items()})
-        )  # fmt: skip
+        size = int(members.sum())
+        values = {str(k): float(v) for k, v in typical.items()}
+        personas.append(Persona(cid, name, size, round(size / n, 4), distinguishing, values))
     _make_unique([p for p in personas if p.id != NOISE])
     return personas
 
