@@ -260,5 +260,77 @@ def build_models(
         raise typer.Exit(1)
 
 
+@app.command()
+def analyze(
+    experiment: Annotated[str, typer.Argument(help="Experiment key (features.yaml experiments).")],
+    project: ProjectOpt = Path("."),
+    at: Annotated[str | None, typer.Option(help="As of an ISO-8601 instant (default now).")] = None,
+    html: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Experiment results: lifts, segments, cumulative, health checks, recommendation."""
+    from tailorkit.cli.experiments import render_analysis, run_analysis
+    from tailorkit.cli.segments import parse_instant
+
+    proj = open_project(project, as_json)
+    try:
+        report = run_analysis(proj, experiment, parse_instant(at) if at else None, html)
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc), as_json)
+    if as_json:
+        emit(report, as_json)
+    else:
+        render_analysis(report, Console())
+
+
+@app.command()
+def power(
+    baseline: Annotated[float, typer.Option(help="Control conversion rate (or mean with --std).")],
+    mde: Annotated[float, typer.Option(help="Minimum detectable effect (absolute).")],
+    relative: Annotated[bool, typer.Option(help="--mde is relative to the baseline.")] = False,
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
+    power: Annotated[float, typer.Option(help="Target power.")] = 0.8,
+    variations: Annotated[int, typer.Option(min=2, help="Variations incl. control.")] = 2,
+    one_sided: Annotated[bool, typer.Option(help="One-sided test.")] = False,
+    std: Annotated[float | None, typer.Option(help="Standard deviation (mean metrics).")] = None,
+    users: Annotated[
+        int | None, typer.Option(help="Also: power and MDE at N per variation.")
+    ] = None,
+    daily_users: Annotated[float | None, typer.Option(help="New users per day.")] = None,
+    segment: Annotated[
+        str | None, typer.Option(help="Observed daily new users of a segment ('all': everyone).")
+    ] = None,
+    traffic_share: Annotated[float, typer.Option(help="Share of traffic in the test.")] = 1.0,
+    traffic_days: Annotated[int, typer.Option(min=1, help="Days of observed traffic.")] = 28,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Sample size, power and expected duration for an experiment (planning)."""
+    from tailorkit.cli.experiments import observed_daily_users, power_report, render_power
+    from tailorkit.store.warehouse import Warehouse
+
+    source = "given" if daily_users is not None else None
+    if daily_users is None and segment is not None:
+        proj = open_project(project, as_json)
+        wh = Warehouse(proj.settings.store_url)
+        now = datetime.now(UTC)
+        daily_users = observed_daily_users(wh, proj.settings.quality, segment, traffic_days, now)
+        wh.close()
+        source = f"observed: new users of segment {segment!r} over {traffic_days} days"
+    try:
+        data = power_report(baseline, mde, relative, alpha, power, variations, one_sided, std,
+                            users, daily_users or None, traffic_share)  # fmt: skip
+    except ValueError as exc:
+        fail(str(exc), as_json)
+    if "duration" in data:
+        data["duration"]["source"] = source
+    elif daily_users == 0:
+        data["duration"] = {"daily_users": 0, "source": source, "days": None}
+    if as_json:
+        emit(data, as_json)
+    else:
+        render_power(data, Console())
+
+
 if __name__ == "__main__":
     app()
