@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tailorkit.collect.pipeline import ACCEPTED, Collector
-from tailorkit.collect.raw import raw_from_arrow
+from tailorkit.collect.raw import raw_from_arrow, raw_from_items
 from tailorkit.demo import generate_shop
+from tailorkit.demo.definitions import history_exposures, write_definitions
 from tailorkit.project import Project, load_project
 from tailorkit.project.init import write_project
 from tailorkit.store.warehouse import Warehouse
@@ -31,6 +32,7 @@ class DemoOptions:
     users: int = 20_000
     days: int = 30
     seed: int = 0
+    train: bool = True
 
 
 def _progress(console: Console, quiet: bool) -> Progress:
@@ -50,14 +52,17 @@ def build_demo(options: DemoOptions, console: Console, quiet: bool = False) -> d
     if (options.directory / "tailorkit.yaml").exists():
         shutil.rmtree(options.directory)
     root = write_project(options.directory, name="demo-shop")
-    project = load_project(root)
     # Today's midnight: the demo ends "now" and is reproducible within a day.
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = write_definitions(root, end)
+    project = load_project(root)
     with _progress(console, quiet) as bar:
         task = bar.add_task("generating shop", total=1)
         shop = generate_shop(n_users=options.users, days=options.days, seed=options.seed, end=end)
         bar.advance(task)
         accepted = _load(project, shop.events, shop.products, bar)
+        exposures = _expose(project, shop.events, start, bar)
+    models = _train(project, console, quiet) if options.train else {}
     return {
         "project": str(root),
         "users": options.users,
@@ -65,6 +70,8 @@ def build_demo(options: DemoOptions, console: Console, quiet: bool = False) -> d
         "seed": options.seed,
         "events_generated": shop.events.num_rows,
         "events_stored": accepted,
+        "exposures_stored": exposures,
+        "models": models,
         "admin_key": project.settings.admin_keys[0],
         "ingest_key": project.settings.ingest_keys[0],
         "setup_seconds": round(time.perf_counter() - started, 1),
@@ -85,3 +92,23 @@ def _load(project: Project, events: Any, products: Any, bar: Progress) -> int:
         warehouse.con.create_table("products", ibis.memtable(products), overwrite=True)
     warehouse.close()
     return accepted
+
+
+def _expose(project: Project, events: Any, start: datetime, bar: Progress) -> int:
+    """Store the history's experiment exposures (so results exist before live traffic)."""
+    task = bar.add_task("experiment exposures", total=1)
+    items = history_exposures(events, start)
+    warehouse = Warehouse(project.settings.store_url)
+    collector = Collector(warehouse, project.settings)
+    result = collector.ingest(raw_from_items(items, project.settings.limits), "decision")
+    warehouse.close()
+    bar.advance(task)
+    return result.count(ACCEPTED)
+
+
+def _train(project: Project, console: Console, quiet: bool) -> dict[str, str]:
+    """Train the models (``tailorkit build``); a failed step is reported, not fatal."""
+    from tailorkit.cli.build import run_build  # late: imports the learning stack
+
+    summary = run_build(project, None, None, console, quiet)
+    return {step: str(r.get("status")) for step, r in summary["steps"].items()}
