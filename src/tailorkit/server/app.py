@@ -243,7 +243,8 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
     for router in (events_router, segment_router, admin_router, ops_router, routes_profiles.router):
         app.include_router(router)
     app.include_router(routes_features.router)
-    from tailorkit.server import routes_decide  # late: it imports this module
+    from tailorkit.server import routes_decide, routes_experiments  # late: they import this module
 
+    app.include_router(routes_experiments.router)
     app.include_router(routes_decide.router)  # brings its own lifespan (decide service)
     return app

@@ -12,6 +12,7 @@ served by ``GET /v1/admin/experiments/{key}/results`` and rendered by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,10 +35,17 @@ from tailorkit.project.loader import QualitySettings
 from tailorkit.store.warehouse import Warehouse
 
 
-def load_spec(project: Project, key: str) -> ExperimentSpec:
-    """The experiment ``key`` of a loaded project (raises ``ConfigError``)."""
+def load_spec(
+    project: Project, key: str, features: Mapping[str, Any] | None = None
+) -> ExperimentSpec:
+    """The experiment ``key`` of a project (raises ``ConfigError``).
+
+    ``features`` replaces the project's ``features.yaml`` document (the
+    server passes its current, possibly reloaded, definitions).
+    """
     segments = (project.definitions.get("segments") or {}).get("segments") or {}
-    return parse_experiment(project.definitions.get("features") or {}, key, set(segments))
+    doc = features if features is not None else project.definitions.get("features") or {}
+    return parse_experiment(doc, key, set(segments))
 
 
 def analysis_end(spec: ExperimentSpec, at: datetime | None) -> datetime:
@@ -142,13 +150,14 @@ def analyze_experiment(
     key: str,
     warehouse: Warehouse | None = None,
     at: datetime | None = None,
+    features: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Analyse experiment ``key`` of ``project`` as of ``at`` (default now).
 
     Opens the project's warehouse unless one is given (and closes only what
-    it opened).
+    it opened); ``features`` as for :func:`load_spec`.
     """
-    spec = load_spec(project, key)
+    spec = load_spec(project, key, features)
     end = analysis_end(spec, at)
     quality = project.settings.quality
     wh = warehouse or Warehouse(project.settings.store_url)
