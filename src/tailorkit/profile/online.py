@@ -98,6 +98,7 @@ class Stream:
         self.amounts = bool(needs & {"sum", "min", "max"})
         self.extremes = bool(needs & {"min", "max"})
         self.distinct = "distinct" in needs
+        self.only_distinct = needs == {"distinct"}
         self.cap = max_distinct
         self.feed = self._feeder()
 
@@ -116,6 +117,15 @@ class Stream:
             return count_in_window
         windowed = self.window is not None
         amounts, distinct, cap = self.amounts, self.distinct, self.cap
+        if windowed and distinct and not amounts and self.only_distinct:
+
+            def distinct_in_window(state: Any, minute: int, ts_us: int, props: Any) -> None:
+                # no count buckets: only the values and when each was last seen
+                key = distinct_key(self.value_of(props))
+                if key is not None:
+                    state._distinct(key, minute, cap)
+
+            return distinct_in_window
 
         def general(state: Any, minute: int, ts_us: int, props: Any) -> None:
             value = self.value_of(props) if self.path else None
@@ -144,7 +154,7 @@ class Stream:
 class WindowState:
     """A user's sliding-window aggregates for one stream."""
 
-    __slots__ = ("buckets", "count", "hi", "lo", "total", "values")
+    __slots__ = ("buckets", "count", "hi", "lo", "newest", "total", "values")
 
     def __init__(self, stream: Stream | None) -> None:
         self.buckets: deque[list[Any]] = deque()
@@ -155,6 +165,15 @@ class WindowState:
         self.hi: deque[list[int]] | None = deque() if extremes else None
         distinct = stream is not None and stream.distinct
         self.values: OrderedDict[Any, int] | None = OrderedDict() if distinct else None
+        self.newest = -(1 << 62)  # the latest bucket a distinct value was seen in
+
+    def trim(self, cutoff: int) -> None:
+        """Expire if anything is at or before ``cutoff`` (cheap when nothing is)."""
+        buckets, values = self.buckets, self.values
+        if (buckets and buckets[0][0] <= cutoff) or (
+            values and next(iter(values.values())) <= cutoff
+        ):
+            self.expire(cutoff)
 
     def add(self, minute: int, units: int | None, key: Any, cap: int) -> None:
         """Count one event of ``minute`` (the caller checked it is inside the window)."""
@@ -224,8 +243,8 @@ class WindowState:
         seen = values.get(key)
         if seen is not None and seen >= minute:
             return
-        newest = next(reversed(values.values())) if values else minute
-        if minute >= newest:
+        if minute >= self.newest:
+            self.newest = minute
             values[key] = minute
             values.move_to_end(key)
             if len(values) > cap:
@@ -283,6 +302,7 @@ class WindowState:
         state.count, state.total = data[1], data[2]
         if data[3] is not None:
             state.values = OrderedDict((k, m) for k, m in data[3])
+            state.newest = max(state.values.values(), default=state.newest)
         if data[4]:
             state.lo, state.hi = deque(), deque()
             state.rebuild_wedges()
@@ -504,8 +524,7 @@ class ProfilePlan:
                 if bucket <= cutoff:
                     continue  # older than the window already
                 stream.feed(state, bucket, ts_us, props)
-                if state.buckets[0][0] <= cutoff:
-                    state.expire(cutoff)  # keeps memory bounded even if nobody reads
+                state.trim(cutoff)  # keeps memory bounded even if nobody reads
             touched.append(index)
         if event_type == "identify" and self.traits:
             self._traits(profile, ts_us, event_id, props)
@@ -728,6 +747,7 @@ def _merge_windows(a: WindowState, b: WindowState, cap: int) -> None:
         for key, minute in a.values.items():
             merged[key] = max(minute, merged.get(key, minute))
         b.values = OrderedDict(sorted(merged.items(), key=lambda kv: kv[1])[-cap:])
+        b.newest = max(a.newest, b.newest)
 
 
 def _merge_lifetimes(a: LifetimeState, b: LifetimeState, cap: int) -> None:

@@ -40,6 +40,7 @@ not flagged them (:meth:`set_flagged`); otherwise they are in no segment.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import re
@@ -121,6 +122,10 @@ class _Effects:
     wakes: dict[str, int] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     sizes: Counter[str] = field(default_factory=Counter)
+
+
+#: (feature, reader, [(segment bit, thresholds or None)]) per cached feature to refresh
+_Steps = tuple[tuple[str, Any, tuple[tuple[int, tuple[float, ...] | None], ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,8 @@ class SegmentEngine:
                 points = thresholds(seg.condition, name) if numeric else None
                 self.direct[name] = (*self.direct.get(name, ()), (bit, points))
         self._refresh_names: dict[tuple[int, ...], tuple[str, ...]] = {}
+        self._touched_steps: dict[tuple[int, ...], _Steps] = {}
+        self._step_cache: dict[tuple[str, ...], _Steps] = {}
         trait_names = [
             n for n, f in features.features.items() if isinstance(f, Trait) and n in self.users
         ]
@@ -239,6 +246,12 @@ class SegmentEngine:
         for stream in self.plan.streams:
             if stream.window is not None and self.stream_mask[stream.index]:
                 self.wake_windows[stream.index] = (stream.res, stream.span)
+        # streams whose expiry matters only when a count reaches a threshold
+        self.wake_modes: dict[int, tuple[str, tuple[float, ...]]] = {}
+        for index in self.wake_windows:
+            mode = self._threshold_mode(index)
+            if mode is not None:
+                self.wake_modes[index] = mode
         self.recency_offsets: dict[int, list[tuple[str, tuple[int, ...]]]] = {}
         for name in self.volatile:
             f = features.features[name]
@@ -255,6 +268,51 @@ class SegmentEngine:
                 entry = (base.kind, tuple(sorted(offsets)))
                 self.recency_offsets.setdefault(index, []).append(entry)
 
+    def _threshold_mode(self, index: int) -> tuple[str, tuple[float, ...]] | None:
+        """``("count"|"distinct", thresholds)`` when only thresholds of the count matter.
+
+        True when every feature of the stream is a count (or every one a
+        distinct count), read by segment conditions directly and only through
+        numeric comparisons, and not used by any derived feature.
+        """
+        features = self.definitions.features
+        names = self.plan.stream_features(index)
+        kinds = {features.features[n].kind for n in names}  # type: ignore[union-attr]
+        if kinds not in ({"count"}, {"distinct"}):
+            return None
+        points: set[float] = set()
+        for name in names:
+            if any(n != name and n in self.users for n in self.plan.downstream([name])):
+                return None  # a ratio or score reads it: every expiry matters
+            for _, found in self.direct.get(name, ()):
+                if found is None:
+                    return None
+                points.update(found)
+        return (kinds.pop(), tuple(sorted(points)))
+
+    def _stream_wake(self, state: Any, index: int, res: int, span: int) -> int | None:
+        """The first minute at which this stream's expiry may change a segment."""
+        mode = self.wake_modes.get(index)
+        if mode is None:
+            oldest = _oldest(state, None)
+            return None if oldest is None else (oldest + span) * res
+        kind, points = mode
+        if kind == "count":
+            value, items = state.count, (b[1] for b in state.buckets)
+            minutes = (b[0] for b in state.buckets)
+        else:
+            value, items = len(state.values), (1 for _ in state.values)
+            minutes = iter(state.values.values())
+        at = bisect.bisect_right(points, value)
+        if at == 0 or value == 0:
+            return None  # only decreases until the next event: no threshold below
+        need, dropped = value - points[at - 1], 0
+        for steps, (count, minute) in enumerate(zip(items, minutes, strict=False)):
+            dropped += count
+            if dropped >= need or steps >= 255:  # a long walk resumes at the next wake
+                return (minute + span) * res
+        return None
+
     def _names_for(self, touched: tuple[int, ...]) -> tuple[str, ...]:
         """Cached features to recompute after these streams changed."""
         names = self._refresh_names.get(touched)
@@ -263,6 +321,13 @@ class SegmentEngine:
             names = tuple(n for n in self.plan.downstream(fed) if n in self.users)
             self._refresh_names[touched] = names
         return names
+
+    def _steps_for(self, touched: tuple[int, ...]) -> _Steps:
+        """:meth:`_steps` of :meth:`_names_for`, memoized by the touched streams."""
+        steps = self._touched_steps.get(touched)
+        if steps is None:
+            steps = self._touched_steps[touched] = self._steps(self._names_for(touched))
+        return steps
 
     @lru_cache(maxsize=4096)  # noqa: B019 - one engine per definitions, few distinct masks
     def _eval_plan(self, mask: int) -> _EvalPlan:
@@ -295,19 +360,27 @@ class SegmentEngine:
         p.cache = self.plan.values(p, self.needed, minute)
         return p.cache
 
-    def _refresh(self, p: Profile, names: Iterable[str], minute: int) -> int:
+    def _steps(self, names: tuple[str, ...]) -> _Steps:
+        """Readers and trigger entries for these cached features (memoized)."""
+        steps = self._step_cache.get(names)
+        if steps is None:
+            readers = self.plan.readers
+            steps = tuple((n, readers[n], self.direct.get(n, ())) for n in names)
+            self._step_cache[names] = steps
+        return steps
+
+    def _refresh(self, p: Profile, steps: _Steps, minute: int) -> int:
         """Recompute cached features; return the segments whose conditions may have flipped."""
         cache = p.cache
         assert cache is not None
-        readers, direct = self.plan.readers, self.direct
         mask = 0
-        for name in names:
-            new = readers[name](p, minute, cache)
+        for name, reader, direct in steps:
+            new = reader(p, minute, cache)
             old = cache[name]
             if new == old and (new is None) == (old is None):
                 continue
             cache[name] = new
-            for bit, points in direct.get(name, ()):
+            for bit, points in direct:
                 if points is None or old is None or new is None:
                     mask |= 1 << bit
                     continue
@@ -359,9 +432,18 @@ class SegmentEngine:
         best: int | None = None
         streams = p.streams
         for index, (res, span) in self.wake_windows.items():
-            oldest = _oldest(streams[index], minute // res - span)
-            if oldest is not None and (best is None or (oldest + span) * res < best):
-                best = (oldest + span) * res
+            state = streams[index]
+            if state is None:
+                continue
+            cutoff = minute // res - span
+            buckets, values = state.buckets, state.values
+            if (buckets and buckets[0][0] <= cutoff) or (
+                values and next(iter(values.values())) <= cutoff
+            ):
+                state.expire(cutoff)
+            candidate = self._stream_wake(state, index, res, span)
+            if candidate is not None and (best is None or candidate < best):
+                best = candidate
         for index, entries in self.recency_offsets.items():
             for kind, offsets in entries:
                 candidate = _recency_wake(streams[index], kind, offsets, minute)
@@ -394,7 +476,7 @@ class SegmentEngine:
                 self._fill(p, at)
                 self._evaluate(p, self.time_mask, at, at * MINUTE_US, "window", eff)
             else:
-                mask = self._refresh(p, self._due_names(p, at), at)
+                mask = self._refresh(p, self._steps(self._due_names(p, at)), at)
                 if mask:
                     self._evaluate(p, mask, at, at * MINUTE_US, "window", eff)
             p.wake = self._next_wake(p, at)
@@ -410,6 +492,23 @@ class SegmentEngine:
             self._fill(p, minute)
             self._evaluate(p, self.all_mask, minute, clock, "window", eff)
 
+    def _band_wake(
+        self, state: Any, mode: tuple[str, tuple[float, ...]], res: int, span: int
+    ) -> int | None:
+        """After one more event: an earlier check is due only if a threshold was just reached.
+
+        Otherwise the count only moved away from the thresholds below it and
+        the check already scheduled comes no later than the crossing.
+        """
+        value = state.count if mode[0] == "count" else len(state.values)
+        points = mode[1]
+        at = bisect.bisect_right(points, value)
+        reached = at > 0 and points[at - 1] > value - 1
+        if not reached and value != 1:
+            return None
+        oldest = _oldest(state, None)
+        return None if oldest is None else (oldest + span) * res
+
     def _wake_after_event(self, p: Profile, touched: list[int], ts_us: int, minute: int) -> bool:
         best = p.wake
         event_minute = ts_us // MINUTE_US
@@ -417,8 +516,12 @@ class SegmentEngine:
             window = self.wake_windows.get(index)
             if window is not None:
                 res, span = window
-                expiry = (event_minute // res + span) * res
-                if best is None or expiry < best:
+                mode = self.wake_modes.get(index)
+                if mode is None:
+                    expiry: int | None = (event_minute // res + span) * res
+                else:
+                    expiry = self._band_wake(p.streams[index], mode, res, span)
+                if expiry is not None and (best is None or expiry < best):
                     best = expiry
             for kind, offsets in self.recency_offsets.get(index, ()):
                 candidate = _recency_wake(p.streams[index], kind, offsets, minute)
@@ -505,7 +608,7 @@ class SegmentEngine:
             if p is None:
                 p = profiles[person] = plan.new_profile(person)
                 self._fill(p, minute)
-            else:
+            elif p.cache is None or (p.wake is not None and p.wake <= minute):
                 self._prepare(p, minute, clock, eff)
             self._event(p, batch, i, minute, clock, fresh, eff)
         self.clock_us = clock
@@ -535,9 +638,9 @@ class SegmentEngine:
             props = _parse(batch.properties[i]) if plan.needs_properties(kind) else None
             if plan.add_event(p, kind, batch.ts[i], minute, props, batch.event_id[i]):
                 touched = plan.touched
-                mask = self._refresh(p, self._names_for(tuple(touched)), minute)
+                mask = self._refresh(p, self._steps_for(tuple(touched)), minute)
             if kind == "identify" and self.trait_names:
-                mask |= self._refresh(p, self.trait_names, minute)
+                mask |= self._refresh(p, self._steps(self.trait_names), minute)
         if fresh or was != self._visible(p):
             mask = self.all_mask  # a new profile may match with nothing changed
         if mask:
@@ -640,7 +743,7 @@ class SegmentEngine:
                 if values == p.batch:
                     return 0
                 p.batch = values
-                return self._refresh(p, self.batch_names, minute)
+                return self._refresh(p, self._steps(self.batch_names), minute)
 
             return self._reevaluate(persons, assign, "batch", create=True)
 
@@ -777,12 +880,14 @@ def _bits(mask: int) -> Iterable[int]:
         bit += 1
 
 
-def _oldest(state: Any, cutoff: int) -> int | None:
-    """The oldest minute a sliding-window state still holds after ``cutoff``."""
+def _oldest(state: Any, cutoff: int | None) -> int | None:
+    """The oldest bucket a sliding-window state holds (after expiring up to ``cutoff``)."""
     if state is None:
         return None
     buckets, values = state.buckets, state.values
-    if (buckets and buckets[0][0] <= cutoff) or (values and next(iter(values.values())) <= cutoff):
+    if cutoff is not None and (
+        (buckets and buckets[0][0] <= cutoff) or (values and next(iter(values.values())) <= cutoff)
+    ):
         state.expire(cutoff)
     oldest = buckets[0][0] if buckets else None
     if values:
