@@ -79,6 +79,7 @@ _METRICS = {
         "value": "revenue",
         "window_hours": 72,
         "winsorize_percentile": 0.99,
+        "winsorize_ignore_zeros": True,  # most users buy nothing: cap the buyers' amounts
     },
     "cart_adds": {"type": "mean", "event": "add_to_cart", "window_hours": 72},
 }

@@ -247,4 +247,7 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
 
     app.include_router(routes_experiments.router)
     app.include_router(routes_decide.router)  # brings its own lifespan (decide service)
+    from tailorkit.server.dashboard import router as dashboard_router  # late, as above
+
+    app.include_router(dashboard_router)
     return app

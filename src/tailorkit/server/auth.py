@@ -57,7 +57,10 @@ class KeyChecker:
 
     def scope_of(self, request: Request) -> Scope | None:
         """The scope of the key presented with ``request``, or ``None``."""
-        key = _presented_key(request)
+        return self.scope_of_key(_presented_key(request))
+
+    def scope_of_key(self, key: str | None) -> Scope | None:
+        """The scope of ``key`` (dashboard login form), or ``None``."""
         if not key:
             return None
         if _matches(key, self.admin_keys):

@@ -1,0 +1,186 @@
+"""What the dashboard pages show, read through the same functions as the API.
+
+Heavy reads (segment report, experiment analysis) go through a second
+warehouse connection and are cached for a short while: a page view must not
+stall ingestion, and several viewers must not run the same query at once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import ibis
+from prometheus_client import REGISTRY
+
+from tailorkit.collect.quality import clean_events
+from tailorkit.measure.analysis import analyze_experiment
+from tailorkit.segment.batch import membership_table, reader, report
+from tailorkit.server.app import AppState
+
+CACHE_SECONDS = 60.0
+SEGMENT_HISTORY_DAYS = 7
+
+
+class Cache:
+    """Results by key for ``CACHE_SECONDS``; one computation per key at a time."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[float, Any]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: str, compute: Callable[[], Any]) -> Any:
+        """The cached value of ``key`` or a fresh one."""
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # a second viewer waits for the first computation instead of repeating it
+            hit = self._values.get(key)
+            if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+                return hit[1]
+            value = compute()
+            self._values[key] = (time.monotonic(), value)
+            return value
+
+
+def _counter(name: str, label: str) -> dict[str, float]:
+    """Current totals of a Prometheus counter by one label."""
+    out: dict[str, float] = {}
+    for family in REGISTRY.collect():
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                key = sample.labels.get(label, "")
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def overview(state: AppState) -> dict[str, Any]:
+    """Events per minute (last hour of data), active users, decisions by source, errors."""
+    with reader(state.warehouse) as view:
+        events = view.events
+        latest = events.timestamp.max().to_pyarrow().as_py()
+        now = datetime.now(UTC)
+        # a demo without live traffic ends at midnight: show its last hour instead of nothing
+        end = now if latest is None or now - latest < timedelta(hours=1) else latest
+        since = end - timedelta(hours=1)
+        recent = events.filter(events.timestamp > since, events.timestamp <= end)
+        minute = recent.timestamp.truncate("m").name("minute")
+        per_minute = recent.group_by(minute).aggregate(n=recent.count()).to_pyarrow().to_pylist()
+        active = recent.filter(recent.timestamp > end - timedelta(minutes=30))
+        active_users = int(
+            ibis.coalesce(active.user_id, active.anonymous_id).nunique().to_pyarrow().as_py()
+        )
+        total = int(events.count().to_pyarrow().as_py())
+    counts = {r["minute"]: r["n"] for r in per_minute}
+    minutes = [
+        (since + timedelta(minutes=i + 1)).replace(second=0, microsecond=0) for i in range(60)
+    ]
+    return {
+        "end": end.isoformat(),
+        "live": end == now,
+        "labels": [m.strftime("%H:%M") for m in minutes],
+        "events_per_minute": [int(counts.get(m, 0)) for m in minutes],
+        "active_users": active_users,
+        "events_total": total,
+        "decisions": _counter("tailorkit_decisions", "source"),
+        "events_by_outcome": _counter("tailorkit_events", "outcome"),
+        "errors": _counter("tailorkit_errors", "component"),
+        "fallbacks": _counter("tailorkit_decide_fallbacks", "reason"),
+    }
+
+
+def segments(state: AppState, definitions: Any, cache: Cache) -> dict[str, Any]:
+    """The batch segment report (sizes, overlap, history) as of now."""
+
+    def compute() -> dict[str, Any]:
+        with reader(state.warehouse) as view:
+            events = clean_events(view, state.project.settings.quality)
+            return report(definitions, events, datetime.now(UTC), days=SEGMENT_HISTORY_DAYS)
+
+    result: dict[str, Any] = cache.get("segments", compute)
+    return result
+
+
+def members_sample(state: AppState, definitions: Any, key: str, n: int = 5) -> list[str]:
+    """A few current members of segment ``key`` (warehouse view)."""
+    with reader(state.warehouse) as view:
+        events = clean_events(view, state.project.settings.quality)
+        members = membership_table(definitions, events, datetime.now(UTC))
+        rows = members.filter(members[key]).select("person_id").order_by("person_id").limit(n)
+        return [str(r["person_id"]) for r in rows.to_pyarrow().to_pylist()]
+
+
+def experiment_keys(state: AppState) -> list[str]:
+    """Experiments with analysis settings in features.yaml."""
+    doc = state.project.definitions.get("features") or {}
+    return sorted((doc.get("experiments") or {}).keys())
+
+
+def experiment(state: AppState, key: str, cache: Cache) -> dict[str, Any]:
+    """The analysis report of one experiment (what ``tailorkit analyze KEY --json`` prints)."""
+
+    def compute() -> dict[str, Any]:
+        with reader(state.warehouse) as view:
+            return analyze_experiment(state.project, key, warehouse=view)
+
+    result: dict[str, Any] = cache.get(f"experiment:{key}", compute)
+    return result
+
+
+def model_file(root: Path, model: str, name: str) -> dict[str, Any] | None:
+    """A JSON file of a model's current version (``models/<model>/CURRENT``)."""
+    folder = root / "models" / model
+    current = folder / "CURRENT"
+    if not current.exists():
+        return None
+    path = folder / current.read_text().strip() / name
+    if not path.exists():
+        return None
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+def bandit_history(state: AppState, hours: int = 24) -> dict[str, dict[str, Any]]:
+    """Share of each arm per 10 minutes, from the logged bandit decisions (DuckDB only)."""
+    if state.warehouse.backend != "duckdb":
+        return {}
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    sql = """
+        SELECT json_extract_string(properties, '$.key') AS bandit,
+               strftime(time_bucket(INTERVAL 10 MINUTE, timestamp), '%H:%M') AS slot,
+               json_extract_string(properties, '$.variation_key') AS arm, count(*) AS n
+        FROM events WHERE type = 'exposure' AND epoch_us(timestamp) >= ?
+          AND json_extract_string(properties, '$.kind') = 'bandit'
+        GROUP BY ALL ORDER BY slot
+    """
+    with state.warehouse.lock:
+        cursor = state.warehouse.con.con.cursor()
+    try:
+        # epoch numbers in and text out: DuckDB needs pytz for aware datetimes
+        rows = cursor.execute(sql, [int(since.timestamp() * 1_000_000)]).fetchall()
+    finally:
+        cursor.close()
+    return _shares(rows)
+
+
+def _shares(rows: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
+    """``{bandit: {labels, series: {arm: [share per slot]}}}`` from (bandit, slot, arm, n)."""
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for bandit, slot, arm, n in rows:
+        counts.setdefault(bandit, {}).setdefault(str(slot), {})[arm] = int(n)
+    out: dict[str, dict[str, Any]] = {}
+    for bandit, slots in counts.items():
+        arms = sorted({a for per in slots.values() for a in per})
+        labels = list(slots)
+        series = {
+            a: [slots[s].get(a, 0) / max(sum(slots[s].values()), 1) for s in labels] for a in arms
+        }
+        out[bandit] = {"labels": labels, "series": series}
+    return out
