@@ -11,8 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from tailorkit.collect.quality import SYSTEM_EVENT_TYPES, clean_events
-from tailorkit.measure.analysis import analyze_experiment
-from tailorkit.measure.analysis.html import render_html
 from tailorkit.measure.stats import (
     expected_duration,
     mde_binomial,
@@ -35,6 +33,10 @@ def run_analysis(
     project: Project, key: str, at: datetime | None, html: Path | None
 ) -> dict[str, Any]:
     """Analyse ``key``; write the HTML report too when ``html`` is given."""
+    # imported here: `tailorkit power` needs none of the analysis machinery
+    from tailorkit.measure.analysis import analyze_experiment
+    from tailorkit.measure.analysis.html import render_html
+
     report = analyze_experiment(project, key, at=at)
     if html is not None:
         html.write_text(render_html(report), encoding="utf-8")

@@ -76,10 +76,10 @@ def segment_rows(ctx: Context, g: Groups) -> list[SegmentRow]:
     for s, segment in enumerate(ctx.spec.segments):
         for i, metric in enumerate(ctx.spec.metrics):
             stats = stats_for(metric, i, lambda col, s=s: g.pooled(col, segment=s))  # type: ignore[misc]
-            control = estimate(stats[c], metric.type)
             for t, name in enumerate(ctx.names):
                 r = ctx.compare(metric, stats[t], stats[c]) if t != c else None
                 if r is not None:
+                    control = estimate(stats[c], metric.type)
                     mean = float(estimate(stats[t], metric.type).mean)
                     sizes = float(stats[t].n), float(stats[c].n)
                     means = mean, float(control.mean)

@@ -109,7 +109,9 @@ def _lift_text(v: dict[str, Any]) -> str:
     return f"{fmt(v['relative'])} [{fmt(lo)}, {fmt(hi)}]"
 
 
-def _points(xs: Sequence[float], ys: Sequence[float | None], scale: Scale) -> list[tuple[float, float]]:
+def _points(
+    xs: Sequence[float], ys: Sequence[float | None], scale: Scale
+) -> list[tuple[float, float]]:
     return [(x, scale.px(y)) for x, y in zip(xs, ys, strict=True) if y is not None]
 
 
