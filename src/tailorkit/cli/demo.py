@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -112,3 +114,9 @@ def _train(project: Project, console: Console, quiet: bool) -> dict[str, str]:
 
     summary = run_build(project, None, None, console, quiet)
     return {step: str(r.get("status")) for step, r in summary["steps"].items()}
+
+
+def start_traffic(url: str, ingest_key: str) -> subprocess.Popen[bytes]:
+    """Simulated live visitors in a child process (``tailorkit.demo.traffic``)."""
+    command = [sys.executable, "-m", "tailorkit.demo.traffic", url.rstrip("/"), ingest_key]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -206,7 +206,13 @@ def demo(
     emit(summary, as_json, "tailorkit demo")
     if serve_after:
         console.print(f"serving on {summary['url']}  (admin key: {summary['admin_key']})")
-        serve(project=directory, host="127.0.0.1", port=port)
+        from tailorkit.cli.demo import start_traffic
+
+        traffic = start_traffic(summary["url"], summary["ingest_key"])
+        try:
+            serve(project=directory, host="127.0.0.1", port=port)
+        finally:
+            traffic.terminate()
 
 
 @app.command()
