@@ -122,7 +122,11 @@ class _Paths:
 
 
 def condition_paths(condition: Any) -> list[str]:
-    """Attribute paths a condition reads (keys below logical operators)."""
+    """Attribute paths a condition reads (keys below logical operators).
+
+    >>> condition_paths({"a": 1, "$or": [{"b": {"$gt": 2}}, {"$not": {"c.d": "x"}}]})
+    ['a', 'b', 'c.d']
+    """
     found: list[str] = []
     if not isinstance(condition, Mapping):
         return found

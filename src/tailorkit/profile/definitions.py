@@ -148,7 +148,14 @@ class ProfileSettings:
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """Parsed features in dependency order (inputs before the features using them)."""
+    """Parsed features in dependency order (inputs before the features using them).
+
+    >>> fs = parse_features({"features": {
+    ...     "rate": {"ratio": ["carts", "views"]},
+    ...     "views": {"count": {"events": ["view"]}}, "carts": {"count": {"events": ["cart"]}}}})
+    >>> list(fs.features), fs.value_type("rate"), fs.closure(["rate"])
+    (['carts', 'views', 'rate'], 'float', ['carts', 'views', 'rate'])
+    """
 
     features: dict[str, Feature]
     rfm: Rfm | None = None
@@ -219,7 +226,15 @@ _CHECK_TABLE = ibis.table({"properties": "string"}, name="events")
 
 
 def check_where(where: Any, path: str) -> None:
-    """Refuse a property condition the batch executor cannot translate."""
+    """Refuse a property condition the batch executor cannot translate.
+
+    >>> check_where({"price": {"$gte": 100}}, "features.x.count.where")
+    >>> check_where({"tags": {"$size": 2}}, "features.x.count.where")
+    Traceback (most recent call last):
+    ...
+    tailorkit.project.loader.ConfigError: segments.yaml: features.x.count.where.tags.$size: \
+operator $size is not supported in batch
+    """
 
     def resolve(prop: str) -> Any:
         check_path(prop, path)

@@ -72,7 +72,11 @@ def to_units(value: Any) -> int | None:
 
 
 def distinct_key(value: Any) -> str | float | None:
-    """What a distinct count counts: strings, and numbers by value."""
+    """What a distinct count counts: strings, and numbers by value.
+
+    >>> distinct_key("a"), distinct_key(3), distinct_key(3.0), distinct_key(True)
+    ('a', 3.0, 3.0, None)
+    """
     kind = type(value)
     if kind is str:
         return str(value)
@@ -356,7 +360,15 @@ class LifetimeState:
 
 
 class Profile:
-    """One person's online state: streams, traits, batch features, consent, memberships."""
+    """One person's online state: streams, traits, batch features, consent, memberships.
+
+    >>> p = Profile("u1", n_streams=2)
+    >>> p.note_consent(100, True); p.note_consent(200, False); p.note_consent(150, True)
+    >>> p.consent  # the latest event decides
+    False
+    >>> Profile.from_bytes(p.to_bytes()).last_us
+    200
+    """
 
     __slots__ = (
         "batch",
@@ -435,7 +447,15 @@ Reader = Callable[["Profile", int, dict[str, Any]], Any]
 
 
 class ProfilePlan:
-    """Compiled features: which streams each event type feeds, and how to read features."""
+    """Compiled features: which streams each event type feeds, and how to read features.
+
+    >>> from tailorkit.profile.definitions import parse_features
+    >>> plan = ProfilePlan(parse_features({"features": {
+    ...     "views": {"count": {"events": ["view"]}},
+    ...     "spend": {"sum": {"events": ["buy"], "property": "revenue"}}}}))
+    >>> [s.index for s in plan.candidates("buy")], plan.needs_properties("view")
+    ([1], False)
+    """
 
     def __init__(self, features: FeatureSet) -> None:
         self.features = features
@@ -698,6 +718,15 @@ def _has_type(value: Any, kind: str) -> bool:
 
 def merge_profiles(plan: ProfilePlan, source: Profile, target: Profile, clock_minute: int) -> None:
     """Fold ``source`` (an anonymous visitor) into ``target`` (the known user).
+
+    >>> from tailorkit.profile.definitions import parse_features
+    >>> plan = ProfilePlan(parse_features({"features": {"n": {"count": {}}}}))
+    >>> anon, user = plan.new_profile("a1"), plan.new_profile("u1")
+    >>> _ = plan.add_event(anon, "view", 60_000_000, 1, None, "e1")
+    >>> _ = plan.add_event(user, "view", 120_000_000, 2, None, "e2")
+    >>> merge_profiles(plan, anon, user, 2)
+    >>> plan.values(user, ["n"], 2)
+    {'n': 2}
 
     The result is what one profile fed with both event histories would hold,
     so that the online executor agrees with the warehouse, which resolves

@@ -152,7 +152,15 @@ def json_value(column: ir.StringValue, path: str) -> SqlValue:
 
 
 def check_path(path: str, where: str) -> None:
-    """Refuse paths the warehouse cannot walk (array indexes, odd characters)."""
+    """Refuse paths the warehouse cannot walk (array indexes, odd characters).
+
+    >>> check_path("product.price", "where")
+    >>> check_path("tags.0", "where")
+    Traceback (most recent call last):
+    ...
+    tailorkit.profile.sqlconditions.UnsupportedCondition: where: path 'tags.0': use object keys \
+of letters, digits, _ $ @ - (no indexes)
+    """
     for part in path.split("."):
         if not PATH_PART.match(part) or part == "length":
             raise UnsupportedCondition(

@@ -72,7 +72,19 @@ def _sizes_expr(definitions: Definitions, events: ir.Table, at: datetime) -> ir.
 
 
 def sizes(definitions: Definitions, events: ir.Table, at: datetime) -> dict[str, int]:
-    """Members per segment as of ``at`` (plus ``profiles``: profiled persons)."""
+    """Members per segment as of ``at`` (plus ``profiles``: profiled persons).
+
+    >>> from datetime import UTC
+    >>> from tailorkit.segment.definitions import parse_definitions
+    >>> from tailorkit.segment.online import events_table
+    >>> wh = Warehouse("duckdb://:memory:")
+    >>> wh.insert(events_table([{"event_id": "e1", "type": "view", "user_id": "u1",
+    ...     "timestamp": datetime(2024, 5, 1, tzinfo=UTC)}]))
+    >>> d = parse_definitions({"features": {"views": {"count": {"events": ["view"]}}},
+    ...     "segments": {"viewers": {"condition": {"views": {"$gte": 1}}}}})
+    >>> sizes(d, wh.resolved_events(), datetime(2024, 5, 2, tzinfo=UTC))
+    {'profiles': 1, 'viewers': 1}
+    """
     row = _sizes_expr(definitions, events, at).to_pyarrow().to_pylist()[0]
     return {k: int(v or 0) for k, v in row.items()}
 

@@ -62,7 +62,14 @@ class Segment:
 
 @dataclass(frozen=True)
 class Definitions:
-    """Features and segments of one ``segments.yaml``; segments in evaluation order."""
+    """Features and segments of one ``segments.yaml``; segments in evaluation order.
+
+    >>> d = parse_definitions({"features": {"n": {"count": {}}}, "segments": {
+    ...     "some": {"condition": {"n": {"$gte": 1}}, "exclusive_group": "g"},
+    ...     "many": {"condition": {"n": {"$gte": 10}}, "exclusive_group": "g", "priority": 5}}})
+    >>> [s.key for s in d.groups()["g"]], d.thresholds("n")
+    (['many', 'some'], [1.0, 10.0])
+    """
 
     features: FeatureSet
     segments: tuple[Segment, ...] = ()

@@ -99,7 +99,14 @@ class Change:
 
     @property
     def event_id(self) -> str:
-        """Deterministic, so that replays deduplicate."""
+        """Deterministic, so that replays deduplicate.
+
+        >>> c = Change("u1", True, "vip", ENTERED, 0, "event")
+        >>> c.event_id == Change("u1", True, "vip", ENTERED, 0, "event").event_id
+        True
+        >>> c.to_event()["timestamp"], c.to_event()["properties"]
+        ('1970-01-01T00:00:00Z', {'segment': 'vip', 'reason': 'event'})
+        """
         return str(uuid.uuid5(NAMESPACE, f"{self.kind}|{self.segment}|{self.person}|{self.ts_us}"))
 
     def to_event(self) -> dict[str, Any]:
@@ -166,7 +173,18 @@ def events_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
 
 
 class SegmentEngine:
-    """Profiles and segment memberships, updated incrementally (thread-safe)."""
+    """Profiles and segment memberships, updated incrementally (thread-safe).
+
+    >>> from tailorkit.segment.definitions import parse_definitions
+    >>> engine = SegmentEngine(parse_definitions({
+    ...     "features": {"buys": {"count": {"events": ["purchase"]}}},
+    ...     "segments": {"buyers": {"condition": {"buys": {"$gte": 1}}, "min_users": 2}}}))
+    >>> t = datetime(2024, 5, 1, tzinfo=UTC)
+    >>> _ = engine.process(events_table([
+    ...     {"event_id": "e1", "type": "purchase", "user_id": "u1", "timestamp": t}]))
+    >>> engine.members("u1"), engine.attributes("u1")  # below min_users: not targetable
+    (['buyers'], {'buys': 1, 'segments': []})
+    """
 
     def __init__(
         self,

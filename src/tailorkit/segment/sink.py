@@ -24,7 +24,12 @@ SOURCE = "segments"
 
 
 def webhook_payload(change: Change) -> dict[str, Any]:
-    """The JSON body a webhook receives for one change."""
+    """The JSON body a webhook receives for one change.
+
+    >>> body = webhook_payload(Change("a1", False, "vip", "segment_exited", 0, "window"))
+    >>> body["anonymous_id"], body["user_id"], body["type"], body["reason"]
+    ('a1', None, 'segment_exited', 'window')
+    """
     event = change.to_event()
     return {
         "event_id": event["event_id"],

@@ -89,7 +89,17 @@ class WebhookStats:
 
 
 class WebhookDispatcher:
-    """Deliver payloads in background threads with retries and a dead-letter list."""
+    """Deliver payloads in background threads with retries and a dead-letter list.
+
+    >>> from tailorkit.segment.definitions import Webhook
+    >>> hooks = WebhookDispatcher(workers=1, max_pending=1)
+    >>> hooks.submit(Webhook("http://127.0.0.1:9/"), {"event_id": "e1"})  # not started: waits
+    True
+    >>> hooks.submit(Webhook("http://127.0.0.1:9/"), {"event_id": "e2"})  # full: dead letter
+    False
+    >>> hooks.dead_letters[0]["delivery_id"], hooks.dead_letters[0]["error"]
+    ('e2', 'too many pending deliveries')
+    """
 
     def __init__(
         self,

@@ -74,7 +74,15 @@ class ProfileStore(ABC):
 
 
 class MemoryProfileStore(ProfileStore):
-    """In-process store: live objects, no serialization (the default)."""
+    """In-process store: live objects, no serialization (the default).
+
+    >>> store = MemoryProfileStore()
+    >>> store.update(["u1"], lambda ps: ps.update(u1=Profile("u1", 0)))
+    >>> list(store.persons()), store.get("u1").person
+    (['u1'], 'u1')
+    >>> store.schedule({"u1": 10}); store.due(9), store.due(10)
+    ([], ['u1'])
+    """
 
     def __init__(self) -> None:
         self._profiles: dict[str, Profile] = {}
@@ -167,6 +175,12 @@ class MemoryProfileStore(ProfileStore):
 
 class RedisProfileStore(ProfileStore):
     """Profiles shared through Redis; every key starts with ``prefix``.
+
+    >>> store = RedisProfileStore.from_url("redis://127.0.0.1:6379/0", "doc-example:")
+    >>> store.add_sizes({"vip": 3}); store.sizes()
+    {'vip': 3}
+    >>> store.clear(); store.sizes()
+    {}
 
     The prefix should change when feature definitions change (the executor
     adds a fingerprint), since stored state is laid out per definition.
