@@ -34,7 +34,12 @@ class DemoOptions:
     users: int = 20_000
     days: int = 30
     seed: int = 0
-    train: bool = True
+    # "fast": personas, journeys, recommendations (seconds); "all" adds the
+    # LightGBM propensity and churn models; "none" trains nothing.
+    models: str = "fast"
+
+
+FAST_MODELS = ["clusters", "journeys", "recommendations"]
 
 
 def _progress(console: Console, quiet: bool) -> Progress:
@@ -64,7 +69,7 @@ def build_demo(options: DemoOptions, console: Console, quiet: bool = False) -> d
         bar.advance(task)
         accepted = _load(project, shop.events, shop.products, bar)
         exposures = _expose(project, shop.events, start, bar)
-    models = _train(project, console, quiet) if options.train else {}
+    models = _train(project, console, quiet, options.models) if options.models != "none" else {}
     return {
         "project": str(root),
         "users": options.users,
@@ -108,11 +113,12 @@ def _expose(project: Project, events: Any, start: datetime, bar: Progress) -> in
     return result.count(ACCEPTED)
 
 
-def _train(project: Project, console: Console, quiet: bool) -> dict[str, str]:
+def _train(project: Project, console: Console, quiet: bool, models: str) -> dict[str, str]:
     """Train the models (``tailorkit build``); a failed step is reported, not fatal."""
     from tailorkit.cli.build import run_build  # late: imports the learning stack
 
-    summary = run_build(project, None, None, console, quiet)
+    only = FAST_MODELS if models == "fast" else None
+    summary = run_build(project, only, None, console, quiet)
     return {step: str(r.get("status")) for step, r in summary["steps"].items()}
 
 

@@ -196,12 +196,21 @@ def demo(
     serve_after: Annotated[
         bool, typer.Option("--serve/--no-serve", help="Start the server.")
     ] = True,
+    models: Annotated[
+        str,
+        typer.Option(
+            help="fast: personas, journeys, recommendations; all: also propensity and churn; none."
+        ),
+    ] = "fast",
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a seeded demo shop into a fresh project and start the server."""
     from tailorkit.cli.demo import DemoOptions, build_demo
 
-    summary = build_demo(DemoOptions(directory, users, days, seed), console, quiet=as_json)
+    if models not in ("fast", "all", "none"):
+        fail("--models must be fast, all or none", as_json)
+    options = DemoOptions(directory, users, days, seed, models)
+    summary = build_demo(options, console, quiet=as_json)
     summary["url"] = f"http://127.0.0.1:{port}/"
     emit(summary, as_json, "tailorkit demo")
     if serve_after:
