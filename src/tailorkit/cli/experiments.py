@@ -32,7 +32,16 @@ ALL_USERS = "all"
 def run_analysis(
     project: Project, key: str, at: datetime | None, html: Path | None
 ) -> dict[str, Any]:
-    """Analyse ``key``; write the HTML report too when ``html`` is given."""
+    """Analyse ``key``; write the HTML report too when ``html`` is given.
+
+    >>> from pathlib import Path
+    >>> from tailorkit.measure.analysis.examples import FEATURES
+    >>> from tailorkit.project.loader import Settings
+    >>> defs = {"features": FEATURES, "segments": {"segments": {"mobile": {}}}}
+    >>> project = Project(Path("."), Settings("duckdb://:memory:"), defs)
+    >>> run_analysis(project, "checkout", None, None)["users"]["analysed"]
+    0
+    """
     # imported here: `tailorkit power` needs none of the analysis machinery
     from tailorkit.measure.analysis import analyze_experiment
     from tailorkit.measure.analysis.html import render_html
@@ -51,7 +60,17 @@ def _fmt(x: float | None, pct: bool = True) -> str:
 
 
 def render_analysis(report: dict[str, Any], console: Console) -> None:
-    """Readable tables: recommendation, metrics, segments with effects, health."""
+    """Readable tables: recommendation, metrics, segments with effects, health.
+
+    >>> import io
+    >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec, example_table
+    >>> from tailorkit.measure.analysis.pipeline import build_report
+    >>> out = Console(file=io.StringIO(), width=120)
+    >>> render_analysis(build_report(example_spec(), example_table(), AS_OF,
+    ...                              QualitySettings()), out)
+    >>> "SHIP" in out.file.getvalue()
+    True
+    """
     rec = report["recommendation"]
     console.print(f"[bold]{report['name']}[/bold] as of {report['as_of']}")
     console.print(f"[bold]{rec['action'].replace('_', ' ').upper()}[/bold]: {rec['reason']}")
@@ -92,6 +111,11 @@ def observed_daily_users(
 
     Returning users are not new samples for an experiment, so only first
     appearances count (of anyone with ``segment="all"``).
+
+    >>> from datetime import UTC
+    >>> observed_daily_users(Warehouse("duckdb://:memory:"), QualitySettings(), "all", 28,
+    ...                      datetime(2026, 3, 1, tzinfo=UTC))
+    0.0
     """
     events = clean_events(warehouse, quality)
     if segment == ALL_USERS:
@@ -185,7 +209,14 @@ def power_report(
 
 
 def render_power(data: dict[str, Any], console: Console) -> None:
-    """The plan in plain words."""
+    """The plan in plain words.
+
+    >>> import io
+    >>> out = Console(file=io.StringIO(), width=200)
+    >>> render_power(power_report(0.2, 0.05), out)
+    >>> "1,091 users per variation" in out.file.getvalue()
+    True
+    """
     change = f"{data['mde_absolute']:+.4g} ({data['mde_relative']:+.1%})"
     console.print(
         f"To detect {change} on a baseline of {data['baseline']:.4g} with "

@@ -70,6 +70,13 @@ def segment_rows(ctx: Context, g: Groups) -> list[SegmentRow]:
 
     Frequentist only (the Bayesian summaries of the overall results would
     cost ~0.1 s per comparison and are not shown per segment).
+
+    >>> from tailorkit.measure.analysis.examples import example_spec, example_table
+    >>> spec = example_spec()
+    >>> g = Groups.from_arrow(example_table(), 2)
+    >>> rows = segment_rows(Context(spec, ["control", "new"]), g)
+    >>> [(r.segment, r.metric.key, round(float(r.lift.relative), 2)) for r in rows]
+    [('mobile', 'purchase', 0.2), ('mobile', 'revenue', 0.04)]
     """
     rows: list[SegmentRow] = []
     c = ctx.spec.control
@@ -123,7 +130,14 @@ def _heterogeneity(ctx: Context, rows: list[SegmentRow]) -> list[dict[str, Any]]
 
 
 def segments_json(ctx: Context, g: Groups) -> dict[str, Any]:
-    """Per-segment table, the correction used, and heterogeneity summaries."""
+    """Per-segment table, the correction used, and heterogeneity summaries.
+
+    >>> from tailorkit.measure.analysis.examples import example_spec, example_table
+    >>> g = Groups.from_arrow(example_table(), 2)
+    >>> out = segments_json(Context(example_spec(), ["a", "b"]), g)
+    >>> out["users"], len(out["rows"])
+    ({'mobile': [1000, 1000]}, 2)
+    """
     rows = segment_rows(ctx, g)
     users = {
         seg: g.pooled("n", segment=s).astype(int).tolist()
@@ -196,7 +210,14 @@ def _track(
 
 
 def cumulative_json(ctx: Context, g: Groups) -> dict[str, Any]:
-    """Results of the users exposed up to each day (each with their full window)."""
+    """Results of the users exposed up to each day (each with their full window).
+
+    >>> from tailorkit.measure.analysis.examples import example_spec, example_table
+    >>> g = Groups.from_arrow(example_table(), 2)
+    >>> out = cumulative_json(Context(example_spec(), ["a", "b"]), g)
+    >>> out["days"], out["users"]["b"], round(out["metrics"]["purchase"]["b"]["relative"][-1], 2)
+    (['2026-03-01', '2026-03-02'], [1000, 2000], 0.3)
+    """
     n = g.cumulative("n") if g.days else np.zeros((len(ctx.names), 0))
     c = ctx.spec.control
     out: dict[str, Any] = {

@@ -72,7 +72,15 @@ def _status(row: dict[str, Any]) -> str:
 
 
 def forest(report: dict[str, Any]) -> dict[str, Any]:
-    """Relative lift with its interval, one row per metric × treatment."""
+    """Relative lift with its interval, one row per metric × treatment.
+
+    >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec, example_table
+    >>> from tailorkit.measure.analysis.pipeline import build_report
+    >>> from tailorkit.project.loader import QualitySettings
+    >>> r = build_report(example_spec(), example_table(), AS_OF, QualitySettings())
+    >>> [(row["label"], row["status"]) for row in forest(r)["rows"]]
+    [('purchase · new checkout', 'good'), ('revenue · new checkout', 'neutral')]
+    """
     rows = [
         (m, v) for m in report["metrics"] if "variations" in m for v in m["variations"]
     ]  # fmt: skip
@@ -116,7 +124,16 @@ def _points(
 
 
 def cumulative_chart(report: dict[str, Any], metric: str) -> dict[str, Any] | None:
-    """Relative lift of each treatment over the days, with its interval as a band."""
+    """Relative lift of each treatment over the days, with its interval as a band.
+
+    >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec, example_table
+    >>> from tailorkit.measure.analysis.pipeline import build_report
+    >>> from tailorkit.project.loader import QualitySettings
+    >>> r = build_report(example_spec(), example_table(), AS_OF, QualitySettings())
+    >>> chart = cumulative_chart(r, "purchase")
+    >>> [line["name"] for line in chart["lines"]], chart["x_labels"][-1][1]
+    (['new checkout'], '2026-03-02')
+    """
     cum = report["cumulative"]
     series = cum["metrics"].get(metric) or {}
     days = cum["days"]
@@ -160,7 +177,15 @@ def _svg_points(points: Sequence[tuple[float, float]]) -> str:
 
 
 def render_html(report: dict[str, Any]) -> str:
-    """The whole report as one HTML document."""
+    """The whole report as one HTML document.
+
+    >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec, example_table
+    >>> from tailorkit.measure.analysis.pipeline import build_report
+    >>> from tailorkit.project.loader import QualitySettings
+    >>> page = render_html(build_report(example_spec(), example_table(), AS_OF, QualitySettings()))
+    >>> page.startswith("<!doctype html>"), "<svg" in page, "<script" in page
+    (True, True, False)
+    """
     env = Environment(
         loader=PackageLoader("tailorkit.measure.analysis", "templates"),
         autoescape=True,

@@ -42,6 +42,14 @@ def load_spec(
 
     ``features`` replaces the project's ``features.yaml`` document (the
     server passes its current, possibly reloaded, definitions).
+
+    >>> from pathlib import Path
+    >>> from tailorkit.measure.analysis.examples import FEATURES
+    >>> from tailorkit.project.loader import Settings
+    >>> defs = {"features": FEATURES, "segments": {"segments": {"mobile": {}}}}
+    >>> project = Project(Path("."), Settings("duckdb://:memory:"), defs)
+    >>> load_spec(project, "checkout").name
+    'New checkout'
     """
     segments = (project.definitions.get("segments") or {}).get("segments") or {}
     doc = features if features is not None else project.definitions.get("features") or {}
@@ -49,13 +57,23 @@ def load_spec(
 
 
 def analysis_end(spec: ExperimentSpec, at: datetime | None) -> datetime:
-    """The instant the analysis looks at: ``at`` (default now), no later than ``spec.end``."""
+    """The instant the analysis looks at: ``at`` (default now), no later than ``spec.end``.
+
+    >>> from tailorkit.measure.analysis.examples import example_spec
+    >>> analysis_end(example_spec(), datetime(2026, 3, 3, tzinfo=UTC)).isoformat()
+    '2026-03-03T00:00:00+00:00'
+    """
     moment = at or datetime.now(UTC)
     return min(moment, spec.end) if spec.end is not None else moment
 
 
 def n_variations(spec: ExperimentSpec, table: pa.Table) -> int:
-    """Configured number of variations, else the highest observed index + 1 (at least 2)."""
+    """Configured number of variations, else the highest observed index + 1 (at least 2).
+
+    >>> from tailorkit.measure.analysis.examples import example_spec, example_table
+    >>> n_variations(example_spec(), example_table())
+    2
+    """
     for configured in (spec.weights, spec.variations):
         if configured is not None:
             return len(configured)
@@ -64,7 +82,14 @@ def n_variations(spec: ExperimentSpec, table: pa.Table) -> int:
 
 
 def variation_names(spec: ExperimentSpec, g: Groups, k: int) -> list[str]:
-    """Configured names, else the logged variation keys, else the indexes."""
+    """Configured names, else the logged variation keys, else the indexes.
+
+    >>> from dataclasses import replace
+    >>> from tailorkit.measure.analysis.examples import example_spec, example_table
+    >>> spec = replace(example_spec(), variations=None)
+    >>> variation_names(spec, Groups.from_arrow(example_table(), 2), 2)
+    ['0', '1']
+    """
     if spec.variations is not None:
         return list(spec.variations)
     names = [g.variation_keys.get(v, str(v)) for v in range(k)]
@@ -103,7 +128,14 @@ def _segment_notes(segments: dict[str, Any] | None) -> list[str]:
 def build_report(
     spec: ExperimentSpec, table: pa.Table, as_of: datetime, quality: QualitySettings
 ) -> dict[str, Any]:
-    """The report dict from the query's sufficient statistics (no I/O)."""
+    """The report dict from the query's sufficient statistics (no I/O).
+
+    >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec, example_table
+    >>> r = build_report(example_spec(), example_table(), AS_OF, QualitySettings())
+    >>> users = r["users"]
+    >>> r["recommendation"]["action"], users["multiple_exposures"], users["excluded_flagged"]
+    ('ship', 7, 3)
+    """
     k = n_variations(spec, table)
     g = Groups.from_arrow(table, k)
     ctx = Context(spec, variation_names(spec, g, k))
@@ -156,6 +188,15 @@ def analyze_experiment(
 
     Opens the project's warehouse unless one is given (and closes only what
     it opened); ``features`` as for :func:`load_spec`.
+
+    >>> from pathlib import Path
+    >>> from tailorkit.measure.analysis.examples import FEATURES
+    >>> from tailorkit.project.loader import Settings
+    >>> defs = {"features": FEATURES, "segments": {"segments": {"mobile": {}}}}
+    >>> project = Project(Path("."), Settings("duckdb://:memory:"), defs)
+    >>> r = analyze_experiment(project, "checkout", Warehouse("duckdb://:memory:"))
+    >>> r["users"]["analysed"], r["recommendation"]["action"]
+    (0, 'keep_running')
     """
     spec = load_spec(project, key, features)
     end = analysis_end(spec, at)

@@ -92,7 +92,13 @@ def _hours(hours: float) -> ir.IntervalScalar:
 
 
 def exposures(events: ir.Table, spec: ExperimentSpec, end: datetime, backend: str) -> ir.Table:
-    """One row per exposed person: first exposure, variation, ``multi`` flag and day."""
+    """One row per exposed person: first exposure, variation, ``multi`` flag and day.
+
+    >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec
+    >>> events = Warehouse("duckdb://:memory:").resolved_events()
+    >>> exposures(events, example_spec(), AS_OF, "duckdb").columns
+    ('person_id', 'first_ts', 'variation', 'vkey', 'multi', 'day')
+    """
     e = events.filter(events.type == EXPOSURE, events.timestamp <= end)
     if spec.start is not None:
         e = e.filter(e.timestamp >= spec.start)
@@ -205,7 +211,14 @@ def _mask(per: ir.Table, segments: Sequence[str]) -> ir.IntegerValue:
 def per_person(
     events: ir.Table, first: ir.Table, spec: ExperimentSpec, end: datetime, backend: str
 ) -> ir.Table:
-    """``person_id``, ``_mask`` and per metric ``_x{i}`` (and ``_y{i}``): one join, one group-by."""
+    """``person_id``, ``_mask`` and per metric ``_x{i}`` (and ``_y{i}``): one join, one group-by.
+
+    >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec
+    >>> events = Warehouse("duckdb://:memory:").resolved_events()
+    >>> first = exposures(events, example_spec(), AS_OF, "duckdb")
+    >>> per_person(events, first, example_spec(), AS_OF, "duckdb").columns[-2:]
+    ('_in0', '_mask')
+    """
     cols = _EventColumns(spec.metrics)
     segments = list(spec.segments)
     types = cols.event_types + (list(SEGMENT_TYPES) if segments else [])
@@ -234,7 +247,14 @@ def user_table(
     end: datetime,
     backend: str,
 ) -> ir.Table:
-    """One row per exposed person with the group keys and metric values ``x{i}``/``y{i}``."""
+    """One row per exposed person with the group keys and metric values ``x{i}``/``y{i}``.
+
+    >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec
+    >>> events = Warehouse("duckdb://:memory:").resolved_events()
+    >>> first = exposures(events, example_spec(), AS_OF, "duckdb")
+    >>> user_table(events, first, None, example_spec(), AS_OF, "duckdb").columns
+    ('variation', 'multi', 'day', 'vkey', 'flagged', 'mask', 'x0', 'x1', 'y1')
+    """
     users = first.left_join(per_person(events, first, spec, end, backend), "person_id")
     if flagged is not None:
         users = users.left_join(flagged.mutate(_flag=ibis.literal(True)), "person_id")
@@ -250,7 +270,16 @@ def user_table(
 
 
 def cap_expr(users: ir.Table, spec: ExperimentSpec) -> dict[str, ir.Value]:
-    """Winsorization caps: pooled percentiles over the included users, by metric."""
+    """Winsorization caps: pooled percentiles over the included users, by metric.
+
+    >>> from dataclasses import replace
+    >>> from tailorkit.measure.analysis.examples import example_spec
+    >>> spec = example_spec()
+    >>> capped = replace(spec.metrics[1], winsorize_percentile=99.0)
+    >>> users = ibis.table({"multi": "boolean", "flagged": "boolean", "x1": "float64"}, name="u")
+    >>> list(cap_expr(users, replace(spec, metrics=(spec.metrics[0], capped))))
+    ['cap1']
+    """
     included = ~users.multi & ~users.flagged
     caps: dict[str, ir.Value] = {}
     for i, mt in enumerate(spec.metrics):
@@ -262,7 +291,15 @@ def cap_expr(users: ir.Table, spec: ExperimentSpec) -> dict[str, ir.Value]:
 
 
 def stats_expr(users: ir.Table, spec: ExperimentSpec, caps: dict[str, float | None]) -> ir.Table:
-    """Sufficient statistics per group (see the module doc), values capped at ``caps``."""
+    """Sufficient statistics per group (see the module doc), values capped at ``caps``.
+
+    >>> from tailorkit.measure.analysis.examples import example_spec
+    >>> users = ibis.table({"variation": "int64", "multi": "boolean", "flagged": "boolean",
+    ...     "mask": "int64", "day": "date", "vkey": "string", "x0": "float64", "x1": "float64",
+    ...     "y1": "float64"}, name="users")
+    >>> stats_expr(users, example_spec(), {}).columns[5:]
+    ('n', 'vkey', 'x0', 'xx0', 'x1', 'xx1', 'y1', 'yy1', 'xy1')
+    """
     sums: dict[str, ir.Value] = {"n": users.count(), "vkey": users.vkey.max()}
     for i, mt in enumerate(spec.metrics):
         x = users[f"x{i}"]
@@ -278,7 +315,13 @@ def stats_expr(users: ir.Table, spec: ExperimentSpec, caps: dict[str, float | No
 
 @contextmanager
 def temporary(wh: Warehouse, expr: ir.Table, stem: str) -> Iterator[ir.Table]:
-    """``expr`` materialized as a temporary table, dropped afterwards."""
+    """``expr`` materialized as a temporary table, dropped afterwards.
+
+    >>> wh = Warehouse("duckdb://:memory:")
+    >>> with temporary(wh, ibis.memtable({"a": [1, 2]}), "demo") as t:
+    ...     int(t.a.sum().execute())
+    3
+    """
     name = f"_tk_{stem}_{uuid.uuid4().hex[:12]}"
     table = wh.con.create_table(name, expr, temp=True)
     try:
@@ -290,7 +333,14 @@ def temporary(wh: Warehouse, expr: ir.Table, stem: str) -> Iterator[ir.Table]:
 def sufficient_stats(
     wh: Warehouse, spec: ExperimentSpec, quality: QualitySettings, end: datetime
 ) -> pa.Table:
-    """Run the analysis statements on the warehouse (identity-resolved events)."""
+    """Run the analysis statements on the warehouse (identity-resolved events).
+
+    >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec
+    >>> wh = Warehouse("duckdb://:memory:")
+    >>> table = sufficient_stats(wh, example_spec(), QualitySettings(), AS_OF)
+    >>> table.num_rows, table.column_names[:6]
+    (0, ['variation', 'multi', 'flagged', 'mask', 'day', 'n'])
+    """
     with wh.lock, ExitStack() as stack:
         events = wh.resolved_events()
         first = stack.enter_context(

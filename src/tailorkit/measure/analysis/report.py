@@ -72,7 +72,13 @@ def _ci(interval: Interval) -> list[float | None]:
 
 
 def stats_for(metric: MetricSpec, i: int, sums: Sums) -> list[Stats]:
-    """Per-variation engine inputs of metric ``i`` (arrays broadcast, e.g. over days)."""
+    """Per-variation engine inputs of metric ``i`` (arrays broadcast, e.g. over days).
+
+    >>> from tailorkit.measure.analysis.examples import example_spec, example_table
+    >>> g = Groups.from_arrow(example_table(), 2)
+    >>> [s.mean for s in stats_for(example_spec().metrics[0], 0, g.pooled)]
+    [0.1, 0.13]
+    """
     n, x, xx = sums("n"), sums(f"x{i}"), sums(f"xx{i}")
     if not metric.paired:
         return [SampleStats(n[v], x[v], xx[v]) for v in range(len(n))]
@@ -141,7 +147,14 @@ class Context:
 
 
 def lift_json(r: LiftResult) -> dict[str, Any]:
-    """Absolute and relative lift with intervals and the raw p-value."""
+    """Absolute and relative lift with intervals and the raw p-value.
+
+    >>> from tailorkit.measure.stats import binomial_estimate
+    >>> r = lift(binomial_estimate(SampleStats.from_proportion(1000, 130)),
+    ...          binomial_estimate(SampleStats.from_proportion(1000, 100)))
+    >>> round(lift_json(r)["relative"], 2)
+    0.3
+    """
     return {
         "absolute": num(r.absolute),
         "absolute_ci": _ci(r.absolute_ci),
@@ -152,7 +165,14 @@ def lift_json(r: LiftResult) -> dict[str, Any]:
 
 
 def variation_json(v: VariationResult) -> dict[str, Any]:
-    """One treatment vs control."""
+    """One treatment vs control.
+
+    >>> a = analyze_metric([SampleStats.from_proportion(5000, 500),
+    ...                     SampleStats.from_proportion(5000, 580)], "binomial")
+    >>> v = variation_json(a.variations[0])
+    >>> v["users"], round(v["relative"], 2), v["significant"]
+    (5000, 0.16, True)
+    """
     return {
         "variation": v.name,
         "users": int(v.n),
@@ -196,7 +216,15 @@ def _cuped_json(ctx: Context, metric: MetricSpec, i: int, sums: Sums) -> dict[st
 def metric_json(
     ctx: Context, metric: MetricSpec, i: int, a: MetricAnalysis | None, g: Groups
 ) -> dict[str, Any]:
-    """One metric's overall result."""
+    """One metric's overall result.
+
+    >>> from tailorkit.measure.analysis.examples import example_spec, example_table
+    >>> spec, g = example_spec(), Groups.from_arrow(example_table(), 2)
+    >>> ctx = Context(spec, ["control", "new"])
+    >>> m = metric_json(ctx, spec.metrics[1], 1, ctx.analyze(spec.metrics[1], 1, g.pooled), g)
+    >>> m["key"], round(m["cuped"]["by_variation"][0]["variance_reduction"], 2)
+    ('revenue', 0.61)
+    """
     out: dict[str, Any] = {
         "key": metric.key,
         "type": metric.type,
@@ -223,7 +251,12 @@ def metric_json(
 
 
 def weights_of(spec: ExperimentSpec, k: int) -> list[float]:
-    """Configured weights (equal when none are configured), normalised to sum 1."""
+    """Configured weights (equal when none are configured), normalised to sum 1.
+
+    >>> from tailorkit.measure.analysis.examples import example_spec
+    >>> weights_of(example_spec(), 3)
+    [0.3333333333333333, 0.3333333333333333, 0.3333333333333333]
+    """
     w = list(spec.weights) if spec.weights is not None else [1.0] * k
     total = sum(w)
     return [x / total for x in w]
@@ -291,7 +324,14 @@ class Overall:
 def health_and_recommendation(
     ctx: Context, g: Groups, overall: Overall, segment_notes: Sequence[str]
 ) -> tuple[list[HealthCheck], dict[str, Any], dict[str, Any]]:
-    """Health checks, the SRM result and the recommendation."""
+    """Health checks, the SRM result and the recommendation.
+
+    >>> from tailorkit.measure.analysis.examples import example_spec, example_table
+    >>> ctx, g = Context(example_spec(), ["a", "b"]), Groups.from_arrow(example_table(), 2)
+    >>> checks, srm, rec = health_and_recommendation(ctx, g, Overall.compute(ctx, g), [])
+    >>> [c.name for c in checks], srm["flagged"], rec["action"]
+    (['sample_ratio_mismatch', 'multiple_exposures', 'excluded_users'], False, 'ship')
+    """
     spec = ctx.spec
     users = g.pooled("n")
     srm = srm_check(users, weights_of(spec, len(users))) if users.sum() > 0 else None

@@ -215,6 +215,10 @@ def parse_experiment(
 
     ``known_segments`` (the keys of ``segments.yaml``) lets unknown segment
     names fail here rather than silently produce empty breakdowns.
+
+    >>> doc = {"experiments": {"x": {"metrics": {"m": {"type": "binomial", "event": "e"}}}}}
+    >>> parse_experiment(doc, "x").alpha, parse_experiment(doc, "x").correction
+    (0.05, 'holm')
     """
     experiments = features_doc.get("experiments") or {}
     if key not in experiments:
