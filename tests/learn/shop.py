@@ -19,7 +19,8 @@ import pandas as pd
 from tailorkit.collect.pipeline import Collector
 from tailorkit.collect.raw import raw_from_arrow
 from tailorkit.demo import DemoShop, generate_shop
-from tailorkit.learn.data import activity_events, data_range
+from tailorkit.learn.build import event_source
+from tailorkit.learn.data import EventSource, data_range
 from tailorkit.project.loader import QualitySettings, Settings
 from tailorkit.store.warehouse import Warehouse
 
@@ -34,7 +35,8 @@ class LoadedShop:
 
     shop: DemoShop
     wh: Warehouse
-    events: ir.Table
+    source: EventSource
+    events: ir.Table  # source.clean(): every cleaned behavioural event
     end: datetime  # just after the last stored event
     personas: pd.Series  # person_id -> hidden persona
 
@@ -61,7 +63,8 @@ def demo_shop(users: int = USERS, days: int = DAYS, seed: int = SEED) -> LoadedS
     """The shared small shop (built on first use)."""
     shop = generate_shop(n_users=users, days=days, seed=seed)
     wh = load(shop)
-    events = activity_events(wh, QualitySettings())
-    span = data_range(wh, events)
+    source = event_source(wh, QualitySettings())
+    span = data_range(wh, source.clean())
     assert span is not None
-    return LoadedShop(shop, wh, events, span[1] + timedelta(microseconds=1), persona_of(shop))
+    end = span[1] + timedelta(microseconds=1)
+    return LoadedShop(shop, wh, source, source.clean(), end, persona_of(shop))

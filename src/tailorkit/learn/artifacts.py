@@ -34,7 +34,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +71,20 @@ class ArtifactStore:
         return self.root / name
 
     def _new_version(self, name: str) -> str:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        version, n = stamp, 1
-        while (self.folder(name) / version).exists():
-            n += 1
-            version = f"{stamp}-{n}"
+        """A UTC timestamp to the microsecond, later than every version so far.
+
+        Fixed width, so that string order is time order; never reused, even
+        after the earlier version was pruned.
+        """
+        folder = self.folder(name)
+        names = (
+            [p.name.removeprefix(".staging-") for p in folder.iterdir()] if folder.is_dir() else []
+        )
+        # only version folders count (not CURRENT or last_failure.json)
+        latest = max((n for n in names if n[:1].isdigit()), default="")
+        moment = datetime.now(UTC)
+        while (version := moment.strftime("%Y%m%dT%H%M%S%fZ")) <= latest:
+            moment += timedelta(microseconds=1)
         return version
 
     @contextmanager

@@ -16,8 +16,9 @@ only if it succeeds, so a failing step leaves the previous version served and
 the other steps still run. Scores go to the warehouse table
 ``profile_scores`` (:mod:`tailorkit.learn.scores`).
 
-The events are read once into a temporary table (cleaned, resolved and
-parsed) so that the steps do not re-run bot detection and JSON parsing.
+The resolved events and the cleaned, parsed events are copied once into
+temporary tables, so that the steps do not re-run identity resolution, bot
+detection and JSON parsing for every query.
 """
 
 from __future__ import annotations
@@ -34,19 +35,21 @@ import pandas as pd
 import yaml
 
 from tailorkit.learn.artifacts import ArtifactStore, Run
-from tailorkit.learn.data import activity_events, behaviour_features, data_range, fetch
+from tailorkit.learn.data import EventSource, behaviour_features, data_range, fetch
 from tailorkit.learn.data import session_steps as session_steps_expr
 from tailorkit.learn.propensity import ScoreModel, TaskConfig, train_task
 from tailorkit.learn.recommender import NAME as RECOMMENDATIONS
 from tailorkit.learn.recommender import RecConfig, save, train_recommender
 from tailorkit.learn.scores import score_rows, write_many
 from tailorkit.project import Project
+from tailorkit.project.loader import QualitySettings
 from tailorkit.segment.clusters import ClusterConfig, ClusterModel, fit_clusters, transitions
 from tailorkit.segment.journeys import collapse_repeats, encode, funnel, next_steps, prefixspan
 from tailorkit.store.warehouse import Warehouse
 
 STEPS = ("clusters", "journeys", "propensity", "churn", RECOMMENDATIONS)
 MATERIALIZED = "_tk_learn_events"
+RESOLVED = "_tk_learn_resolved"
 #: Callback: (step, state, details) with state "start", "done" or "failed".
 Progress = Callable[[str, str, dict[str, Any]], None]
 
@@ -83,20 +86,29 @@ class Context:
     """What the steps share: warehouse, parsed events, the instant, earlier results."""
 
     wh: Warehouse
-    events: ir.Table
+    source: EventSource
+    events: ir.Table  # source.clean(): all cleaned events, materialized
     end: datetime
     options: BuildOptions
     store: ArtifactStore
     clusters: pd.Series | None = None  # person_id -> cluster id, from this build
 
 
-def materialize(wh: Warehouse, events: ir.Table) -> ir.Table:
-    """Cleaned, parsed events as a temporary table (falls back to the expression)."""
+def materialize(wh: Warehouse, name: str, expr: ir.Table) -> ir.Table:
+    """``expr`` as a temporary table (falls back to the expression)."""
     with wh.lock:
         try:
-            return wh.con.create_table(MATERIALIZED, events, temp=True, overwrite=True)
+            return wh.con.create_table(name, expr, temp=True, overwrite=True)
         except Exception:  # a backend without temporary tables: query the expression
-            return events
+            return expr
+
+
+def event_source(wh: Warehouse, quality: QualitySettings) -> EventSource:
+    """An event source over temporary copies: resolved events once, cleaned events once."""
+    resolved = materialize(wh, RESOLVED, wh.resolved_events())
+    source = EventSource(wh, quality, resolved=resolved)
+    source.remember(None, materialize(wh, MATERIALIZED, source.clean()))
+    return source
 
 
 def build(project: Project, options: BuildOptions | None = None,
@@ -117,12 +129,13 @@ def build(project: Project, options: BuildOptions | None = None,
 def _build(project: Project, wh: Warehouse, options: BuildOptions, steps: tuple[str, ...],
            progress: Progress) -> dict[str, Any]:  # fmt: skip
     started = time.perf_counter()
-    events = materialize(wh, activity_events(wh, project.settings.quality))
-    span = data_range(wh, events)
+    source = event_source(wh, project.settings.quality)
+    span = data_range(wh, source.clean())
     if span is None:
         raise ValueError("the warehouse has no behavioural events to learn from")
     end = options.at or span[1] + timedelta(microseconds=1)
-    ctx = Context(wh, events, end, options, ArtifactStore.of_project(project.root))
+    store = ArtifactStore.of_project(project.root)
+    ctx = Context(wh, source, source.clean(), end, options, store)
     results: dict[str, Any] = {}
     for step in STEPS:
         if step not in steps:
@@ -233,7 +246,7 @@ def _session_groups(ctx: Context, sessions: pd.DataFrame) -> list[str]:
 
 
 def _task(ctx: Context, run: Run, config: TaskConfig) -> dict[str, Any]:
-    result = train_task(ctx.wh, ctx.events, ctx.end, config)
+    result = train_task(ctx.source, ctx.end, config)
     result.model.save(run.path)
     run.metrics = result.report
     if ctx.options.write_scores:
@@ -249,7 +262,7 @@ def _task(ctx: Context, run: Run, config: TaskConfig) -> dict[str, Any]:
 
 
 def _recommendations(ctx: Context, run: Run) -> dict[str, Any]:
-    result = train_recommender(ctx.wh, ctx.events, ctx.end, ctx.options.recommendations)
+    result = train_recommender(ctx.source, ctx.end, ctx.options.recommendations)
     save(result, run.path)
     run.metrics = result.report
     warm = {row["model"]: row["ndcg"] for row in result.report["warm"]}

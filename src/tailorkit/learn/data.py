@@ -1,11 +1,13 @@
 """Training data from the warehouse: Ibis aggregates in SQL, pandas receives small frames.
 
-Every learner starts from :func:`activity_events` — the cleaned, resolved
+Every learner starts from an :class:`EventSource` — the cleaned, resolved
 events (:func:`tailorkit.collect.quality.clean_events`: bots and rate
 outliers removed, anonymous history merged into the known user) restricted
 to behaviour (no identify/alias, exposures or tailorkit's own segment
-events) — with the JSON fields the learners read parsed once into columns
-(:func:`parsed`). The heavy lifting (per-person aggregates, interactions,
+events) — with the JSON fields the learners read parsed into columns
+(:func:`parsed`). Cleaning can be done *as of* an instant (:class:`AsOf`),
+so that not even the bot/outlier flags of a training snapshot depend on
+later events. The heavy lifting (per-person aggregates, interactions,
 session step lists) runs in the warehouse; only one row per person, per
 (person, product) or per session comes back.
 
@@ -25,6 +27,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,20 +60,87 @@ DAY_SECONDS = 86_400.0
 PRODUCT_EVENTS = ("product_view", "add_to_cart", "remove_from_cart")
 
 
-def activity_events(
-    wh: Warehouse, quality: QualitySettings, personalization_only: bool = True
-) -> ir.Table:
-    """Cleaned, resolved behavioural events of ``wh``, parsed (see :func:`parsed`).
+class AsOf(Warehouse):
+    """A view of a warehouse before ``until``: its resolved events stop there.
 
-    ``personalization_only`` keeps the events sent with personalization
-    consent, as profiles do: a person who refused it is neither scored nor
-    recommended to, and their behaviour does not train models.
+    :func:`tailorkit.collect.quality.clean_events` derives bot and outlier
+    flags from ``resolved_events()``, so through this view the flags — and
+    with them who is in a training population — cannot depend on anything at
+    or after ``until``. ``resolved`` may be a materialized copy of the
+    warehouse's resolved events (faster when many views are taken).
     """
-    events = clean_events(wh, quality)
-    events = events.filter(events.type.notin(NOT_BEHAVIOUR))
-    if personalization_only:
-        events = events.filter(events.personalization)
-    return parsed(events)
+
+    def __init__(
+        self, wh: Warehouse, until: datetime | None, resolved: ir.Table | None = None
+    ) -> None:
+        # a view shares the connection and its lock; it creates and owns nothing
+        self.url, self.con, self.backend, self.lock = wh.url, wh.con, wh.backend, wh.lock
+        self.until = until
+        self._resolved = resolved
+
+    def resolved_events(self) -> ir.Table:
+        """Resolved events with ``timestamp < until``."""
+        events = self._resolved if self._resolved is not None else super().resolved_events()
+        if self.until is None:
+            return events
+        return events.filter(events.timestamp < ibis.literal(self.until))
+
+    def close(self) -> None:
+        """Nothing to release: the underlying warehouse owns the connection."""
+
+
+@dataclass
+class EventSource:
+    """Where learners get events: cleaned as of an instant (features), or unfiltered (labels).
+
+    ``clean(until)`` — behavioural events before ``until``, without the
+    persons flagged by the quality rules *as of* ``until``; ``raw(until)`` —
+    the same events without the quality filter (a label must see what a
+    person did even if they are flagged later). Both keep only events sent
+    with personalization consent unless ``personalization_only`` is off: a
+    person who refused it is neither scored nor recommended to, and their
+    behaviour does not train models.
+    """
+
+    wh: Warehouse
+    quality: QualitySettings
+    personalization_only: bool = True
+    resolved: ir.Table | None = None  # e.g. a temporary copy of wh.resolved_events()
+    _cache: dict[tuple[datetime | None, bool], ir.Table] = field(default_factory=dict, repr=False)
+
+    def clean(self, until: datetime | None = None) -> ir.Table:
+        """Cleaned, parsed behavioural events before ``until`` (all when None)."""
+        return self._events(until, True)
+
+    def raw(self, until: datetime | None = None) -> ir.Table:
+        """Parsed behavioural events before ``until``, quality flags not applied."""
+        return self._events(until, False)
+
+    def _events(self, until: datetime | None, clean: bool) -> ir.Table:
+        key = (until, clean)
+        if key not in self._cache:
+            view = AsOf(self.wh, until, self.resolved)
+            quality = self.quality if clean else QualitySettings(exclude_flagged_users=False)
+            events = clean_events(view, quality)
+            events = events.filter(events.type.notin(NOT_BEHAVIOUR))
+            if self.personalization_only:
+                events = events.filter(events.personalization)
+            self._cache[key] = parsed(events)
+        return self._cache[key]
+
+    def remember(self, until: datetime | None, table: ir.Table) -> None:
+        """Use ``table`` (e.g. materialized) for ``clean(until)`` from now on."""
+        self._cache[(until, True)] = table
+
+
+def activity_events(
+    wh: Warehouse,
+    quality: QualitySettings,
+    personalization_only: bool = True,
+    until: datetime | None = None,
+) -> ir.Table:
+    """Cleaned, resolved, parsed behavioural events (see :meth:`EventSource.clean`)."""
+    return EventSource(wh, quality, personalization_only).clean(until)
 
 
 def parsed(events: ir.Table) -> ir.Table:

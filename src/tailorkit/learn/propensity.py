@@ -4,8 +4,9 @@ A *snapshot* at a cutoff instant ``c`` has one row per person active in the
 lookback window ``[c - lookback, c)``:
 
 * features: :func:`tailorkit.learn.data.behaviour_features` over that
-  window — computed from events strictly before ``c`` (the test suite proves
-  that deleting or altering events at or after ``c`` leaves them unchanged);
+  window — computed from events strictly before ``c``, and the population
+  cleaned of bots and outliers as of ``c`` (the test suite proves that
+  deleting or altering events at or after ``c`` leaves them unchanged);
 * label, from ``[c, c + horizon)`` only: ``propensity`` — bought at least
   once; ``churn`` — no activity at all.
 
@@ -56,7 +57,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from tailorkit.learn.data import behaviour_features, between, fetch
+from tailorkit.learn.data import EventSource, behaviour_features, between, fetch
 from tailorkit.learn.runtime import ml_threads, single_pool
 from tailorkit.store.warehouse import Warehouse
 
@@ -130,14 +131,18 @@ def labels_at(events: ir.Table, cutoff: datetime, horizon: timedelta, task: str)
 
 
 def snapshot(
-    events: ir.Table,
-    cutoff: datetime,
-    config: TaskConfig,
-    window: timedelta,
+    source: EventSource, cutoff: datetime, config: TaskConfig, window: timedelta
 ) -> ir.Table:
-    """Features before ``cutoff`` joined with the label after it (``label`` 0/1)."""
-    features = features_at(events, cutoff, window, config.windows)
-    seen = labels_at(events, cutoff, timedelta(days=config.horizon_days), config.task)
+    """Features before ``cutoff`` joined with the label after it (``label`` 0/1).
+
+    Features (and who is in the population, bot/outlier flags included) come
+    from ``source.clean(until=cutoff)``: nothing at or after the cutoff. The
+    label reads the unfiltered events of the label window, so a person's
+    outcome counts even if the quality rules flag them later.
+    """
+    features = features_at(source.clean(cutoff), cutoff, window, config.windows)
+    horizon = timedelta(days=config.horizon_days)
+    seen = labels_at(source.raw(cutoff + horizon), cutoff, horizon, config.task)
     joined = features.left_join(seen, "person_id").drop("person_id_right")
     hit = joined._seen.notnull()
     label = hit if config.task == "propensity" else ~hit
@@ -325,14 +330,15 @@ class TaskResult:
 
 
 @single_pool
-def train_task(wh: Warehouse, events: ir.Table, end: datetime, config: TaskConfig) -> TaskResult:
+def train_task(source: EventSource, end: datetime, config: TaskConfig) -> TaskResult:
     """Evaluate (out-of-time, cross-validated), fit and score one task; see the module doc."""
-    first = _first_event(wh, events)
+    wh = source.wh
+    first = _first_event(wh, source.clean(end))
     window = lookback(config, first, end)
     horizon = timedelta(days=config.horizon_days)
     days = window.total_seconds() / 86_400
-    latest = fetch(wh, snapshot(events, end - horizon, config, window))
-    earlier = fetch(wh, snapshot(events, end - 2 * horizon, config, window))
+    latest = fetch(wh, snapshot(source, end - horizon, config, window))
+    earlier = fetch(wh, snapshot(source, end - 2 * horizon, config, window))
     _check_labels(latest, "latest snapshot")
     x, y = design(latest, days), latest.label.to_numpy()
     report: dict[str, Any] = {
@@ -349,7 +355,7 @@ def train_task(wh: Warehouse, events: ir.Table, end: datetime, config: TaskConfi
     final = lightgbm_model(config.seed).fit(x, y)
     model = ScoreModel(config.score_name, list(x.columns), days, list(config.windows),
                        final.booster_, report)  # fmt: skip
-    current = fetch(wh, features_at(events, end, window, config.windows))
+    current = fetch(wh, features_at(source.clean(end), end, window, config.windows))
     scores = pd.Series(model.predict(current), index=current.person_id, name=config.score_name)
     report["importance"] = model.importance(x.sample(min(len(x), 5000), random_state=0))
     report["logistic_coefficients"] = _coefficients(x, y)

@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 from sklearn.metrics import roc_auc_score
 
-from tailorkit.learn.data import activity_events, fetch
+from tailorkit.learn.data import EventSource, fetch
 from tailorkit.learn.datasets import cdnow, movielens_100k
 from tailorkit.learn.propensity import TaskConfig, classification_metrics, cross_validate, design
 from tailorkit.learn.propensity import snapshot as snapshot_expr
@@ -203,12 +203,12 @@ def cdnow_report(folds: int = 5, seed: int = 0) -> dict[str, Any]:
     started = time.perf_counter()
     wh = cdnow_warehouse()
     # a purchase log has no bots; rate-outlier rules are for web traffic
-    events = activity_events(wh, QualitySettings(exclude_flagged_users=False))
+    source = EventSource(wh, QualitySettings(exclude_flagged_users=False))
     config = TaskConfig(task="propensity", horizon_days=(CDNOW_END - CDNOW_CUTOFF).days,
                         lookback_days=(CDNOW_CUTOFF - CDNOW_START).days,
                         windows=(30, 90), folds=folds, seed=seed)  # fmt: skip
     window = timedelta(days=config.lookback_days or 0)
-    frame = fetch(wh, snapshot_expr(events, CDNOW_CUTOFF, config, window))
+    frame = fetch(wh, snapshot_expr(source, CDNOW_CUTOFF, config, window))
     frame = frame.sort_values("person_id").reset_index(drop=True)
     x, y = design(frame, window.days), frame.label.to_numpy()
     rfm = rfm_scores(wh, CDNOW_CUTOFF).set_index("person_id").reindex(frame.person_id)

@@ -37,14 +37,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from tailorkit.evaluate.conditions import compile_condition
 from tailorkit.learn.artifacts import ArtifactStore
-from tailorkit.learn.data import fetch, interactions, products_frame
+from tailorkit.learn.data import EventSource, fetch, interactions, products_frame
 from tailorkit.learn.recommend import (
     DEFAULT_WEIGHTS,
     Als,
@@ -59,7 +58,6 @@ from tailorkit.learn.recommend import (
     top_k,
 )
 from tailorkit.learn.runtime import single_pool
-from tailorkit.store.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 NAME = "recommendations"
@@ -299,14 +297,18 @@ def train_from_source(
 
 
 def train_recommender(
-    wh: Warehouse, events: ir.Table, end: datetime, config: RecConfig | None = None
+    events: EventSource, end: datetime, config: RecConfig | None = None
 ) -> RecResult:
-    """Train and evaluate on the warehouse's interactions before ``end`` (see module doc)."""
+    """Train and evaluate on the warehouse's interactions before ``end`` (see module doc).
+
+    Each window reads events cleaned as of its own end, so the training side
+    of a split knows nothing of the test side.
+    """
 
     def source(start: datetime | None, stop: datetime | None) -> pd.DataFrame:
-        return fetch(wh, interactions(events, start, stop))
+        return fetch(events.wh, interactions(events.clean(stop), start, stop))
 
-    return train_from_source(source, products_frame(wh), end, config or RecConfig())
+    return train_from_source(source, products_frame(events.wh), end, config or RecConfig())
 
 
 # -- artifact and serving ------------------------------------------------------------
