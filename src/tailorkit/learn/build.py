@@ -16,6 +16,11 @@ only if it succeeds, so a failing step leaves the previous version served and
 the other steps still run. Scores go to the warehouse table
 ``profile_scores`` (:mod:`tailorkit.learn.scores`).
 
+>>> STEPS
+('clusters', 'journeys', 'propensity', 'churn', 'recommendations')
+>>> BuildOptions(only=("churn",)).churn.score_name
+'churn_risk'
+
 The resolved events and the cleaned, parsed events are copied once into
 temporary tables, so that the steps do not re-run identity resolution, bot
 detection and JSON parsing for every query.

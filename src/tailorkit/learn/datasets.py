@@ -36,7 +36,11 @@ class DatasetUnavailable(RuntimeError):
 
 
 def cache_dir() -> Path:
-    """Where wheels are kept (created on demand)."""
+    """Where wheels are kept (created on demand).
+
+    >>> cache_dir().name in ("tailorkit-data", os.environ.get("TAILORKIT_DATA_CACHE", "")[-20:])
+    True
+    """
     default = Path.home() / ".cache" / "tailorkit-data"
     return Path(os.environ.get("TAILORKIT_DATA_CACHE", default))
 

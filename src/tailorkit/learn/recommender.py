@@ -24,6 +24,22 @@ Serving API (what decide calls)::
 ``filters`` is a condition in the project's one condition language
 (GrowthBook/MongoDB style) over product attributes, e.g.
 ``{"price": {"$lt": 50}, "category": {"$in": ["shoes", "sports"]}}``.
+
+>>> frame = pd.DataFrame({"person_id": ["a", "a", "b", "b", "c"],
+...                       "product_id": ["x", "y", "x", "z", "y"],
+...                       "views": 1, "cart_adds": 0, "purchases": [1, 0, 0, 0, 0]})
+>>> data = Interactions.from_frame(frame, items=["x", "y", "z"])
+>>> suite = fit_suite(data, ["red shoe", "blue shoe", "green lamp"],
+...                   {"factors": 2, "iterations": 3}, (1.0, 0.3, 0.2))
+>>> items = [{"product_id": "x", "in_stock": True}, {"product_id": "y", "in_stock": True},
+...          {"product_id": "z", "in_stock": False}]
+>>> rec = Recommender(suite, items, "v1")
+>>> sorted(p for p, _ in rec.recommend("a", k=3))  # x was bought: never recommended
+['y', 'z']
+>>> [p for p, _ in rec.recommend("a", k=3, filters={"in_stock": True})]
+['y']
+>>> rec.model_version
+'recommendations@v1'
 """
 
 from __future__ import annotations
