@@ -143,3 +143,13 @@ def test_segments_route_reports_online_and_batch(server: LiveServer) -> None:
     assert batch["profiles"] > 250 and len(batch["size_over_time"]) == 2
     assert "premium_browsers" in batch["below_min_users"]
     assert got["online_sizes"]["cart_abandoners"] >= 1  # the API user above, at least
+
+
+def test_erasing_a_user_removes_the_online_profile(server: LiveServer) -> None:
+    with server.client() as client:
+        before = client.get("/v1/admin/profiles/api-user", headers=server.admin_headers)
+        assert before.status_code == 200
+        erased = client.delete("/v1/admin/users/api-user", headers=server.admin_headers)
+        assert erased.json()["events_deleted"] >= 6
+        after = client.get("/v1/admin/profiles/api-user", headers=server.admin_headers)
+        assert after.status_code == 404

@@ -255,3 +255,17 @@ def test_window_exits_use_the_minute_the_window_moved(rec: Recorder) -> None:
     engine.advance_to(T0 + timedelta(days=3))
     exits = [c for c in rec.changes if c.kind == "segment_exited"]
     assert [c.ts_us for c in exits] == [to_us(T0) + 1440 * MINUTE_US]
+
+
+def test_forget_erases_the_online_profile_without_writing_events(
+    engine: SegmentEngine, rec: Recorder
+) -> None:
+    rows = [ev("purchase", T0, properties={"revenue": 150.0})]
+    rows.append(ev("page_view", T0, user=None, anonymous_id="a7"))
+    engine.process(events_table(rows))
+    assert engine.sizes()["vip"] == 1
+    before = len(rec.changes)
+    assert engine.forget("u1", ["a7"]) is True
+    assert engine.store.get("u1") is None and engine.store.get("a7") is None
+    assert engine.sizes()["vip"] == 0 and len(rec.changes) == before
+    assert engine.forget("u1") is False

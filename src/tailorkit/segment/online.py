@@ -798,6 +798,30 @@ class SegmentEngine:
             changes.extend(eff.changes)
         return changes
 
+    def forget(self, person: str, anonymous_ids: Iterable[str] = ()) -> bool:
+        """Erase a person's online profile (and merged anonymous ones) without any event.
+
+        Sizes are adjusted; no ``segment_exited`` is written, since that would
+        record the erased person again.
+        """
+        with self._lock:
+            people = [person, *anonymous_ids]
+
+            def erase(profiles: Profiles) -> tuple[bool, Counter[str]]:
+                sizes: Counter[str] = Counter()
+                found = False
+                for key, p in profiles.items():
+                    if p is not None:
+                        found = True
+                        for bit in _bits(p.members):
+                            sizes[self.keys[bit]] -= 1
+                        profiles[key] = None
+                return found, sizes
+
+            found, sizes = self.store.update(people, erase)
+            self.store.add_sizes(sizes)
+            return found
+
     # -- reading -----------------------------------------------------------------
 
     def person_of(self, person_or_anon: str) -> str:

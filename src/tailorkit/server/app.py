@@ -164,9 +164,12 @@ def get_quality(state: Admin, days: int = 30) -> dict[str, Any]:
 
 
 @admin_router.delete("/users/{user_id}")
-def erase_user(user_id: str, state: Admin) -> dict[str, Any]:
+def erase_user(user_id: str, state: Admin, request: Request) -> dict[str, Any]:
     """Erase every event and identity row of a user and their merged anonymous ids."""
-    return {"user_id": user_id, "events_deleted": state.warehouse.erase_user(user_id)}
+    anonymous = state.warehouse.user_anonymous_ids(user_id)
+    deleted = state.warehouse.erase_user(user_id)
+    request.app.state.profiles.engine.forget(user_id, anonymous)  # and the online profile
+    return {"user_id": user_id, "events_deleted": deleted}
 
 
 @admin_router.post("/purge")
