@@ -91,7 +91,8 @@ class ProfilesService:
         if not self.definitions.features.features:
             self.ready.set()
             return  # nothing declared: stay out of the ingestion path
-        if isinstance(self.store, MemoryProfileStore):
+        # a shared store outlives servers: rebuild only when it is empty
+        if isinstance(self.store, MemoryProfileStore) or next(self.store.persons(), None) is None:
             count = rebuild_online(self.engine, self.state.warehouse, now)
             log.info("rebuilt online profiles from %d stored events", count)
         self.state.collector.on_stored = self.engine.on_stored
