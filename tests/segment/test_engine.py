@@ -269,3 +269,13 @@ def test_forget_erases_the_online_profile_without_writing_events(
     assert engine.store.get("u1") is None and engine.store.get("a7") is None
     assert engine.sizes()["vip"] == 0 and len(rec.changes) == before
     assert engine.forget("u1") is False
+
+
+def test_an_event_from_the_future_does_not_move_everybodys_windows(
+    engine: SegmentEngine,
+) -> None:
+    now = datetime.now(UTC)
+    engine.process(events_table([ev("product_view", now - timedelta(minutes=1))]))
+    engine.process(events_table([ev("page_view", now + timedelta(days=3), user="u2")]))
+    assert engine.clock_us <= to_us(now) + 6 * MINUTE_US
+    assert engine.features("u1")["views_24h"] == 1  # not expired by the bogus date

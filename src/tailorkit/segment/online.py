@@ -13,12 +13,13 @@ Hook :meth:`SegmentEngine.on_stored` into the collector
 4. reports membership changes as :class:`Change` s, which become
    ``segment_entered``/``segment_exited`` events and webhook deliveries.
 
-The clock is the latest event time seen, or the wall clock when
-:meth:`advance_to` is called with it (the server's sweep does that every few
-seconds). Every profile whose windows or recency thresholds will change its
-segments is on a timer wheel at the exact minute of the next change; the
-sweep (and any event of that person) evaluates those minutes in order, so
-exits carry the minute the window moved, whenever the sweep runs.
+The clock is the latest event time seen (but never more than five minutes
+ahead of the wall clock), or the wall clock when :meth:`advance_to` is called
+with it (the server's sweep does that every few seconds). Every profile whose
+windows or recency thresholds will change its segments is on a timer wheel
+at the exact minute of the next change; the sweep (and any event of that
+person) evaluates those minutes in order, so exits carry the minute the
+window moved, whenever the sweep runs.
 
 Persons are profiled only while their latest event has personalization
 consent, their events carry no bot user agent and the batch quality job has
@@ -79,6 +80,8 @@ NAMESPACE = uuid.UUID("6f1c2a0e-5b7d-4c1e-9a57-7e2f3b9c4d10")
 _BOT = re.compile(BOT_PATTERN)
 _NEVER = -(1 << 62)
 _SYSTEM = pa.array(sorted(SYSTEM_EVENT_TYPES))
+#: Events may be dated this far after the wall clock before they stop moving the clock.
+FUTURE_TOLERANCE_US = 5 * MINUTE_US
 
 
 @dataclass(frozen=True)
@@ -614,10 +617,12 @@ class SegmentEngine:
     def _apply(self, batch: _Batch, profiles: Profiles) -> _Effects:
         eff = _Effects()
         plan, clock = self.plan, self.clock_us
+        # an event dated in the future must not move everybody's windows
+        limit = now_us() + FUTURE_TOLERANCE_US
         for i, person in enumerate(batch.person):
             ts = batch.ts[i]
             if ts > clock:
-                clock = ts
+                clock = ts if ts < limit else max(clock, limit)
             minute = clock // MINUTE_US
             if i in batch.merges:
                 self._merge(profiles, *batch.merges[i], minute, clock, eff)
