@@ -6,6 +6,7 @@ per-variation (× segment) sums out. Deliberately naive.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -137,3 +138,19 @@ def caps(
                 xs = [x for x in xs if x != 0]
             out[i] = float(np.percentile(xs, m.winsorize_percentile))
     return out
+
+
+def assert_close(a: Any, b: Any, path: str = "") -> None:
+    """Equal structure; floats equal to 1e-9 relative (sums run in another order)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), f"{path}: {a} != {b}"
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"

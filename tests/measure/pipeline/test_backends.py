@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +13,10 @@ from tailorkit.measure.analysis.query import sufficient_stats
 from tailorkit.project.init import write_project
 from tailorkit.store.warehouse import Warehouse
 from tests.measure.pipeline.conftest import store, write_definitions
+from tests.measure.pipeline.reference import assert_close
 from tests.measure.pipeline.simulate import AT, Design, simulate
 
 KEY = "signup_flow"
-
-
-def _close(a: Any, b: Any, path: str = "") -> None:
-    """Equal structure; floats equal to 1e-9 relative (sums run in another order)."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), f"{path}: {a} != {b}"
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
@@ -60,7 +44,7 @@ def test_duckdb_and_postgres_give_identical_numbers(tmp_path: Path, pg_database:
         reports[name] = build_report(spec, tables[name], AT, quality)
     duck, pg = _rows(tables["duckdb"]), _rows(tables["postgres"])
     assert len(duck) == len(pg) > 20
-    _close(duck, pg)
-    _close(reports["duckdb"], reports["postgres"])
+    assert_close(duck, pg)
+    assert_close(reports["duckdb"], reports["postgres"])
     assert reports["duckdb"]["users"]["excluded_flagged"] > 0
     assert reports["postgres"]["metrics"][0]["variations"][0]["relative"] > 0
