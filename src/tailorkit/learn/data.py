@@ -179,7 +179,9 @@ def between(events: ir.Table, start: datetime | None, end: datetime | None) -> i
 
 
 def _seconds_before(end: datetime, ts: ir.TimestampValue) -> ir.FloatingValue:
-    return ibis.literal(end).delta(ts, unit="second").cast("float64")
+    # microseconds: whole-second deltas truncate differently on DuckDB and PostgreSQL
+    micros = ibis.literal(end).delta(ts, unit="microsecond").cast("float64")
+    return micros / 1e6
 
 
 def _counts(t: ir.Table, suffix: str = "", since: datetime | None = None) -> dict[str, ir.Value]:

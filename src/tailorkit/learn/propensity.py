@@ -146,7 +146,8 @@ def snapshot(
     joined = features.left_join(seen, "person_id").drop("person_id_right")
     hit = joined._seen.notnull()
     label = hit if config.task == "propensity" else ~hit
-    return joined.mutate(label=label.cast("int64")).drop("_seen")
+    # ifelse, not a cast: PostgreSQL cannot cast boolean to bigint
+    return joined.mutate(label=label.ifelse(1, 0).cast("int64")).drop("_seen")
 
 
 # -- frames ------------------------------------------------------------------------
