@@ -115,6 +115,9 @@ def test_scores_cover_active_persons_and_explanations_are_exact(propensity: Task
     contrib = model.contributions(sample)
     logit = np.log(model.predict(sample) / (1 - model.predict(sample)))
     np.testing.assert_allclose(contrib.sum(axis=1), logit, atol=1e-6)  # SHAP sums to the score
+    examples = propensity.report["examples"]
+    assert len(examples) == 5 and examples[0]["score"] >= examples[-1]["score"]
+    assert len(examples[0]["reasons"]) == 3
     reasons = model.explain(sample, top=3)
     assert len(reasons) == 50 and all(len(r) == 3 for r in reasons)
     first = reasons[0]

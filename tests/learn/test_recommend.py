@@ -16,6 +16,7 @@ from tailorkit.learn.recommender import (
     RecConfig,
     Recommender,
     RecResult,
+    ServedRecommender,
     save,
     train_recommender,
 )
@@ -135,3 +136,25 @@ def test_artifact_round_trip(trained: RecResult, tmp_path: Path) -> None:
     np.testing.assert_allclose(
         loaded.suite.hybrid.scores(users), trained.suite.hybrid.scores(users), rtol=1e-5, atol=1e-6
     )
+
+
+def test_serving_swaps_versions_and_survives_a_broken_one(
+    trained: RecResult, tmp_path: Path
+) -> None:
+    store = ArtifactStore(tmp_path)
+    served_now = ServedRecommender(store, check_seconds=0)
+    assert served_now.get() is None
+    with store.run(NAME) as first:
+        save(trained, first.path)
+    current = served_now.get()
+    assert current is not None and current.version == first.version
+    with store.run(NAME) as broken:
+        (broken.path / "model.json").write_text("{not json")
+    assert store.current(NAME) == broken.version
+    still = served_now.get()
+    assert still is current  # the broken version is never served
+    with store.run(NAME) as fixed:
+        save(trained, fixed.path)
+    newest = served_now.get()
+    assert newest is not None and newest.version == fixed.version
+    assert newest.recommend(None, k=3) == current.recommend(None, k=3)

@@ -288,7 +288,11 @@ class ScoreModel:
             order = row.abs().sort_values(ascending=False).index[:top]
             out.append(
                 [
-                    {"feature": f, "contribution": round(float(row[f]), 4), "value": x.iloc[i][f]}
+                    {
+                        "feature": f,
+                        "contribution": round(float(row[f]), 4),
+                        "value": float(x.iloc[i][f]),
+                    }
                     for f in order
                 ]
             )
@@ -358,10 +362,22 @@ def train_task(source: EventSource, end: datetime, config: TaskConfig) -> TaskRe
                        final.booster_, report)  # fmt: skip
     current = fetch(wh, features_at(source.clean(end), end, window, config.windows))
     scores = pd.Series(model.predict(current), index=current.person_id, name=config.score_name)
-    report["importance"] = model.importance(x.sample(min(len(x), 5000), random_state=0))
+    report["importance"] = model.importance(x.sample(min(len(x), 2000), random_state=0))
+    report["examples"] = _examples(model, current, scores)
     report["logistic_coefficients"] = _coefficients(x, y)
     report["scored"] = len(scores)
     return TaskResult(model, scores, report)
+
+
+def _examples(model: ScoreModel, current: pd.DataFrame, scores: pd.Series) -> list[dict[str, Any]]:
+    """The highest and lowest scored persons with their top reasons (per-user SHAP)."""
+    order = np.argsort(-scores.to_numpy())
+    rows = current.iloc[np.r_[order[:3], order[-2:]]] if len(order) > 5 else current
+    reasons = model.explain(rows, top=3)
+    return [
+        {"person_id": p, "score": round(float(s), 4), "reasons": r}
+        for p, s, r in zip(rows.person_id, model.predict(rows), reasons, strict=True)
+    ]
 
 
 def _first_event(wh: Warehouse, events: ir.Table) -> datetime:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -495,3 +496,42 @@ class Recommender:
             return []
         return self.recommend(None, k, filters=filters, history={product_id: 1.0},
                               exclude=[product_id])  # fmt: skip
+
+
+class ServedRecommender:
+    """The current :class:`Recommender` of a project, swapped in when a new version is published.
+
+    :meth:`get` checks ``models/recommendations/CURRENT`` (at most every
+    ``check_seconds``) and loads a new version in the calling thread; if that
+    version cannot be loaded, the one already in memory keeps serving and the
+    error is logged. Returns None until a first version exists.
+
+    >>> import tempfile
+    >>> ServedRecommender(ArtifactStore(Path(tempfile.mkdtemp()))).get() is None
+    True
+    """
+
+    def __init__(self, store: ArtifactStore, check_seconds: float = 5.0) -> None:
+        self.store = store
+        self.check_seconds = check_seconds
+        self._current: Recommender | None = None
+        self._checked = -float("inf")
+        self._lock = threading.Lock()
+
+    def get(self) -> Recommender | None:
+        """The recommender to use now."""
+        now = time.monotonic()
+        if now - self._checked < self.check_seconds:
+            return self._current
+        with self._lock:
+            self._checked = now
+            version = self.store.current(NAME)
+            if version is not None and (self._current is None or self._current.version != version):
+                try:
+                    self._current = Recommender.from_directory(
+                        self.store.path(NAME, version), version
+                    )
+                except Exception:
+                    log.exception("recommendations %s cannot be loaded; keeping %s", version,
+                                  self._current.version if self._current else None)  # fmt: skip
+        return self._current
