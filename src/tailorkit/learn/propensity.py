@@ -372,7 +372,8 @@ def train_task(source: EventSource, end: datetime, config: TaskConfig) -> TaskRe
 def _examples(model: ScoreModel, current: pd.DataFrame, scores: pd.Series) -> list[dict[str, Any]]:
     """The highest and lowest scored persons with their top reasons (per-user SHAP)."""
     order = np.argsort(-scores.to_numpy())
-    rows = current.iloc[np.r_[order[:3], order[-2:]]] if len(order) > 5 else current
+    picked = np.r_[order[:3], order[-2:]] if len(order) > 5 else order
+    rows: pd.DataFrame = current.take(picked)
     reasons = model.explain(rows, top=3)
     return [
         {"person_id": p, "score": round(float(s), 4), "reasons": r}
