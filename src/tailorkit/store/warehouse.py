@@ -186,7 +186,7 @@ class Warehouse:
     # DuckDB fast paths: on the ingestion hot path Ibis's per-call schema
     # look-ups cost more than the insert itself; Arrow goes straight in.
     def _duckdb_stored_ids(self, ids: pa.Table) -> frozenset[str]:
-        raw: Any = self.con.con  # type: ignore[attr-defined]
+        raw: Any = self.con.con
         raw.register("_tk_ids", ids)
         try:
             found = raw.execute(
@@ -197,7 +197,7 @@ class Warehouse:
         return frozenset(row[0] for row in found)
 
     def _duckdb_append(self, name: str, table: pa.Table) -> None:
-        raw: Any = self.con.con  # type: ignore[attr-defined]
+        raw: Any = self.con.con
         raw.register("_tk_rows", table)
         try:
             columns = ", ".join(f'"{c}"' for c in table.column_names)
