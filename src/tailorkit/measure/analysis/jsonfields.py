@@ -19,6 +19,9 @@ only), a boolean ``true``/``false``; anything else is NULL.
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import ibis
@@ -26,6 +29,8 @@ import ibis.expr.types as ir
 
 NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 DIGITS = r"^[0-9]+$"
+#: strings whose JSON encoding is just the quoted text (nothing to escape)
+PLAIN = re.compile(r"^[A-Za-z0-9 _.:/@+-]*$")
 
 
 @ibis.udf.scalar.builtin(name="json_extract")
@@ -63,6 +68,22 @@ class JsonFields:
             return value
         frag = self._frag(path)
         return ibis.ifelse(frag.startswith('"'), _unquote(frag, "$"), ibis.null("string"))
+
+    def comparable(self, path: str, values: Sequence[str]) -> tuple[ir.StringValue, list[str]]:
+        """A column and ``values`` encoded so that equality means "is that JSON string".
+
+        On DuckDB the field's JSON fragment is compared with the quoted value
+        (no unquoting per row) when the values need no escaping.
+
+        >>> import ibis
+        >>> t = ibis.memtable({"p": ['{"k": "a"}', '{"k": 1}', '{"k": "b"}']})
+        >>> col, (a,) = JsonFields(t.p, "duckdb").comparable("k", ["a"])
+        >>> a, t.select(hit=col == a).to_pyarrow().column("hit").to_pylist()
+        ('"a"', [True, False, False])
+        """
+        if self.fast and all(PLAIN.match(v) for v in values):
+            return self._frag(path), [json.dumps(v) for v in values]
+        return self.text(path), list(values)
 
     def number(self, path: str) -> ir.FloatingValue:
         """The value if it is a JSON number, else NULL."""

@@ -34,9 +34,9 @@ How a user's values are defined:
 
 All Ibis: first exposures and flagged persons go to temporary tables (each
 is read several times; materializing them keeps the events table from being
-materialized whole as a shared CTE), then one query joins the metric and
-segment events to the exposed persons once and aggregates per person and per
-group. With winsorization the per-person table is kept too, since the caps
+materialized whole as a shared CTE), then one query joins the metric events
+and, separately, the segment events to the exposed persons, aggregates each
+per person and then per group. With winsorization the per-person table is kept too, since the caps
 need all users' values before the sums. Everything is additive, so the
 Python side pools the rows into overall, per-segment and cumulative-by-day
 statistics without another query.
@@ -103,13 +103,12 @@ def exposures(events: ir.Table, spec: ExperimentSpec, end: datetime, backend: st
     if spec.start is not None:
         e = e.filter(e.timestamp >= spec.start)
     props = JsonFields(e.properties, backend)
-    e = e.mutate(
-        _key=props.text("key"),
-        _kind=props.text("kind"),
-        _v=props.integer("variation"),
-        _vk=props.text("variation_key"),
-    )
-    e = e.filter(e._key == spec.key, e._kind == "experiment", e._v.notnull())
+    key, (key_value,) = props.comparable("key", [spec.key])
+    kind, (kind_value,) = props.comparable("kind", ["experiment"])
+    e = e.filter(key == key_value, kind == kind_value)
+    # the logged variation keys name the variations only when the definition does not
+    vkey = props.text("variation_key") if spec.variations is None else ibis.null("string")
+    e = e.mutate(_v=props.integer("variation"), _vk=vkey).filter(lambda t: t._v.notnull())
     first = e.group_by("person_id").aggregate(
         first_ts=e.timestamp.min(),
         variation=e._v.min(),
@@ -127,7 +126,11 @@ def exposures(events: ir.Table, spec: ExperimentSpec, end: datetime, backend: st
 
 
 class _EventColumns:
-    """Per event row: which configured aggregates it feeds (``_is{j}``) and its value."""
+    """What each event row feeds: its value (``_val{j}``) and ``where`` filter (``_w{j}``).
+
+    Event-type tests stay in the aggregates: projecting one boolean per
+    aggregate before the join would carry them through it for every row.
+    """
 
     def __init__(self, metrics: Sequence[MetricSpec]) -> None:
         self.aggregates: list[EventAggregate] = []
@@ -143,33 +146,35 @@ class _EventColumns:
     def event_types(self) -> list[str]:
         return sorted({a.event for a in self.aggregates})
 
-    def project(self, m: ir.Table, segments: Sequence[str], backend: str) -> ir.Table:
+    def project(self, m: ir.Table, backend: str) -> ir.Table:
         props = JsonFields(m.properties, backend)
         columns: dict[str, ir.Value] = {}
         for j, agg in enumerate(self.aggregates):
             hit = m.type == agg.event
             # CASE: properties are parsed only for rows of the aggregate's event type
-            columns[f"_is{j}"] = ibis.ifelse(hit, where_clause(props, agg.where), False)
+            if agg.where:
+                columns[f"_w{j}"] = ibis.ifelse(hit, where_clause(props, agg.where), False)
             if agg.value:
                 value = props.number(agg.value).cast("float64")
                 columns[f"_val{j}"] = ibis.ifelse(hit, value, ibis.null("float64"))
-        if segments:
-            is_seg = m.type.isin(list(SEGMENT_TYPES))
-            columns["_seg"] = ibis.ifelse(is_seg, props.text("segment"), ibis.null("string"))
         return m.select("person_id", "timestamp", "type", **columns)
+
+    def hit(self, j: ir.Table, agg: EventAggregate) -> ir.BooleanValue:
+        """Whether a joined row is an event of ``agg``."""
+        k = self.index(agg)
+        return j[f"_w{k}"] if agg.where else j.type == agg.event
 
 
 def _user_value(
     j: ir.Table, cols: _EventColumns, agg: EventAggregate, when: ir.BooleanValue, indicator: bool
 ) -> ir.Value:
     """Per user: did ``agg`` happen (indicator), its count or its value's sum, within ``when``."""
-    k = cols.index(agg)
-    hit = j[f"_is{k}"] & when
+    hit = cols.hit(j, agg) & when
     if indicator:
         return ibis.ifelse(hit, 1.0, 0.0).max()
     if agg.value is None:
         return ibis.ifelse(hit, 1.0, 0.0).sum()
-    return j[f"_val{k}"].sum(where=hit)
+    return j[f"_val{cols.index(agg)}"].sum(where=hit)
 
 
 def _metric_aggs(
@@ -191,52 +196,60 @@ def _metric_aggs(
     return aggs
 
 
-def _segment_aggs(j: ir.Table, segments: Sequence[str]) -> dict[str, ir.Value]:
-    aggs: dict[str, ir.Value] = {}
-    for i, seg in enumerate(segments):
-        held_then = (j._seg == seg) & (j.timestamp <= j._at)
-        aggs[f"_last{i}"] = j.timestamp.max(where=held_then)
-        aggs[f"_in{i}"] = j.timestamp.max(where=held_then & (j.type == ENTERED))
-    return aggs
-
-
-def _mask(per: ir.Table, segments: Sequence[str]) -> ir.IntegerValue:
-    mask: ir.IntegerValue = ibis.literal(0, "int64")
-    for i in range(len(segments)):
-        held = per[f"_in{i}"].notnull() & (per[f"_in{i}"] >= per[f"_last{i}"])
-        mask = mask + ibis.ifelse(held, ibis.literal(1 << i, "int64"), ibis.literal(0, "int64"))
-    return mask
-
-
-def per_person(
+def metric_values(
     events: ir.Table, first: ir.Table, spec: ExperimentSpec, end: datetime, backend: str
 ) -> ir.Table:
-    """``person_id``, ``_mask`` and per metric ``_x{i}`` (and ``_y{i}``): one join, one group-by.
+    """``person_id`` and per metric ``_x{i}`` (and ``_y{i}``) from the events in the windows.
 
     >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec
     >>> events = Warehouse("duckdb://:memory:").resolved_events()
     >>> first = exposures(events, example_spec(), AS_OF, "duckdb")
-    >>> per_person(events, first, example_spec(), AS_OF, "duckdb").columns[-2:]
-    ('_in0', '_mask')
+    >>> metric_values(events, first, example_spec(), AS_OF, "duckdb").columns
+    ('person_id', '_x0', '_x1', '_y1')
     """
     cols = _EventColumns(spec.metrics)
-    segments = list(spec.segments)
-    types = cols.event_types + (list(SEGMENT_TYPES) if segments else [])
-    m = events.filter(events.type.isin(types), events.timestamp <= end)
-    m = cols.project(m, segments, backend)
+    m = events.filter(events.type.isin(cols.event_types), events.timestamp <= end)
+    m = cols.project(m, backend)
     f = first.select(_pid=first.person_id, _at=first.first_ts)
     pre = max((mt.cuped.pre_period_days for mt in spec.metrics if mt.cuped), default=0.0)
-    in_window = m.timestamp >= f._at - _hours(pre * 24)
+    preds = [m.person_id == f._pid, m.timestamp >= f._at - _hours(pre * 24)]
     windows = [mt.window_hours for mt in spec.metrics]
     if all(w is not None for w in windows):
-        in_window = in_window & (m.timestamp < f._at + _hours(max(w or 0.0 for w in windows)))
-    if segments:
-        in_window = in_window | (m._seg.notnull() & (m.timestamp <= f._at))
-    j = m.join(f, [m.person_id == f._pid, in_window])
-    per = j.group_by("person_id").aggregate(
-        **_metric_aggs(j, cols, spec.metrics), **_segment_aggs(j, segments)
-    )
-    return per.mutate(_mask=_mask(per, segments)) if segments else per
+        preds.append(m.timestamp < f._at + _hours(max(w or 0.0 for w in windows)))
+    j = m.join(f, preds)
+    return j.group_by("person_id").aggregate(**_metric_aggs(j, cols, spec.metrics))
+
+
+def segment_masks(
+    events: ir.Table, first: ir.Table, segments: Sequence[str], backend: str
+) -> ir.Table:
+    """``person_id`` and the bit mask of the ``segments`` held at the first exposure.
+
+    Per segment: the last change at or before the exposure, and the last
+    entry; the person is in the segment when the entry is that last change
+    (a tie counts as entered).
+
+    >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec
+    >>> events = Warehouse("duckdb://:memory:").resolved_events()
+    >>> first = exposures(events, example_spec(), AS_OF, "duckdb")
+    >>> segment_masks(events, first, ["mobile"], "duckdb").columns
+    ('person_id', '_mask')
+    """
+    s = events.filter(events.type.isin(list(SEGMENT_TYPES)))
+    seg, values = JsonFields(s.properties, backend).comparable("segment", segments)
+    s = s.select("person_id", "timestamp", "type", _seg=seg)
+    f = first.select(_pid=first.person_id, _at=first.first_ts)
+    j = s.join(f, [s.person_id == f._pid, s.timestamp <= f._at])
+    aggs: dict[str, ir.Value] = {}
+    for i, value in enumerate(values):
+        aggs[f"_last{i}"] = j.timestamp.max(where=j._seg == value)
+        aggs[f"_in{i}"] = j.timestamp.max(where=(j._seg == value) & (j.type == ENTERED))
+    per = j.group_by("person_id").aggregate(**aggs)
+    mask: ir.IntegerValue = ibis.literal(0, "int64")
+    for i in range(len(segments)):
+        held = per[f"_in{i}"].notnull() & (per[f"_in{i}"] >= per[f"_last{i}"])
+        mask = mask + ibis.ifelse(held, ibis.literal(1 << i, "int64"), ibis.literal(0, "int64"))
+    return per.select("person_id", _mask=mask)
 
 
 def user_table(
@@ -255,7 +268,10 @@ def user_table(
     >>> user_table(events, first, None, example_spec(), AS_OF, "duckdb").columns
     ('variation', 'multi', 'day', 'vkey', 'flagged', 'mask', 'x0', 'x1', 'y1')
     """
-    users = first.left_join(per_person(events, first, spec, end, backend), "person_id")
+    users = first.left_join(metric_values(events, first, spec, end, backend), "person_id")
+    if spec.segments:
+        masks = segment_masks(events, first, spec.segments, backend)
+        users = users.left_join(masks, "person_id")
     if flagged is not None:
         users = users.left_join(flagged.mutate(_flag=ibis.literal(True)), "person_id")
     columns: dict[str, ir.Value] = {
