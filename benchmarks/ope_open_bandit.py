@@ -37,7 +37,12 @@ DEFAULT_PATH = Path(__file__).resolve().parents[1] / ".." / "shared/data/open-ba
 
 def data_path() -> Path:
     """Folder of the dataset sample (``TAILORKIT_OBD_PATH`` overrides the default)."""
-    return Path(os.environ.get("TAILORKIT_OBD_PATH", DEFAULT_PATH)).resolve()
+    if "TAILORKIT_OBD_PATH" in os.environ:
+        return Path(os.environ["TAILORKIT_OBD_PATH"]).resolve()
+    for root in (DEFAULT_PATH, Path("/work/shared/data/open-bandit-dataset")):
+        if root.is_dir():  # a CI clone may not sit beside shared/
+            return root.resolve()
+    return DEFAULT_PATH.resolve()
 
 
 def load_logs(root: Path, policy: str, campaign: str) -> pd.DataFrame:

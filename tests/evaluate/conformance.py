@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from tailorkit.evaluate import Evaluator, InMemoryStickyBucketService
+from tests.shared_data import shared_dir
 
-_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "growthbook-cases.json"
+_DEFAULT = shared_dir() / "conformance" / "growthbook-cases.json"
 CASES_PATH = Path(os.environ.get("TAILORKIT_GROWTHBOOK_CASES", str(_DEFAULT)))
 
 

@@ -19,6 +19,7 @@ from tailorkit.decide.features import FeatureService, merge_profile, validate_fe
 from tailorkit.evaluate import ExposureRecord
 from tailorkit.project import ConfigError, load_project
 from tailorkit.project.init import write_project
+from tests.shared_data import shared_dir
 
 MODULES = [
     "tailorkit.decide.features",
@@ -26,7 +27,7 @@ MODULES = [
     "tailorkit.server.routes_features",
     "tailorkit.client.openfeature",
 ]
-CASES = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "growthbook-cases.json"
+CASES = shared_dir() / "conformance" / "growthbook-cases.json"
 
 
 @pytest.mark.parametrize("name", MODULES)
