@@ -6,7 +6,7 @@ mask has the segment's bit) and the cumulative results by day are all
 ``np.bincount`` over those rows — no further SQL.
 
 >>> import pyarrow as pa
->>> from datetime import date
+>>> from datetime import date, timedelta
 >>> t = pa.table({"variation": [0, 1, 1], "multi": [False, False, True],
 ...     "flagged": [False] * 3, "mask": [1, 0, 1], "day": [date(2026, 3, 2)] * 3,
 ...     "n": [10, 12, 1], "vkey": ["a", "b", "b"], "x0": [3.0, 5.0, 1.0], "xx0": [3.0, 5.0, 1.0]})
@@ -18,7 +18,7 @@ mask has the segment's bit) and the cumulative results by day are all
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -53,7 +53,7 @@ class Groups:
         variation = cols["variation"].astype(np.int64)
         known = (variation >= 0) & (variation < n_variations)
         keep = ~multi & ~flagged & known
-        all_days = table.column("day").to_pylist()
+        all_days = [_as_date(d) for d in table.column("day").to_pylist()]
         days = tuple(sorted({d for d, k in zip(all_days, keep.tolist(), strict=True) if k}))
         day_index = {d: i for i, d in enumerate(days)}
         skip = {"variation", "multi", "flagged", "mask", "day", "vkey"}
@@ -95,3 +95,8 @@ class Groups:
             flat, weights=self.columns[column], minlength=self.n_variations * len(self.days)
         )
         return np.cumsum(total.reshape(self.n_variations, len(self.days)), axis=1)
+
+
+def _as_date(day: date | int) -> date:
+    """The query's day number (days since 1970-01-01, UTC) as a date."""
+    return day if isinstance(day, date) else date(1970, 1, 1) + timedelta(days=day)

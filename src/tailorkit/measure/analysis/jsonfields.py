@@ -27,8 +27,8 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
-NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
-DIGITS = r"^[0-9]+$"
+NUMBER_GROUP = r"^(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?)$"
+DIGITS_GROUP = r"^([0-9]+)$"
 #: strings whose JSON encoding is just the quoted text (nothing to escape)
 PLAIN = re.compile(r"^[A-Za-z0-9 _.:/@+-]*$")
 
@@ -90,16 +90,16 @@ class JsonFields:
         if not self.fast:
             number: ir.FloatingValue = self._node(path).float
             return number
-        frag = self._frag(path)
-        return ibis.ifelse(frag.re_search(NUMBER), frag.cast("float64"), ibis.null("float64"))
+        # one extraction: the regex keeps a number's text, anything else becomes ''
+        text = self._frag(path).re_extract(NUMBER_GROUP, 1).nullif("")
+        return text.cast("float64")
 
     def integer(self, path: str) -> ir.IntegerValue:
         """The value if it is a non-negative JSON integer, else NULL."""
         if not self.fast:
             integer: ir.IntegerValue = self._node(path).int
             return integer
-        frag = self._frag(path)
-        return ibis.ifelse(frag.re_search(DIGITS), frag.cast("int64"), ibis.null("int64"))
+        return self._frag(path).re_extract(DIGITS_GROUP, 1).nullif("").cast("int64")
 
     def boolean(self, path: str) -> ir.BooleanValue:
         """The value if it is a JSON boolean, else NULL."""
