@@ -50,6 +50,8 @@ from tailorkit.segment.online import SegmentEngine
 from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA, Warehouse
 
 BATCH = 1000
+# A shared machine: DuckDB would otherwise take up to 80 % of the memory
+DUCKDB_SETTINGS = "SET memory_limit = '8GB'; SET threads = 2"
 
 
 def definitions() -> Definitions:
@@ -101,6 +103,13 @@ def dict_of_counters(batches: list[pa.Table]) -> dict[str, dict[str, int]]:
     return counts
 
 
+def timed(fn: Callable[[], pa.Table]) -> tuple[float, pa.Table]:
+    gc.collect()
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
 def best_of(runs: int, fn: Callable[[], Any]) -> float:
     best = math.inf
     for _ in range(runs):
@@ -141,6 +150,7 @@ def build_warehouse(path: Path, users: int, base_users: int, days: int, seed: in
     base = stored(shop.events)
     wh = Warehouse(f"duckdb://{path}")
     raw: Any = wh.con.con  # type: ignore[attr-defined]
+    raw.execute(DUCKDB_SETTINGS)
     raw.register("base", base)
     raw.register("ids", identities_from(base))
     copies = math.ceil(users / base_users)
@@ -315,6 +325,7 @@ def batch(users: int, base_users: int, days: int, seed: int) -> str:
         at = build_warehouse(path, users, base_users, days, seed) + timedelta(minutes=7)
         wh = Warehouse(f"duckdb://{path}")
         raw: Any = wh.con.con  # type: ignore[attr-defined]
+        raw.execute(DUCKDB_SETTINGS)
         n_events = raw.execute("SELECT count(*) FROM events").fetchone()[0]
         sql = hand_written_sql(at, quality, defs.features.settings.max_distinct)
 
@@ -325,10 +336,14 @@ def batch(users: int, base_users: int, days: int, seed: int) -> str:
         def theirs() -> pa.Table:
             return raw.execute(sql).to_arrow_table()
 
-        check(ours(), theirs(), keys)
-        ours_s = best_of(3, ours)
-        theirs_s = best_of(3, theirs)
-        profiles = ours().num_rows
+        # the checked runs are timed too; small runs are repeated (best of 3)
+        ours_s, mine = timed(ours)
+        theirs_s, hand = timed(theirs)
+        check(mine, hand, keys)
+        if users < 300_000:
+            ours_s = min(ours_s, best_of(2, ours))
+            theirs_s = min(theirs_s, best_of(2, theirs))
+        profiles = mine.num_rows
         wh.close()
     return line(
         "batch_seconds", ours_s, theirs_s, ours_s / theirs_s, users=users, profiles=profiles,

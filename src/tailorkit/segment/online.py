@@ -71,7 +71,7 @@ from tailorkit.profile.online import Profile, ProfilePlan, merge_profiles
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, iso, to_us
 from tailorkit.segment.definitions import ENTERED, EXITED, Definitions, time_dependent
 from tailorkit.segment.explain import explain
-from tailorkit.segment.triggers import thresholds
+from tailorkit.segment.triggers import Atom, atoms, points, truth
 from tailorkit.store.profiles import MemoryProfileStore, Profiles, ProfileStore
 from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA
 
@@ -135,7 +135,7 @@ class _Effects:
 
 
 #: (feature, reader, [(segment bit, thresholds or None)]) per cached feature to refresh
-_Steps = tuple[tuple[str, Any, tuple[tuple[int, tuple[float, ...] | None], ...]], ...]
+_Steps = tuple[tuple[str, Any, tuple[tuple[int, tuple[Atom, ...] | None], ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -242,13 +242,13 @@ class SegmentEngine:
     def _compile_triggers(self) -> None:
         """Per feature: the segments reading it directly, with their thresholds."""
         features = self.definitions.features
-        self.direct: dict[str, tuple[tuple[int, tuple[float, ...] | None], ...]] = {}
+        self.direct: dict[str, tuple[tuple[int, tuple[Atom, ...] | None], ...]] = {}
         for seg in self.definitions.segments:
             bit = self.definitions.bits[seg.key]
             for name in seg.inputs:
                 numeric = features.value_type(name) in ("int", "float")
-                points = thresholds(seg.condition, name) if numeric else None
-                self.direct[name] = (*self.direct.get(name, ()), (bit, points))
+                found = atoms(seg.condition, name) if numeric else None
+                self.direct[name] = (*self.direct.get(name, ()), (bit, found))
         self._refresh_names: dict[tuple[int, ...], tuple[str, ...]] = {}
         self._touched_steps: dict[tuple[int, ...], _Steps] = {}
         self._step_cache: dict[tuple[str, ...], _Steps] = {}
@@ -301,15 +301,15 @@ class SegmentEngine:
         kinds = {features.features[n].kind for n in names}  # type: ignore[union-attr]
         if kinds not in ({"count"}, {"distinct"}):
             return None
-        points: set[float] = set()
+        numbers: set[float] = set()
         for name in names:
             if any(n != name and n in self.users for n in self.plan.downstream([name])):
                 return None  # a ratio or score reads it: every expiry matters
             for _, found in self.direct.get(name, ()):
                 if found is None:
                     return None
-                points.update(found)
-        return (kinds.pop(), tuple(sorted(points)))
+                numbers.update(points(found))
+        return (kinds.pop(), tuple(sorted(numbers)))
 
     def _stream_wake(self, state: Any, index: int, res: int, span: int) -> int | None:
         """The first minute at which this stream's expiry may change a segment."""
@@ -317,17 +317,17 @@ class SegmentEngine:
         if mode is None:
             oldest = _oldest(state, None)
             return None if oldest is None else (oldest + span) * res
-        kind, points = mode
+        kind, marks = mode
         if kind == "count":
             value, items = state.count, (b[1] for b in state.buckets)
             minutes = (b[0] for b in state.buckets)
         else:
             value, items = len(state.values), (1 for _ in state.values)
             minutes = iter(state.values.values())
-        at = bisect.bisect_right(points, value)
+        at = bisect.bisect_right(marks, value)
         if at == 0 or value == 0:
             return None  # only decreases until the next event: no threshold below
-        need, dropped = value - points[at - 1], 0
+        need, dropped = value - marks[at - 1], 0
         for steps, (count, minute) in enumerate(zip(items, minutes, strict=False)):
             dropped += count
             if dropped >= need or steps >= 255:  # a long walk resumes at the next wake
@@ -401,13 +401,12 @@ class SegmentEngine:
             if new == old and (new is None) == (old is None):
                 continue
             cache[name] = new
-            for bit, points in direct:
-                if points is None or old is None or new is None:
+            for bit, found in direct:
+                if found is None:
                     mask |= 1 << bit
                     continue
-                low, high = (old, new) if old < new else (new, old)
-                for point in points:  # few thresholds: a loop beats bisect
-                    if low <= point <= high:
+                for atom in found:  # only a comparison that changes truth can flip it
+                    if truth(atom, old) != truth(atom, new):
                         mask |= 1 << bit
                         break
         return mask
@@ -522,9 +521,9 @@ class SegmentEngine:
         the check already scheduled comes no later than the crossing.
         """
         value = state.count if mode[0] == "count" else len(state.values)
-        points = mode[1]
-        at = bisect.bisect_right(points, value)
-        reached = at > 0 and points[at - 1] > value - 1
+        marks = mode[1]
+        at = bisect.bisect_right(marks, value)
+        reached = at > 0 and marks[at - 1] > value - 1
         if not reached and value != 1:
             return None
         oldest = _oldest(state, None)

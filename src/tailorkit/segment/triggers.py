@@ -1,26 +1,26 @@
 """When can a change of one numeric feature change a segment's condition?
 
-For a condition that compares a numeric feature only with numbers
-(``$gt``, ``$gte``, ``$lt``, ``$lte``, ``$eq``, ``$ne``, ``$in``, ``$nin``,
-plain values, ``$exists``, ``$type``, ``$not``/``$and``/``$or``/``$nor`` of
-those), its truth as a function of the value is piecewise constant: it can
-only change where the value crosses one of the literals (or becomes or stops
-being null). So going from ``old`` to ``new`` cannot change the condition
-unless a threshold lies in ``[min(old, new), max(old, new)]``; the online
-executor then skips re-evaluating it. Anything else (regular expressions,
-strings compared as text) is *unsafe*: every change re-evaluates.
+A condition that reads a numeric feature only through comparisons with
+numbers (``$gt``, ``$gte``, ``$lt``, ``$lte``, ``$eq``, ``$ne``, ``$in``,
+``$nin``, plain values, ``$exists``, ``$type``, and ``$not``/``$and``/
+``$or``/``$nor`` of those) is a boolean function of a few *atoms* — the
+truth of each comparison. If no atom changes its truth between the old and
+the new value, the condition cannot change, and the online executor skips
+re-evaluating it. Atoms follow the reference evaluator's JavaScript rules
+(``null`` is 0 in ``$lt``/``$gt`` and in plain equality, never ``===`` a
+number). Anything else (regular expressions, strings compared as text) is
+*unsafe*: every change re-evaluates.
 
->>> thresholds({"views": {"$gt": 3}, "buys": 0}, "views")
-(3.0,)
->>> crosses((3.0,), 4, 9), crosses((3.0,), 2, 9)
-(False, True)
->>> thresholds({"views": {"$regex": "^1"}}, "views") is None
+>>> atoms({"views": {"$gt": 3}, "buys": 0}, "views")
+(('gt', 3.0),)
+>>> flips((("gt", 3.0),), 2, 3), flips((("gt", 3.0),), 3, 4), flips((("gt", 3.0),), None, 0)
+(False, True, False)
+>>> atoms({"views": {"$regex": "^1"}}, "views") is None
 True
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -28,16 +28,19 @@ from typing import Any
 from tailorkit.evaluate.jsvalues import js_to_number
 
 LOGICAL = ("$or", "$nor", "$and")
-SAFE_NUMERIC_OPS = ("$eq", "$ne", "$lt", "$lte", "$gt", "$gte")
+RELATIONS = {"$lt": "lt", "$lte": "le", "$gt": "gt", "$gte": "ge"}
+#: (kind, number): ``gt``/``ge``/``lt``/``le``/``eq`` compare with null as 0,
+#: ``seq`` is strict equality, ``null`` is null-ness, ``truthy`` JavaScript truthiness.
+Atom = tuple[str, float]
 
 
 class _Unsafe(Exception):
     pass
 
 
-def thresholds(condition: Mapping[str, Any], feature: str) -> tuple[float, ...] | None:
-    """Sorted numbers where ``condition`` may flip as ``feature`` moves; ``None``: unsafe."""
-    found: list[float] = []
+def atoms(condition: Mapping[str, Any], feature: str) -> tuple[Atom, ...] | None:
+    """The comparisons of ``feature`` a condition depends on; ``None``: unsafe."""
+    found: list[Atom] = []
     try:
         _walk(condition, feature, found)
     except _Unsafe:
@@ -45,14 +48,46 @@ def thresholds(condition: Mapping[str, Any], feature: str) -> tuple[float, ...] 
     return tuple(sorted(set(found)))
 
 
-def crosses(points: tuple[float, ...], old: float, new: float) -> bool:
-    """Whether a point lies in the closed interval between ``old`` and ``new``."""
-    low, high = (old, new) if old <= new else (new, old)
-    at = bisect.bisect_left(points, low)
-    return at < len(points) and points[at] <= high
+def truth(atom: Atom, value: float | None) -> bool:
+    """One comparison, with the reference evaluator's rules for numbers and null.
+
+    >>> truth(("lt", 7.0), None), truth(("seq", 0.0), None), truth(("eq", 0.0), None)
+    (True, False, True)
+    """
+    kind, c = atom
+    if kind == "null":
+        return value is None
+    if kind == "truthy":
+        return value is not None and value != 0
+    if kind == "seq":
+        return value is not None and value == c
+    x = 0.0 if value is None else value
+    if kind == "gt":
+        return x > c
+    if kind == "ge":
+        return x >= c
+    if kind == "lt":
+        return x < c
+    if kind == "le":
+        return x <= c
+    return x == c
 
 
-def _walk(condition: Any, feature: str, out: list[float]) -> None:
+def flips(found: tuple[Atom, ...], old: float | None, new: float | None) -> bool:
+    """Whether going from ``old`` to ``new`` changes the truth of any atom."""
+    return any(truth(atom, old) != truth(atom, new) for atom in found)
+
+
+def points(found: tuple[Atom, ...]) -> tuple[float, ...]:
+    """The numbers the atoms compare with (where the truth can change).
+
+    >>> points((("gt", 3.0), ("null", 0.0), ("seq", 1.0)))
+    (1.0, 3.0)
+    """
+    return tuple(sorted({c for kind, c in found if kind not in ("null", "truthy")}))
+
+
+def _walk(condition: Any, feature: str, out: list[Atom]) -> None:
     if not isinstance(condition, Mapping):
         raise _Unsafe
     for key, value in condition.items():
@@ -65,20 +100,24 @@ def _walk(condition: Any, feature: str, out: list[float]) -> None:
             _value(value, out)
 
 
-def _number(value: Any) -> float:
+def _number(value: Any) -> float | None:
+    """A finite JavaScript number for the literal, or ``None`` (NaN: always false)."""
     number = js_to_number(value)
-    if math.isnan(number) or math.isinf(number):
-        raise _Unsafe
-    return number
+    return None if math.isnan(number) or math.isinf(number) else number
 
 
-def _value(expected: Any, out: list[float]) -> None:
+def _value(expected: Any, out: list[Atom]) -> None:
     if expected is None:
-        return  # null-ness changes are always re-evaluated
-    if isinstance(expected, bool):
-        out.append(0.0)  # truthiness flips at 0
-    elif isinstance(expected, int | float | str):
-        out.append(_number(expected))
+        out.append(("null", 0.0))
+    elif isinstance(expected, bool):
+        out.extend((("truthy", 0.0), ("null", 0.0)))  # {"f": false} needs a non-null value
+    elif isinstance(expected, int | float):
+        out.append(("eq", float(expected)))
+    elif isinstance(expected, str):
+        number = _number(expected)
+        if number is None or expected.strip() != expected or not expected:
+            raise _Unsafe  # String(number) === text: only canonical numbers are simple
+        out.append(("eq", number))
     elif isinstance(expected, Mapping) and expected and all(str(k)[:1] == "$" for k in expected):
         for op, arg in expected.items():
             _operator(str(op), arg, out)
@@ -86,19 +125,31 @@ def _value(expected: Any, out: list[float]) -> None:
         raise _Unsafe
 
 
-def _operator(op: str, arg: Any, out: list[float]) -> None:
-    if op in SAFE_NUMERIC_OPS:
-        if isinstance(arg, bool) or arg is None:
-            return  # a number is never === true/null: constant
-        if not isinstance(arg, int | float | str):
+def _operator(op: str, arg: Any, out: list[Atom]) -> None:
+    if op in RELATIONS:
+        if isinstance(arg, bool) or not isinstance(arg, int | float | str):
             raise _Unsafe
-        out.append(_number(arg))
+        number = _number(arg)
+        if number is not None:  # NaN comparisons are always false: no atom
+            out.append((RELATIONS[op], number))
+    elif op in ("$eq", "$ne"):
+        if arg is None:
+            out.append(("null", 0.0))
+        elif isinstance(arg, int | float) and not isinstance(arg, bool):
+            out.append(("seq", float(arg)))
+        elif not isinstance(arg, bool | str):
+            raise _Unsafe  # (strings and booleans are never === a number: constant)
     elif op in ("$in", "$nin"):
         if not isinstance(arg, list):
             raise _Unsafe
-        # strict membership: only numbers can match a number
-        out.extend(float(a) for a in arg if isinstance(a, int | float) and not isinstance(a, bool))
+        for item in arg:
+            if item is None:
+                out.append(("null", 0.0))
+            elif isinstance(item, int | float) and not isinstance(item, bool):
+                out.append(("seq", float(item)))
+    elif op in ("$exists", "$type"):
+        out.append(("null", 0.0))
     elif op == "$not":
         _value(arg, out)
-    elif op not in ("$exists", "$type"):
+    else:
         raise _Unsafe
