@@ -56,6 +56,7 @@ AS_OF = datetime(2026, 5, 1, tzinfo=UTC)
 FEATURES = {
     "experiments": {
         EXPERIMENT: {
+            "variations": ["control", "one-page checkout", "express checkout"],
             "weights": [1, 1, 1],
             "segments": list(SEGMENTS),
             "metrics": {

@@ -45,7 +45,7 @@ statistics without another query.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from typing import Any
@@ -108,13 +108,17 @@ def exposures(events: ir.Table, spec: ExperimentSpec, end: datetime, backend: st
     e = e.filter(key == key_value, kind == kind_value)
     # the logged variation keys name the variations only when the definition does not
     vkey = props.text("variation_key") if spec.variations is None else ibis.null("string")
-    e = e.mutate(_v=props.integer("variation"), _vk=vkey).filter(lambda t: t._v.notnull())
+    e = e.mutate(_v=props.integer("variation"), _vk=vkey)
+    # exposures without a valid variation are ignored inside the aggregates (a row
+    # filter would make the engine extract the variation twice)
+    valid = e._v.notnull()
     first = e.group_by("person_id").aggregate(
-        first_ts=e.timestamp.min(),
+        first_ts=e.timestamp.min(where=valid),
         variation=e._v.min(),
         _vmax=e._v.max(),
-        vkey=e._vk.min(),
+        vkey=e._vk.min(where=valid),
     )
+    first = first.filter(first.variation.notnull())
     return first.select(
         "person_id",
         "first_ts",
@@ -254,7 +258,7 @@ def segment_masks(
 
 
 def user_table(
-    events: ir.Table,
+    resolve: Callable[[Sequence[str]], ir.Table],
     first: ir.Table,
     flagged: ir.Table | None,
     spec: ExperimentSpec,
@@ -264,14 +268,15 @@ def user_table(
     """One row per exposed person with the group keys and metric values ``x{i}``/``y{i}``.
 
     >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec
-    >>> events = Warehouse("duckdb://:memory:").resolved_events()
-    >>> first = exposures(events, example_spec(), AS_OF, "duckdb")
-    >>> user_table(events, first, None, example_spec(), AS_OF, "duckdb").columns
+    >>> wh = Warehouse("duckdb://:memory:")
+    >>> first = exposures(wh.resolved_events(), example_spec(), AS_OF, "duckdb")
+    >>> user_table(wh.resolved_events, first, None, example_spec(), AS_OF, "duckdb").columns
     ('variation', 'multi', 'day', 'vkey', 'flagged', 'mask', 'x0', 'x1', 'y1')
     """
-    users = first.left_join(metric_values(events, first, spec, end, backend), "person_id")
+    metric_events = resolve(_EventColumns(spec.metrics).event_types)
+    users = first.left_join(metric_values(metric_events, first, spec, end, backend), "person_id")
     if spec.segments:
-        masks = segment_masks(events, first, spec.segments, backend)
+        masks = segment_masks(resolve(SEGMENT_TYPES), first, spec.segments, backend)
         users = users.left_join(masks, "person_id")
     if flagged is not None:
         users = users.left_join(flagged.mutate(_flag=ibis.literal(True)), "person_id")
@@ -359,7 +364,7 @@ def sufficient_stats(
     (0, ['variation', 'multi', 'flagged', 'mask', 'day', 'n'])
     """
     with wh.lock, ExitStack() as stack:
-        events = wh.resolved_events()
+        events = wh.resolved_events([EXPOSURE])
         first = stack.enter_context(
             temporary(wh, exposures(events, spec, end, wh.backend), "exposed")
         )
@@ -367,7 +372,8 @@ def sufficient_stats(
         if quality.exclude_flagged_users:
             flags = flagged_users(wh, quality).select("person_id").distinct()
             flagged = stack.enter_context(temporary(wh, flags, "flagged"))
-        users = user_table(events, first, flagged, spec, end, wh.backend)
+        # each part reads only its event types, resolved separately: no shared scan of all events
+        users = user_table(wh.resolved_events, first, flagged, spec, end, wh.backend)
         caps: dict[str, float | None] = {}
         if any(m.winsorize_percentile is not None for m in spec.metrics):
             # the caps need every user's value first: keep the user table for both steps
