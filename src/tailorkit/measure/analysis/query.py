@@ -244,17 +244,15 @@ def segment_masks(
     seg, values = JsonFields(s.properties, backend).comparable("segment", segments)
     s = s.select("person_id", "timestamp", "type", _seg=seg)
     f = first.select(_pid=first.person_id, _at=first.first_ts)
+    bit = ibis.cases(*((s._seg == v, ibis.literal(1 << i, "int64")) for i, v in enumerate(values)))
+    s = s.filter(s._seg.isin(values)).mutate(_bit=bit)
     j = s.join(f, [s.person_id == f._pid, s.timestamp <= f._at])
-    aggs: dict[str, ir.Value] = {}
-    for i, value in enumerate(values):
-        aggs[f"_last{i}"] = j.timestamp.max(where=j._seg == value)
-        aggs[f"_in{i}"] = j.timestamp.max(where=(j._seg == value) & (j.type == ENTERED))
-    per = j.group_by("person_id").aggregate(**aggs)
-    mask: ir.IntegerValue = ibis.literal(0, "int64")
-    for i in range(len(segments)):
-        held = per[f"_in{i}"].notnull() & (per[f"_in{i}"] >= per[f"_last{i}"])
-        mask = mask + ibis.ifelse(held, ibis.literal(1 << i, "int64"), ibis.literal(0, "int64"))
-    return per.select("person_id", _mask=mask)
+    # per person and segment (narrow groups), then one bit per segment held
+    last = j.group_by(["person_id", "_bit"]).aggregate(
+        _last=j.timestamp.max(), _in=j.timestamp.max(where=j.type == ENTERED)
+    )
+    held = last._in.notnull() & (last._in >= last._last)
+    return last.group_by("person_id").aggregate(_mask=last._bit.sum(where=held).fill_null(0))
 
 
 def user_table(
