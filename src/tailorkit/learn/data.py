@@ -78,9 +78,14 @@ class AsOf(Warehouse):
         self.until = until
         self._resolved = resolved
 
-    def resolved_events(self) -> ir.Table:
-        """Resolved events with ``timestamp < until``."""
-        events = self._resolved if self._resolved is not None else super().resolved_events()
+    def resolved_events(self, types: Sequence[str] | None = None) -> ir.Table:
+        """Resolved events with ``timestamp < until`` (optionally only ``types``)."""
+        if self._resolved is not None:
+            events = self._resolved
+            if types is not None:
+                events = events.filter(events.type.isin(list(types)))
+        else:
+            events = super().resolved_events(types)
         if self.until is None:
             return events
         return events.filter(events.timestamp < ibis.literal(self.until))
