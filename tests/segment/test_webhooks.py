@@ -142,7 +142,7 @@ def test_membership_changes_reach_the_receiver(
         events_table([{"event_id": "e1", "type": "product_view", "user_id": "u1", "timestamp": t0}])
     )
     engine.advance_to(t0 + timedelta(days=2))
-    assert dispatcher.wait_idle(10)
+    assert dispatcher.wait_idle(60)
     payloads = [json.loads(body) for _, _, body in receiver.received]
     assert [(p["type"], p["segment"], p["user_id"], p["reason"]) for p in payloads] == [
         ("segment_entered", "browsers", "u1", "event"),
