@@ -211,8 +211,11 @@ class WindowState:
         return bucket
 
     def _extremes(self, bucket: list[Any], minute: int, units: int) -> None:
-        bucket[3] = units if bucket[3] is None else min(bucket[3], units)
-        bucket[4] = units if bucket[4] is None else max(bucket[4], units)
+        low, high = bucket[3], bucket[4]
+        if low is None or units < low:
+            bucket[3] = units
+        if high is None or units > high:
+            bucket[4] = units
         if bucket is not self.buckets[-1]:
             self.rebuild_wedges()
             return

@@ -87,8 +87,7 @@ class MemoryProfileStore(ProfileStore):
     def __init__(self) -> None:
         self._profiles: dict[str, Profile] = {}
         self._aliases: dict[str, str] = {}
-        self._wheel: dict[int, set[str]] = {}
-        self._minutes: list[int] = []
+        self._heap: list[tuple[int, str]] = []  # (minute, person), lazily superseded
         self._pending: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
         self._lock = threading.RLock()
@@ -127,28 +126,24 @@ class MemoryProfileStore(ProfileStore):
 
     def schedule(self, wakes: Mapping[str, int]) -> None:
         """Keep each person's earliest pending minute (like ``ZADD LT``)."""
+        pending, heap = self._pending, self._heap
         with self._lock:
             for person, minute in wakes.items():
-                pending = self._pending.get(person)
-                if pending is not None and pending <= minute:
-                    continue
-                self._pending[person] = minute
-                slot = self._wheel.get(minute)
-                if slot is None:
-                    slot = self._wheel[minute] = set()
-                    heapq.heappush(self._minutes, minute)
-                slot.add(person)
+                known = pending.get(person)
+                if known is None or minute < known:
+                    pending[person] = minute
+                    heapq.heappush(heap, (minute, person))
 
     def due(self, minute: int) -> list[str]:
-        """Pop every slot up to ``minute`` (entries moved to an earlier slot are skipped)."""
+        """Pop everything up to ``minute`` (superseded heap entries are skipped)."""
         found: list[str] = []
+        pending, heap = self._pending, self._heap
         with self._lock:
-            while self._minutes and self._minutes[0] <= minute:
-                slot_minute = heapq.heappop(self._minutes)
-                for person in self._wheel.pop(slot_minute, ()):
-                    if self._pending.get(person) == slot_minute:
-                        del self._pending[person]
-                        found.append(person)
+            while heap and heap[0][0] <= minute:
+                at, person = heapq.heappop(heap)
+                if pending.get(person) == at:
+                    del pending[person]
+                    found.append(person)
         return found
 
     def add_sizes(self, deltas: Mapping[str, int]) -> None:
@@ -167,8 +162,7 @@ class MemoryProfileStore(ProfileStore):
         with self._lock:
             self._profiles.clear()
             self._aliases.clear()
-            self._wheel.clear()
-            self._minutes.clear()
+            self._heap.clear()
             self._pending.clear()
             self._sizes.clear()
 
