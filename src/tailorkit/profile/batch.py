@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import ibis
@@ -44,7 +45,7 @@ from tailorkit.profile.definitions import (
     Score,
     Trait,
 )
-from tailorkit.profile.sqlconditions import SqlValue, compile_sql, json_slots
+from tailorkit.profile.sqlconditions import SqlValue, compile_sql, text_slots
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, minute_of, to_us, window_start
 
 UNITS = 1_000_000.0
@@ -88,22 +89,31 @@ class _Paths:
         self.slots.setdefault(path, set()).update(slots)
 
     def project(self, table: ir.Table) -> ir.Table:
-        columns: dict[str, ir.Value] = {}
+        """Two steps: each path's JSON text once, then every slot from that text."""
+        texts: dict[str, ir.Value] = {}
         json = table.properties.cast("json")
         for path, name in self.paths.items():
             node: Any = json
             for part in path.split("."):
                 node = node[part]
-            extract = json_slots(node)
+            text = node.cast("string")
             types = self.types[path]
-            for slot in sorted(self.slots[path]):
-                expr = extract[slot]
-                if types is not None:
-                    expr = ibis.cases(
-                        (table.type.isin(sorted(types)), expr), else_=ibis.null(_SLOTS[slot])
-                    )
-                columns[f"{name}_{slot}"] = expr
+            if types is not None:  # parse only the rows whose features read this path
+                text = ibis.cases((table.type.isin(sorted(types)), text), else_=ibis.null("string"))
+            texts[f"{name}_j"] = text
+        if not texts:
+            return table
+        table = table.mutate(**texts)
+        columns: dict[str, ir.Value] = {}
+        for name in self.paths.values():
+            j = table[f"{name}_j"]
+            derived = text_slots(j, partial(_reparsed, j))
+            for slot in sorted(self.slots[self._path_of(name)] - {"j"}):
+                columns[f"{name}_{slot}"] = derived[slot]
         return table.mutate(**columns) if columns else table
+
+    def _path_of(self, name: str) -> str:
+        return next(p for p, n in self.paths.items() if n == name)
 
     def value(self, table: ir.Table, path: str) -> SqlValue:
         name, slots = self.paths[path], self.slots[path]
@@ -119,6 +129,12 @@ class _Paths:
             json_text=slot("j"),
             is_text=is_text.fill_null(False) if is_text is not None else None,
         )
+
+
+def _reparsed(text: ir.StringValue) -> ir.StringValue:
+    """A JSON string's value from its JSON text (for texts with escapes)."""
+    value: ir.StringValue = text.cast("json").str
+    return value
 
 
 def condition_paths(condition: Any) -> list[str]:

@@ -113,9 +113,13 @@ def json_slots(node: Any) -> dict[str, ir.Value]:
     """Slot expressions of a JSON value: one extraction of its text feeds all but strings.
 
     ``j``: JSON text; ``n``: number; ``b``: boolean; ``t``: is a string;
-    ``s``: the string itself (a second extraction, which unescapes it).
+    ``s``: the string itself (unescaped by a second extraction only if needed).
     """
-    j = node.cast("string")
+    return text_slots(node.cast("string"), lambda: node.str)
+
+
+def text_slots(j: ir.StringValue, unescaped: Callable[[], ir.StringValue]) -> dict[str, ir.Value]:
+    """Slots derived from a value's JSON text ``j`` with string operations only."""
     is_text = j.substr(0, 1) == '"'
     # a string without escapes is its JSON text minus the quotes; others need a parse
     plain = is_text & ~j.contains("\\")
@@ -125,7 +129,7 @@ def json_slots(node: Any) -> dict[str, ir.Value]:
         "b": ibis.cases((j == "true", True), (j == "false", False), else_=ibis.null("boolean")),
         "t": is_text,
         "s": ibis.cases(
-            (plain, j.substr(1, j.length() - 2)), (is_text, node.str), else_=ibis.null("string")
+            (plain, j.substr(1, j.length() - 2)), (is_text, unescaped()), else_=ibis.null("string")
         ),
     }
 
