@@ -315,7 +315,7 @@ def stats_expr(users: ir.Table, spec: ExperimentSpec, caps: dict[str, float | No
 
     >>> from tailorkit.measure.analysis.examples import example_spec
     >>> users = ibis.table({"variation": "int64", "multi": "boolean", "flagged": "boolean",
-    ...     "mask": "int64", "day": "date", "vkey": "string", "x0": "float64", "x1": "float64",
+    ...     "mask": "int64", "day": "int64", "vkey": "string", "x0": "float64", "x1": "float64",
     ...     "y1": "float64"}, name="users")
     >>> stats_expr(users, example_spec(), {}).columns[5:]
     ('n', 'vkey', 'x0', 'xx0', 'x1', 'xx1', 'y1', 'yy1', 'xy1')
