@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tailorkit.collect.raw import PayloadError, parse_body, raw_from_items
+from tailorkit.collect.jsonlines import raw_from_items
+from tailorkit.collect.raw import PayloadError, parse_body
 from tailorkit.collect.validate import Validator
 from tailorkit.project.loader import Limits, PiiSettings
 from tests.helpers import event
@@ -168,20 +169,3 @@ def test_trait_only_keys_are_kept_on_other_events(validator: Validator) -> None:
     props = [json.loads(p) for p in result.accepted.column("properties").to_pylist()]
     assert props[0] == {"name": "Blue Shoes", "email": expected_hmac("x@y.z")}
     assert props[1] == {"name": expected_hmac("Blue Shoes")}
-
-
-def test_http_encoding_path_gives_the_same_answers(validator: Validator) -> None:
-    from tailorkit.collect.jsonlines import JsonLinesReader, decode_batches, encode_items
-
-    deep: dict = {"x": 1}
-    for _ in range(10):
-        deep = {"d": deep}
-    items = [event(), *[item for item, _ in BAD], event(properties=deep)]
-    direct = run(validator, items)
-    reader = JsonLinesReader(Limits())
-    (raw,) = decode_batches(reader, [encode_items(items, Limits())])
-    encoded = validator.validate(raw, NOW, "test")
-    assert encoded.accepted_index == direct.accepted_index == [0]
-    assert [i for i, _ in encoded.rejected] == [i for i, _ in direct.rejected]
-    for (_, a), (_, b) in zip(encoded.rejected, direct.rejected, strict=True):
-        assert a.split(":")[0] == b.split(":")[0], (a, b)

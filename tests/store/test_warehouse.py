@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from tailorkit.collect.jsonlines import raw_from_items
 from tailorkit.collect.pipeline import Collector
-from tailorkit.collect.raw import raw_from_items
 from tailorkit.project.loader import PiiSettings, Settings
 from tailorkit.store.warehouse import Warehouse
 from tests.helpers import event

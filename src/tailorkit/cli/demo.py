@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tailorkit.collect.pipeline import ACCEPTED, Collector
-from tailorkit.collect.raw import raw_from_arrow, raw_from_items
+from tailorkit.collect.raw import raw_from_arrow
 from tailorkit.demo import generate_shop
 from tailorkit.demo.definitions import history_exposures, write_definitions
 from tailorkit.project import Project, load_project
@@ -107,7 +107,7 @@ def _expose(project: Project, events: Any, start: datetime, bar: Progress) -> in
     items = history_exposures(events, start)
     warehouse = Warehouse(project.settings.store_url)
     collector = Collector(warehouse, project.settings)
-    result = collector.ingest(raw_from_items(items, project.settings.limits), "decision")
+    result = collector.ingest_items(items, "decision")
     warehouse.close()
     bar.advance(task)
     return result.count(ACCEPTED)

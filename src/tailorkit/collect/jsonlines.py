@@ -6,6 +6,7 @@ per-event Python work on the hot path is a single ``orjson.dumps``.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,3 +130,21 @@ def decode_batches(reader: JsonLinesReader, batches: list[EncodedBatch]) -> list
         offset += batch.count
     assert offset == table.num_rows, "every item is one non-blank line"
     return out
+
+
+_readers = threading.local()
+
+
+def raw_from_items(items: list[Any], limits: Limits) -> pa.Table:
+    """The raw batch of parsed JSON items, read now on this thread.
+
+    The collector batches HTTP requests itself (:meth:`Collector.submit_items`);
+    this is for code and tests that need one raw batch directly.
+
+    >>> raw_from_items([{"event_id": "e1"}, 5], Limits())["_error"].to_pylist()
+    [None, 'event: must be a JSON object']
+    """
+    readers: dict[Limits, JsonLinesReader] = _readers.__dict__.setdefault("by_limits", {})
+    reader = readers.get(limits) or readers.setdefault(limits, JsonLinesReader(limits))
+    (raw,) = decode_batches(reader, [encode_items(items, limits)])
+    return raw

@@ -102,6 +102,11 @@ class Collector:
         """Validate and store one raw batch now (no writer thread)."""
         return self._commit([_Pending(raw, source, Future())])[0]
 
+    def ingest_items(self, items: list[Any], source: str) -> BatchResult:
+        """Validate and store parsed JSON items now (no writer thread)."""
+        encoded = encode_items(items, self.settings.limits)
+        return self._commit([_Pending(None, source, Future(), encoded)])[0]
+
     # -- asynchronous path (HTTP) -------------------------------------------
     def start(self) -> None:
         """Start the writer thread."""

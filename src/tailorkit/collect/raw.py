@@ -2,9 +2,10 @@
 
 The raw batch is the single input of the vectorized validator
 (:mod:`tailorkit.collect.validate`), whatever the source: HTTP JSON, NDJSON,
-Segment payloads, CSV or Parquet files. Problems that only Python can see
-(not an object, wrong JSON type, too deep, too large) are recorded per row in
-``_error`` so that the validator reports them with the row's index.
+Segment payloads, CSV or Parquet files. Problems found before validation
+(not JSON, not an object, wrong JSON type, too deep, too large) are recorded
+per row in ``_error`` so that the validator reports them with the row's index.
+Parsed JSON items become raw batches through :mod:`tailorkit.collect.jsonlines`.
 """
 
 from __future__ import annotations
@@ -110,34 +111,6 @@ def depth(value: Any, limit: int) -> int:
     return 1 + deepest
 
 
-def _check_item(item: Any, limits: Limits) -> tuple[str | None, dict[str, str | None]]:
-    """Return (error, text columns) for one event object."""
-    if isinstance(item, Invalid):
-        return item.message, {}
-    if not isinstance(item, dict):
-        return "event: must be a JSON object", {}
-    row: dict[str, str | None] = {}
-    for name in ID_FIELDS:
-        value = item.get(name)
-        if value is not None and not isinstance(value, str):
-            return f"{name}: must be a string", {}
-        row[name] = value
-    for name in JSON_FIELDS:
-        value = item.get(name)
-        if value is None:
-            row[name] = None
-            continue
-        if not isinstance(value, dict):
-            return f"{name}: must be an object", {}
-        if depth(value, limits.max_depth + 1) > limits.max_depth:
-            return f"{name}: nested deeper than {limits.max_depth} levels", {}
-        row[name] = orjson.dumps(value).decode()
-    size = sum(len(v) for v in row.values() if v)
-    if size > limits.max_event_bytes:
-        return f"event: {size} bytes, over the limit of {limits.max_event_bytes}", {}
-    return None, row
-
-
 def raw_from_arrow(table: pa.Table, first_index: int = 0) -> pa.Table:
     """Build the raw batch from an Arrow table of events (columns named as in the model).
 
@@ -158,16 +131,4 @@ def raw_from_arrow(table: pa.Table, first_index: int = 0) -> pa.Table:
         if pa.types.is_timestamp(column.type):
             column = column.cast(pa.timestamp("us", "UTC"))  # renders as "... hh:mm:ss.ffffffZ"
         columns[name] = column.cast(pa.string())
-    return pa.table(columns, schema=RAW_SCHEMA)
-
-
-def raw_from_items(items: list[Any], limits: Limits, first_index: int = 0) -> pa.Table:
-    """Build the raw batch from parsed JSON items (one row each, errors kept)."""
-    columns: dict[str, list[Any]] = {name: [] for name in RAW_SCHEMA.names}
-    for offset, item in enumerate(items):
-        error, row = _check_item(item, limits)
-        columns["_index"].append(first_index + offset)
-        columns["_error"].append(error)
-        for name in ID_FIELDS + JSON_FIELDS:
-            columns[name].append(row.get(name))
     return pa.table(columns, schema=RAW_SCHEMA)

@@ -33,7 +33,6 @@ import yaml
 
 from tailorkit import metrics
 from tailorkit.collect.pipeline import Collector
-from tailorkit.collect.raw import raw_from_items
 from tailorkit.decide.bandit_runtime import BanditRuntime, make_policy
 from tailorkit.decide.content import TemplateChecker
 from tailorkit.decide.engine import NO_PROFILE, DecisionEngine, ProfileView
@@ -382,7 +381,7 @@ class DecideService:
         logged = False
         if self.collector is not None:
             events = [_consent_event(user_id, anonymous_id, personalization, analytics)]
-            self.collector.submit(raw_from_items(events, self.project.settings.limits), "decide")
+            self._submit(events)
             logged = True
         return {"personalization": personalization, "cleared": cleared, "logged": logged}
 
@@ -405,11 +404,7 @@ class DecideService:
     def _submit(self, events: list[dict[str, Any]]) -> Future[Any] | None:
         if self.collector is None:
             return None
-        submit_items = getattr(self.collector, "submit_items", None)
-        if submit_items is not None:  # fields are extracted in DuckDB, not per event in Python
-            future: Future[Any] = submit_items(events, "decide")
-            return future
-        return self.collector.submit(raw_from_items(events, self.project.settings.limits), "decide")
+        return self.collector.submit_items(events, "decide")
 
 
 def _consent_event(

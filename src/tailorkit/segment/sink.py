@@ -14,7 +14,6 @@ from concurrent.futures import Future
 from typing import Any
 
 from tailorkit.collect.pipeline import BatchResult, Collector
-from tailorkit.collect.raw import raw_from_items
 from tailorkit.segment.definitions import Definitions
 from tailorkit.segment.online import Change
 from tailorkit.segment.webhooks import WebhookDispatcher
@@ -70,12 +69,11 @@ class ChangeSink:
 
     def _write(self, changes: list[Change]) -> None:
         assert self.collector is not None
-        limits = self.collector.settings.limits
-        raw = raw_from_items([c.to_event() for c in changes], limits)
+        events = [c.to_event() for c in changes]
         if self.asynchronous:
-            self.collector.submit(raw, SOURCE).add_done_callback(_log_failure)
+            self.collector.submit_items(events, SOURCE).add_done_callback(_log_failure)
         else:
-            self.collector.ingest(raw, SOURCE)
+            self.collector.ingest_items(events, SOURCE)
 
 
 def _log_failure(future: Future[BatchResult]) -> None:

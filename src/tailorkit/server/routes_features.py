@@ -32,7 +32,6 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from tailorkit.collect.raw import raw_from_items
 from tailorkit.decide.exposures import EXPOSURE_SOURCE, ExposureLog
 from tailorkit.decide.features import FeatureService, ProfileLookup
 from tailorkit.evaluate import FeatureResult
@@ -59,7 +58,7 @@ def install(app: FastAPI) -> FeatureService:
     limits = settings.limits
 
     def submit(events: list[dict[str, Any]]) -> object:
-        return state.collector.submit(raw_from_items(events, limits), EXPOSURE_SOURCE)
+        return state.collector.submit_items(events, EXPOSURE_SOURCE)
 
     exposures = ExposureLog(
         submit,

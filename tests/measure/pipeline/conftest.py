@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tailorkit.collect.jsonlines import raw_from_items
 from tailorkit.collect.pipeline import Collector
-from tailorkit.collect.raw import raw_from_items
 from tailorkit.project import Project, load_project
 from tailorkit.project.init import write_project
 from tailorkit.store.warehouse import Warehouse
