@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,18 +42,14 @@ def _check_only(collector: Collector, paths: list[Path]) -> list[dict[str, Any]]
     errors = []
     for path in paths:
         for chunk in read_file(path, collector.settings.limits):
-            validated = collector.validator.validate(chunk.raw, _now(), f"file:{path.name}")
+            validated = collector.validator.validate(
+                chunk.raw, datetime.now(UTC), f"file:{path.name}"
+            )
             for index, reason in validated.rejected:
                 errors.append(
                     {"file": str(path), "line": chunk.first_line + index, "reason": reason}
                 )
     return errors
-
-
-def _now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
 
 
 def ingest_files(
