@@ -6,6 +6,10 @@ them in one transaction (group commit), then answers each request. An event is
 acknowledged only after that transaction has committed, so a crash can lose
 only unacknowledged events; re-sending them is safe because ids are
 deduplicated against the store.
+
+With an event bus (:mod:`tailorkit.collect.bus`), ``publish`` replaces the
+store step: the validated :class:`Part` s of a group go to the bus, and
+``tailorkit worker`` stores them with :meth:`Collector.store_parts`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -64,6 +68,15 @@ class BatchResult:
 
 
 @dataclass
+class Part:
+    """The validated events of one source in one group: what is stored or published."""
+
+    source: str
+    received: datetime
+    validated: Validated
+
+
+@dataclass
 class _Pending:
     raw: pa.Table | None
     source: str
@@ -87,12 +100,15 @@ class Collector:
         warehouse: Warehouse,
         settings: Settings,
         on_stored: Callable[[pa.Table], None] | None = None,
+        publish: Callable[[list[Part]], None] | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.settings = settings
         self.validator = Validator(settings.pii)
         self.reader = JsonLinesReader(settings.limits)
         self.on_stored = on_stored
+        # Set (event bus): validated parts go there instead of the store; durable once it returns.
+        self.publish = publish
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self.max_group_events = 20_000
@@ -179,29 +195,43 @@ class Collector:
             by_source: dict[str, list[int]] = {}
             for i, pending in enumerate(group):
                 by_source.setdefault(pending.source, []).append(i)
-            validated: list[tuple[str, list[int], Validated, list[int]]] = []
+            validated: list[tuple[Part, list[int], list[int]]] = []
             for source, members in by_source.items():
                 raw, offsets = _concat([_raw(group[i]) for i in members])
-                validated.append(
-                    (source, members, self.validator.validate(raw, received, source), offsets)
-                )
-            events = pa.concat_tables([v.accepted for _, _, v, _ in validated])
-            identities = pa.concat_tables(
-                [v.identities for _, _, v, _ in validated if v.identities is not None]
-            )
-            with self.warehouse.lock:
-                dups = self.warehouse.stored_ids(events["event_id"])
-                if dups:
-                    fresh = pc.invert(pc.is_in(events["event_id"], pa.array(list(dups))))
-                    events = events.filter(fresh)
-                stats = _stats_table(validated, dups, received, self.settings.quality)
-                self.warehouse.insert(events, identities, stats)
+                part = Part(source, received, self.validator.validate(raw, received, source))
+                validated.append((part, members, offsets))
+            parts = [part for part, _, _ in validated]
+            if self.publish is not None:
+                self.publish(parts)
+                dups: frozenset[str] = frozenset()  # known only to the worker that stores them
+            else:
+                dups = self.store_parts(parts)
         results = [BatchResult([ACCEPTED] * p.size) for p in group]
-        for source, members, v, offsets in validated:
-            self._fill(results, members, offsets, v, dups, source)
+        for part, members, offsets in validated:
+            self._fill(results, members, offsets, part.validated, dups, part.source)
+        return results
+
+    def store_parts(self, parts: list[Part]) -> frozenset[str]:
+        """Store validated parts in one transaction, skipping ids already stored.
+
+        Returns the skipped ids. The dedup check and the insert hold the
+        warehouse's write lock, which on PostgreSQL also excludes other
+        processes (several ``tailorkit worker`` s), so an id is stored once.
+        """
+        events = pa.concat_tables([p.validated.accepted for p in parts])
+        identities = pa.concat_tables(
+            [p.validated.identities for p in parts if p.validated.identities is not None]
+        )
+        with self.warehouse.exclusive():
+            dups = self.warehouse.stored_ids(events["event_id"])
+            if dups:
+                fresh = pc.invert(pc.is_in(events["event_id"], pa.array(list(dups))))
+                events = events.filter(fresh)
+            stats = _stats_table(parts, dups, self.settings.quality)
+            self.warehouse.insert(events, identities, stats)
         if self.on_stored is not None and events.num_rows:
             self.on_stored(events)
-        return results
+        return dups
 
     def _decode(self, group: list[_Pending]) -> None:
         """Turn the encoded (HTTP) requests of a group into raw batches, in one query."""
@@ -273,34 +303,32 @@ def _bisect(offsets: list[int], index: int) -> int:
 
 
 def _stats_table(
-    validated: list[tuple[str, list[int], Validated, list[int]]],
-    store_dups: frozenset[str],
-    received: datetime,
-    quality: QualitySettings,
+    parts: list[Part], store_dups: frozenset[str], quality: QualitySettings
 ) -> pa.Table:
     """Counts per (day, source, outcome, reason) for the data-quality report."""
-    day = received.date()
-    rows: Counter[tuple[str, str, str | None]] = Counter()
-    for source, _, v, _ in validated:
+    rows: Counter[tuple[date, str, str, str | None]] = Counter()
+    for part in parts:
+        v, source, received = part.validated, part.source, part.received
+        day = received.date()
         ids = v.accepted["event_id"]
         n_dup = pc.sum(pc.is_in(ids, pa.array(list(store_dups), pa.string()))).as_py() or 0
-        rows[(source, ACCEPTED, None)] += v.accepted.num_rows - n_dup
-        rows[(source, DUPLICATE, None)] += len(v.duplicate_index) + n_dup
-        rows[(source, CONSENT_DROPPED, None)] += len(v.consent_dropped)
+        rows[(day, source, ACCEPTED, None)] += v.accepted.num_rows - n_dup
+        rows[(day, source, DUPLICATE, None)] += len(v.duplicate_index) + n_dup
+        rows[(day, source, CONSENT_DROPPED, None)] += len(v.consent_dropped)
         for _, reason in v.rejected:
-            rows[(source, REJECTED, reason.split(":")[0])] += 1
+            rows[(day, source, REJECTED, reason.split(":")[0])] += 1
         if v.accepted.num_rows:
             late = pc.less(
                 v.accepted["timestamp"], received - timedelta(hours=quality.late_after_hours)
             )
-            rows[(source, "late", None)] += pc.sum(late).as_py() or 0
+            rows[(day, source, "late", None)] += pc.sum(late).as_py() or 0
             skew = pc.abs(pc.fill_null(v.accepted["clock_skew_ms"], 0))
-            rows[(source, "clock_skewed", None)] += (
+            rows[(day, source, "clock_skewed", None)] += (
                 pc.sum(pc.greater(skew, SKEW_FLAG_MS)).as_py() or 0
             )
     data = [
-        {"day": day, "source": s, "outcome": o, "reason": r, "n": n}
-        for (s, o, r), n in rows.items()
+        {"day": d, "source": s, "outcome": o, "reason": r, "n": n}
+        for (d, s, o, r), n in rows.items()
         if n
     ]
     return pa.Table.from_pylist(data, schema=INGEST_STATS_SCHEMA.to_pyarrow())

@@ -52,6 +52,8 @@ INGEST_STATS_SCHEMA = ibis.schema(
 )
 EVENT_ARROW_SCHEMA = EVENT_SCHEMA.to_pyarrow()
 
+# PostgreSQL advisory lock id held while deduplicating and inserting ("tkwrite").
+WRITE_LOCK_KEY = 0x746B7772697465
 _POSTGRES = re.compile(r"^postgres(ql)?://")
 
 
@@ -143,8 +145,8 @@ class Warehouse:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        raw: Any = self.con.con
         if self.backend == "duckdb":
-            raw: Any = self.con.con
             raw.begin()
             try:
                 yield
@@ -152,8 +154,29 @@ class Warehouse:
             except BaseException:
                 raw.rollback()
                 raise
+        elif self.backend == "postgres":
+            with raw.transaction():  # nested in exclusive(): a savepoint
+                yield
         else:
             yield
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the write lock: check-then-insert (dedup) stays atomic.
+
+        In-process writers share :attr:`lock`. On PostgreSQL several
+        processes (``tailorkit worker`` s) may write, so this also opens a
+        transaction holding an advisory lock until it commits. A DuckDB file
+        admits one writing process anyway.
+        """
+        with self.lock:
+            if self.backend != "postgres":
+                yield
+                return
+            raw: Any = self.con.con
+            with raw.transaction(), raw.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+                yield
 
     def stored_ids(self, event_ids: pa.Array) -> frozenset[str]:
         """The subset of ``event_ids`` already in the store (exact dedup)."""
@@ -171,7 +194,7 @@ class Warehouse:
     ) -> None:
         """Write new events, identity merges and ingest statistics in one transaction.
 
-        Callers deduplicate first (:meth:`stored_ids`) while holding :attr:`lock`;
+        Callers deduplicate first (:meth:`stored_ids`) inside :meth:`exclusive`;
         when this returns, everything is durable.
         """
         tables = {
