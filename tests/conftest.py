@@ -137,3 +137,20 @@ def live_server(project_dir: Path, tmp_path: Path) -> Iterator[LiveServer]:
     server = start_server(project_dir, tmp_path / "server.log")
     yield server
     server.stop()
+
+
+REDIS_URL = os.environ.get("TAILORKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A fresh key prefix on the local Redis; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"tk-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -37,3 +37,13 @@ EXPOSURES_LOGGED = Counter(
     "Decision-log (exposure) events handed to the collector, by outcome (queued, dropped, failed)",
     ["outcome"],
 )
+RATE_LIMITED = Counter(
+    "tailorkit_rate_limited_total",
+    "Requests refused with 429 because their API key exceeded its rate, by key scope",
+    ["scope"],
+)
+REDIS_FALLBACKS = Counter(
+    "tailorkit_redis_fallbacks_total",
+    "Calls to shared Redis state that failed and used in-process state instead, by component",
+    ["component"],
+)

@@ -20,12 +20,33 @@ from tests.conftest import LiveServer, free_port, start_server
 from tests.decide.conftest import PLACEMENTS, write_decide_project
 from tests.helpers import event
 
+# Keys with tiny rate limits (tailorkit.yaml rate_limits.keys): SPENT has one token
+# that never comes back (the key matrix spends it), SLOW one per second.
+SPENT_INGEST = "tk_ingest_spent_0000000000"
+SPENT_ADMIN = "tk_admin_spent_00000000000"
+SLOW_INGEST = "tk_ingest_slow_00000000000"
+
+
+def limit_keys(project: Path) -> None:
+    """Add the rate-limited keys to the project's tailorkit.yaml."""
+    path = project / "tailorkit.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["keys"]["ingest"] += [SPENT_INGEST, SLOW_INGEST]
+    doc["keys"]["admin"].append(SPENT_ADMIN)
+    spent = {"per_second": 0.0001, "burst": 1}
+    doc["rate_limits"] = {
+        "keys": {SPENT_INGEST: spent, SPENT_ADMIN: spent, SLOW_INGEST: {"per_second": 1}}
+    }
+    path.write_text(yaml.safe_dump(doc))
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server for the read-mostly tests of this module."""
     root = tmp_path_factory.mktemp("decide")
-    live = start_server(write_decide_project(root / "shop"), root / "server.log")
+    project = write_decide_project(root / "shop")
+    limit_keys(project)
+    live = start_server(project, root / "server.log")
     yield live
     live.stop()
 
@@ -106,8 +127,13 @@ def test_key_matrix(server: LiveServer) -> None:
         "wrong": {"Authorization": "Bearer tk_wrong_000000000000000000"},
         "ingest": server.ingest_headers,
         "admin": server.admin_headers,
+        "spent ingest": {"Authorization": f"Bearer {SPENT_INGEST}"},
+        "spent admin": {"X-Tailorkit-Key": SPENT_ADMIN},
     }
     with server.client() as client:
+        for spent in (SPENT_INGEST, SPENT_ADMIN):  # each one's only token
+            r = client.get("/v1/decide/defaults", headers={"Authorization": f"Bearer {spent}"})
+            assert r.status_code == 200
         for method, path, needs, body in ENDPOINTS:
             for name, headers in keys.items():
                 r = client.request(method, path, headers=headers, json=body)
@@ -115,11 +141,44 @@ def test_key_matrix(server: LiveServer) -> None:
                     expected = 200
                 elif name in ("none", "wrong"):
                     expected = 401
+                elif name.startswith("spent"):  # even where its scope would give 403
+                    expected = 429
                 elif name == "ingest" and needs == "admin":
                     expected = 403
                 else:
                     expected = 200
                 assert r.status_code == expected, (method, path, name, r.status_code, r.text)
+                if expected == 429:
+                    assert int(r.headers["retry-after"]) >= 1000  # 1 token per 10,000 s
+        # the default limits (1000/s per ingest key) leave ordinary traffic alone
+        for _ in range(50):
+            assert client.get("/v1/decide/defaults", headers=server.ingest_headers).is_success
+
+
+def test_rate_limit_answers_429_with_retry_after_and_recovers(server: LiveServer) -> None:
+    headers = {"Authorization": f"Bearer {SLOW_INGEST}"}
+    body = {"user_id": "rate", "placements": ["banner"]}
+    with server.client() as client:
+        before = _metric(client, 'tailorkit_rate_limited_total{scope="ingest"}')
+        codes = [client.post("/v1/decide", json=body, headers=headers) for _ in range(6)]
+        # burst 2 (two seconds' worth at 1/s); the requests take well under a second
+        assert [r.status_code for r in codes][:2] == [200, 200]
+        refused = [r for r in codes if r.status_code == 429]
+        assert refused and all(r.headers["retry-after"] == "1" for r in refused)
+        assert refused[0].json()["detail"] == "rate limit of this API key exceeded"
+        time.sleep(int(refused[-1].headers["retry-after"]))
+        assert client.post("/v1/decide", json=body, headers=headers).status_code == 200
+        # other keys have their own buckets
+        assert client.post("/v1/decide", json=body, headers=server.ingest_headers).is_success
+        after = _metric(client, 'tailorkit_rate_limited_total{scope="ingest"}')
+    assert after - before == len(refused)
+
+
+def _metric(client: httpx.Client, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def test_profiles_and_segments_drive_decisions(server: LiveServer) -> None:

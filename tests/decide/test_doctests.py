@@ -17,6 +17,9 @@ MODULES = [
     "tailorkit.client",
     "tailorkit.client.http",
     "tailorkit.server.routes_decide",
+    "tailorkit.server.ratelimit",
+    "tailorkit.store.redis_fallback",
+    "tailorkit.project.loader",
 ]
 
 

@@ -65,6 +65,19 @@ quality:
   exclude_flagged_users: true
   robust_z_threshold: 6.0     # robust z-score of events per user and day
   late_after_hours: 24        # events arriving later than this are "late"
+
+rate_limits:
+  # Token buckets per API key: past them, 429 with Retry-After. per_second 0 is
+  # unlimited; burst defaults to two seconds' worth. Per-key overrides go under
+  # keys: {{"<the key>": {{per_second: 5000}}}}.
+  ingest: {{per_second: 1000, burst: 2000}}
+  admin: {{per_second: 50, burst: 200}}
+
+# Several server replicas share rate-limit buckets, minimum dwell and frequency
+# caps through Redis (env TAILORKIT_REDIS_URL wins); without it they stay in process.
+# redis:
+#   url: redis://127.0.0.1:6379/0
+#   prefix: "tailorkit:"
 """
 
 SEGMENTS_YAML = """\

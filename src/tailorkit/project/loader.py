@@ -29,6 +29,7 @@ DEFAULT_PII_FIELDS = (
     "ip",
     "birthday",
 )
+REDIS_ENV = "TAILORKIT_REDIS_URL"
 # Keys that are personal only as traits of a person (a product also has a name).
 DEFAULT_PII_TRAIT_FIELDS = ("name", "username")
 
@@ -87,6 +88,33 @@ class SdkSettings:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """A token bucket: ``per_second`` sustained (0: unlimited), ``burst`` at once."""
+
+    per_second: float
+    burst: float
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> Rate:
+        """``{"per_second": 5}`` -> ``Rate(5, 10)`` (burst defaults to two seconds' worth).
+
+        >>> Rate.from_document({"per_second": 5}), Rate.from_document({"per_second": 0.1})
+        (Rate(per_second=5, burst=10), Rate(per_second=0.1, burst=1))
+        """
+        rate = doc["per_second"]
+        return cls(rate, doc.get("burst", max(1, 2 * rate)))
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Per-key request rates (``rate_limits`` in ``tailorkit.yaml``)."""
+
+    ingest: Rate = Rate(1000, 2000)
+    admin: Rate = Rate(50, 200)
+    keys: dict[str, Rate] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Typed view of ``tailorkit.yaml`` after schema validation."""
 
@@ -102,6 +130,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     sdk: SdkSettings = field(default_factory=SdkSettings)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    # Shared state of replicas (rate limits, dwell, caps); "" keeps it in process.
+    redis_url: str = ""
+    redis_prefix: str = "tailorkit:"
 
 
 @dataclass(frozen=True)
@@ -149,6 +181,15 @@ def _hmac_key(pii: dict[str, Any]) -> str:
     return str(key)
 
 
+def _rate_limits(doc: dict[str, Any]) -> RateLimits:
+    defaults = RateLimits()
+    return RateLimits(
+        ingest=Rate.from_document(doc["ingest"]) if "ingest" in doc else defaults.ingest,
+        admin=Rate.from_document(doc["admin"]) if "admin" in doc else defaults.admin,
+        keys={k: Rate.from_document(v) for k, v in doc.get("keys", {}).items()},
+    )
+
+
 def _sdk_settings(sdk: dict[str, Any]) -> SdkSettings:
     env_name = sdk.get("encryption_key_env", "TAILORKIT_SDK_ENCRYPTION_KEY")
     key = os.environ.get(env_name) or sdk.get("encryption_key", "")
@@ -186,6 +227,9 @@ def settings_from_document(doc: dict[str, Any], root: Path) -> Settings:
         host=server.get("host", "127.0.0.1"),
         port=server.get("port", 8000),
         sdk=_sdk_settings(doc.get("sdk", {})),
+        rate_limits=_rate_limits(doc.get("rate_limits", {})),
+        redis_url=os.environ.get(REDIS_ENV) or doc.get("redis", {}).get("url", ""),
+        redis_prefix=doc.get("redis", {}).get("prefix", "tailorkit:"),
     )
 
 
@@ -204,6 +248,11 @@ def load_project(root: str | Path) -> Project:
     if not settings.pii.hmac_key:
         raise ConfigError(
             "tailorkit.yaml", "pii.hmac_key", "no PII key: set pii.hmac_key or the env variable"
+        )
+    unknown = set(settings.rate_limits.keys) - {*settings.ingest_keys, *settings.admin_keys}
+    if unknown:
+        raise ConfigError(
+            "tailorkit.yaml", "rate_limits.keys", "a key listed here is not an ingest or admin key"
         )
     if settings.sdk.encryption_key and not _is_aes_key(settings.sdk.encryption_key):
         raise ConfigError(

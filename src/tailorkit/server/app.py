@@ -25,6 +25,7 @@ from tailorkit.collect.quality import quality_report
 from tailorkit.collect.raw import PayloadError, parse_body
 from tailorkit.project.loader import Project
 from tailorkit.server.auth import KeyChecker, Scope
+from tailorkit.server.ratelimit import make_limiter
 from tailorkit.server.schemas import EventIn, IngestAnswer, SegmentMessage
 from tailorkit.store.warehouse import Warehouse
 
@@ -46,8 +47,9 @@ def _state(request: Request) -> AppState:
     return state
 
 
-def _require(scope: Scope) -> Callable[[Request], AppState]:
-    def dependency(request: Request) -> AppState:
+def _require(scope: Scope) -> Callable[[Request], Awaitable[AppState]]:
+    # async: a sync dependency would cost every request a hop to the thread pool
+    async def dependency(request: Request) -> AppState:
         state = _state(request)
         state.keys.check(request, scope)
         return state
@@ -200,9 +202,9 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
     settings = project.settings
     warehouse = warehouse or Warehouse(settings.store_url)
     collector = Collector(warehouse, settings)
-    state = AppState(
-        project, warehouse, collector, KeyChecker(settings.ingest_keys, settings.admin_keys)
-    )
+    limiter = make_limiter(settings.redis_url, settings.redis_prefix)
+    keys = KeyChecker(settings.ingest_keys, settings.admin_keys, limiter, settings.rate_limits)
+    state = AppState(project, warehouse, collector, keys)
     from tailorkit.server import routes_features, routes_profiles  # import this module: late
 
     profiles = routes_profiles.install(state)

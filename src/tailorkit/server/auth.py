@@ -2,16 +2,24 @@
 
 Ingest keys are browser-safe: they may only send events and ask for decisions.
 Admin keys may do everything, including reading profiles and erasing users.
-Keys are compared in constant time.
+Keys are compared in constant time. Every request with a known key takes a
+token from that key's bucket (:mod:`tailorkit.server.ratelimit`), even one the
+key's scope does not allow, so a leaked ingest key cannot hammer admin
+endpoints for free: 401 (no or unknown key), then 429, then 403.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import math
 from enum import StrEnum
 
 from fastapi import HTTPException, Request
+
+from tailorkit import metrics
+from tailorkit.project.loader import RateLimits
+from tailorkit.server.ratelimit import KeyLimits, RateLimiter
 
 
 class Scope(StrEnum):
@@ -51,9 +59,17 @@ def _matches(key: str, candidates: tuple[str, ...]) -> bool:
 class KeyChecker:
     """FastAPI dependency factory: ``Depends(keys.require(Scope.ADMIN))``."""
 
-    def __init__(self, ingest_keys: tuple[str, ...], admin_keys: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        ingest_keys: tuple[str, ...],
+        admin_keys: tuple[str, ...],
+        limiter: RateLimiter | None = None,
+        limits: RateLimits | None = None,
+    ) -> None:
         self.ingest_keys = ingest_keys
         self.admin_keys = admin_keys
+        self.limiter = limiter
+        self.limits = KeyLimits(limits or RateLimits(), ingest_keys, admin_keys)
 
     def scope_of(self, request: Request) -> Scope | None:
         """The scope of the key presented with ``request``, or ``None``."""
@@ -70,12 +86,22 @@ class KeyChecker:
         return None
 
     def check(self, request: Request, needed: Scope) -> Scope:
-        """Raise 401 without a valid key and 403 when the key's scope is too small."""
-        scope = self.scope_of(request)
-        if scope is None:
+        """Raise 401 without a valid key, 429 past its rate, 403 when its scope is too small."""
+        key = _presented_key(request)
+        scope = self.scope_of_key(key)
+        if scope is None or key is None:
             raise HTTPException(
                 401, "missing or unknown API key", headers={"WWW-Authenticate": "Bearer"}
             )
+        if self.limiter is not None:
+            wait = self.limiter.acquire(*self.limits.of(key))
+            if wait > 0:
+                metrics.RATE_LIMITED.labels(scope.value).inc()
+                raise HTTPException(
+                    429,
+                    "rate limit of this API key exceeded",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
         if needed is Scope.ADMIN and scope is not Scope.ADMIN:
             raise HTTPException(403, "this endpoint needs an admin key")
         return scope
