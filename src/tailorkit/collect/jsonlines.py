@@ -104,7 +104,12 @@ def encode_items(items: list[Any], limits: Limits) -> EncodedBatch:
         if not isinstance(item, dict):
             lines.append(b"null")  # the query answers "event: must be a JSON object"
             continue
-        line = orjson.dumps(item)
+        try:
+            line = orjson.dumps(item)
+        except orjson.JSONEncodeError as exc:  # Python callers: lone surrogates, huge ints
+            errors[i] = f"event: not representable as JSON ({exc})"
+            lines.append(b"null")
+            continue
         deep = _too_deep(item, line, limits)
         if deep:
             errors[i] = deep

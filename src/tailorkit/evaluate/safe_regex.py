@@ -51,7 +51,7 @@ MAX_PATTERN_LENGTH = 1024
 #: Longer subjects never match.
 MAX_SUBJECT_LENGTH = 4096
 #: Worst-case backtracking steps allowed for one test.
-STEP_BUDGET = 10_000_000
+STEP_BUDGET = 2_000_000
 # A bounded quantifier with a larger maximum counts as unbounded
 _LARGE_REPEAT = 16
 
@@ -330,7 +330,8 @@ def compile_js_regex(pattern: str, ignore_case: bool = False) -> JsRegex | None:
             regex = re.compile(translated, re.IGNORECASE if ignore_case else 0)
     except (re.error, UnsafePatternError, ValueError, OverflowError):
         return None
-    # A trailing unbounded quantifier ("foo.*") adds no backtracking depth
-    if pattern.endswith(("*", "+", "*$", "+$")) and degree > 0:
+    # A trailing unbounded quantifier ("foo.*") adds no backtracking depth; before
+    # "$" it does ("[a-z]+$" backtracks over the whole run when the end does not follow)
+    if pattern.endswith(("*", "+")) and not pattern.endswith(("\\*", "\\+")) and degree > 0:
         degree -= 1
     return JsRegex(regex, _max_subject(degree, pattern.startswith("^")))
