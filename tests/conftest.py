@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,20 +36,29 @@ def project(project_dir: Path) -> Project:
     return load_project(project_dir)
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A throwaway PostgreSQL database on the local server; yields its URL."""
+@contextmanager
+def throwaway_database(prefix: str = "tk_test") -> Iterator[str]:
+    """A new database on the local PostgreSQL server, dropped afterwards; yields its URL."""
     import psycopg2
 
-    name = f"tk_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="test")
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    try:
+        yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database on the local server; yields its URL."""
+    with throwaway_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["duckdb", "postgres"])

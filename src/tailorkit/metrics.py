@@ -17,6 +17,15 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 ERRORS = Counter("tailorkit_errors_total", "Internal errors by component", ["component"])
+BUS_PUBLISHED = Counter(
+    "tailorkit_bus_published_total", "Validated batches appended to the event bus stream"
+)
+BUS_SPOOLED = Counter(
+    "tailorkit_bus_spooled_total", "Validated batches written to the local spool (Redis down)"
+)
+BUS_EVENTS_STORED = Counter(
+    "tailorkit_bus_events_stored_total", "Events stored by this worker (duplicates excluded)"
+)
 DECISIONS = Counter(
     "tailorkit_decisions_total",
     "Placement decisions by source (rule, experiment, bandit, recommendation, default)",

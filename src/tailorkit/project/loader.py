@@ -61,6 +61,18 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class BusSettings:
+    """The event bus (``bus`` in ``tailorkit.yaml``; see :mod:`tailorkit.collect.bus`)."""
+
+    redis_url: str
+    stream: str = "tailorkit:events"
+    group: str = "tailorkit-workers"
+    claim_idle_seconds: float = 30.0
+    read_count: int = 32
+    block_ms: int = 1000
+
+
+@dataclass(frozen=True)
 class PiiSettings:
     """Which property/trait keys are pseudonymized and with which key."""
 
@@ -123,6 +135,7 @@ class Settings:
     admin_keys: tuple[str, ...] = ()
     sdk_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    bus: BusSettings | None = None  # None: the embedded, in-process ingestion path
     pii: PiiSettings = field(default_factory=PiiSettings)
     retention_days: int = 395
     limits: Limits = field(default_factory=Limits)
@@ -203,6 +216,19 @@ def _is_aes_key(text: str) -> bool:
         return False
 
 
+def _bus_settings(doc: dict[str, Any]) -> BusSettings | None:
+    if "bus" not in doc:
+        return None
+    if doc.get("store", {}).get("url", "duckdb://").startswith("duckdb://"):
+        raise ConfigError(
+            "tailorkit.yaml",
+            "bus",
+            "the event bus needs a warehouse that servers and workers share "
+            "(e.g. store.url: postgres://...); a DuckDB file admits one process",
+        )
+    return BusSettings(**doc["bus"])
+
+
 def settings_from_document(doc: dict[str, Any], root: Path) -> Settings:
     """Build :class:`Settings` from a validated ``tailorkit.yaml`` document."""
     store = doc.get("store", {})
@@ -215,6 +241,7 @@ def settings_from_document(doc: dict[str, Any], root: Path) -> Settings:
         admin_keys=tuple(keys.get("admin", ())),
         sdk_keys=tuple(keys.get("sdk", ())),
         cors_origins=tuple(keys.get("cors_origins", ())),
+        bus=_bus_settings(doc),
         pii=PiiSettings(
             fields=tuple(pii.get("fields", DEFAULT_PII_FIELDS)),
             trait_fields=tuple(pii.get("trait_fields", DEFAULT_PII_TRAIT_FIELDS)),

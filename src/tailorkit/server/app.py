@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect
 
 from tailorkit import __version__, metrics
 from tailorkit.collect import segment_spec
+from tailorkit.collect.bus import bus_publisher
 from tailorkit.collect.pipeline import Collector
 from tailorkit.collect.quality import quality_report
 from tailorkit.collect.raw import PayloadError, parse_body
@@ -186,9 +187,16 @@ ops_router = APIRouter(tags=["ops"])
 
 @ops_router.get("/healthz")
 def healthz(request: Request) -> dict[str, Any]:
-    """Liveness and the store backend."""
+    """Liveness, the store backend and, with an event bus, its state."""
     state = _state(request)
-    return {"status": "ok", "version": __version__, "store": state.warehouse.backend}
+    out: dict[str, Any] = {
+        "status": "ok",
+        "version": __version__,
+        "store": state.warehouse.backend,
+    }
+    if request.app.state.bus is not None:
+        out["bus"] = request.app.state.bus.status()
+    return out
 
 
 @ops_router.get("/metrics")
@@ -208,18 +216,24 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
     from tailorkit.server import routes_features, routes_profiles  # import this module: late
 
     profiles = routes_profiles.install(state)
+    publisher = bus_publisher(project, collector)  # None: the in-process path
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(profiles.start)  # before the writer: no event applied twice
+        if publisher is not None:
+            publisher.start()
         collector.start()
         yield
         collector.stop()
+        if publisher is not None:
+            publisher.stop()
         profiles.stop()
 
     app = FastAPI(title="tailorkit", version=__version__, lifespan=lifespan)
     app.state.tk = state
     app.state.profiles = profiles
+    app.state.bus = publisher
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
