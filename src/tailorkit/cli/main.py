@@ -145,6 +145,29 @@ def serve(
 
 
 @app.command()
+def worker(
+    project: ProjectOpt = Path("."),
+    name: Annotated[str, typer.Option(help="Consumer name in the group (default: host-pid).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Store events from the event bus (Redis Stream) and update profiles, until SIGTERM."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    from tailorkit.cli.worker import run_worker
+
+    handler: logging.Handler = logging.StreamHandler() if as_json else RichHandler(console=console)
+    logging.basicConfig(level=logging.INFO, handlers=[handler], format="%(message)s")
+    proj = open_project(project, as_json)
+    try:
+        summary = run_worker(proj, name)
+    except ConfigError as exc:
+        fail(str(exc), as_json)
+    emit(summary, as_json, "worker")
+
+
+@app.command()
 def erase(
     user_id: Annotated[str, typer.Argument(help="User id to erase.")],
     project: ProjectOpt = Path("."),
