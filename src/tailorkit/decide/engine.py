@@ -217,6 +217,7 @@ class DecisionEngine:
         self.profile_features = tuple(profile_features)
         self.clock = clock
         self.cache = _RenderCache(definitions.settings.cache_size)
+        self.memory_ttl = _memory_ttl(definitions)
 
     def with_definitions(
         self,
@@ -255,6 +256,8 @@ class DecisionEngine:
             log.exception("decision failed; answering defaults")
             metrics.ERRORS.labels("decide").inc()
             out = self._all_default(work, keys, f"internal error: {type(exc).__name__}")
+        if req.person is not None:
+            self.memory.save(req.person, self.memory_ttl)  # shared with replicas (Redis)
         if work.exposures and self.exposures is not None:
             self.exposures(work.exposures)
         return out
@@ -273,6 +276,8 @@ class DecisionEngine:
             work.profile = self.profiles(req.person)
             if not work.profile.consent:
                 return self._without_consent(work, keys)
+        if req.person is not None:
+            self.memory.load(req.person)  # what other replicas remember (Redis); never raises
         self._prepare(work)
         holdout = self._in_holdout(work)
         if holdout:
@@ -646,6 +651,17 @@ def _counter(source: str) -> Any:
 
 def _ignore(_: ExposureRecord) -> None:
     """Exposure callback of users without consent: nothing about them is logged."""
+
+
+def _memory_ttl(definitions: PlacementDefinitions) -> float:
+    """How long a user's decision memory matters: the longest dwell, cap window or dedup."""
+    longest = definitions.settings.exposure_dedup_seconds
+    for placement in definitions.placements.values():
+        longest = max(longest, placement.min_dwell)
+        for variant in placement.variants.values():
+            if variant.cap is not None:
+                longest = max(longest, variant.cap.window)
+    return longest
 
 
 def _default(placement: Placement, reason: str) -> Choice:

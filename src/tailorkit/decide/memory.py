@@ -1,9 +1,16 @@
 """What the decision path remembers per user: shown variants (dwell), showings
 (frequency caps), logged exposures (deduplication) and consent opt-outs.
 
-All of it is in process and bounded: the least recently seen users are
-dropped past ``max_users``. Losing a user's entry only means a dwell or a
-cap restarts, never a wrong or failed decision, so this needs no store.
+:class:`UserMemory` keeps it in process, bounded: the least recently seen
+users are dropped past ``max_users``. Losing a user's entry only means a
+dwell or a cap restarts, never a wrong or failed decision.
+:class:`RedisUserMemory` (chosen when ``redis.url`` is set in
+``tailorkit.yaml``, see :func:`make_memory`) shares it between server
+replicas: the engine calls :meth:`~UserMemory.load` before a decision (one
+``HGETALL`` of the user's hash) and :meth:`~UserMemory.save` after it (one
+Lua script applying what changed, atomically), so a user does not flip
+contents when their requests land on different replicas. If Redis is
+unreachable, decisions go on with the in-process memory.
 Opt-outs are different (they must hold): they are also written as consent
 events to the warehouse and reloaded from it when the server starts.
 
@@ -21,8 +28,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["ConsentRegistry", "Shown", "UserMemory"]
+from tailorkit.store.redis_fallback import Fallback, connect
+
+__all__ = ["ConsentRegistry", "RedisUserMemory", "Shown", "UserMemory", "make_memory"]
+MAX_SHOWINGS = 64  # caps above 64 per window are not worth the memory
 
 
 @dataclass(slots=True)
@@ -80,8 +91,8 @@ class UserMemory:
                 user.shown[placement] = Shown(variant, source, rule, now)
             times = user.showings.setdefault((placement, variant), [])
             times.append(now)
-            if len(times) > 64:  # caps above 64 per window are not worth the memory
-                del times[:-64]
+            if len(times) > MAX_SHOWINGS:
+                del times[:-MAX_SHOWINGS]
 
     def capped(
         self, person: str, placement: str, variant: str, limit: int, window: float, now: float
@@ -118,8 +129,166 @@ class UserMemory:
         with self._lock:
             return sum(self._users.pop(p, None) is not None for p in persons)
 
+    def load(self, person: str) -> None:
+        """Before a decision: bring in state shared by other replicas (none in process)."""
+
+    def save(self, person: str, ttl: float) -> None:
+        """After a decision: share what changed, kept ``ttl`` seconds (none in process)."""
+
     def __len__(self) -> int:
         return len(self._users)
+
+
+# The changes of one decision to a user's hash, applied atomically. ARGV: ttl (ms),
+# then (kind, field, value) triples. "s": the shown variant ("variant\x1f..."),
+# replaced only when the variant changes (the same variant keeps its dwell
+# clock); "c": one more showing time, the last MAX_SHOWINGS kept; "l": last logged.
+_SAVE = r"""
+local key = KEYS[1]
+for i = 2, #ARGV, 3 do
+  local kind, f, v = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if kind == 's' then
+    local cur = redis.call('HGET', key, f)
+    if not cur or string.match(cur, '^[^\031]*') ~= string.match(v, '^[^\031]*') then
+      redis.call('HSET', key, f, v)
+    end
+  elseif kind == 'c' then
+    local cur = redis.call('HGET', key, f)
+    if cur then
+      v = cur .. ',' .. v
+      local n = select(2, string.gsub(v, ',', ''))
+      while n >= MAX_SHOWINGS do
+        v = string.sub(v, string.find(v, ',', 1, true) + 1)
+        n = n - 1
+      end
+    end
+    redis.call('HSET', key, f, v)
+  else
+    redis.call('HSET', key, f, v)
+  end
+end
+redis.call('PEXPIRE', key, ARGV[1])
+return 1
+""".replace("MAX_SHOWINGS", str(MAX_SHOWINGS))
+_SEP = "\x1f"
+
+
+class RedisUserMemory(UserMemory):
+    """Decision memory shared by replicas through one Redis hash per user.
+
+    The in-process entries of :class:`UserMemory` serve as the working copy:
+    :meth:`load` replaces a user's entry with the hash, the engine reads and
+    changes it as usual, and :meth:`save` applies the changes to the hash.
+    While Redis is unreachable the working copy is all there is (counted in
+    ``tailorkit_redis_fallbacks_total{component="decide_memory"}``).
+
+    >>> import redis
+    >>> a = RedisUserMemory(redis.Redis(), "doc-memory:")
+    >>> b = RedisUserMemory(redis.Redis(), "doc-memory:")
+    >>> a.load("u1"); a.remember("u1", "hero", "vip", "rule", "vips", now=100.0)
+    >>> a.save("u1", ttl=3600)
+    >>> b.load("u1"); b.held("u1", "hero", dwell=60.0, now=130.0).variant
+    'vip'
+    >>> b.forget(["u1"])
+    1
+    """
+
+    def __init__(self, client: Any, prefix: str = "tailorkit:", max_users: int = 100_000) -> None:
+        super().__init__(max_users)
+        self.client = client
+        self.prefix = prefix
+        self.fallback = Fallback("decide_memory")
+        self._save = client.register_script(_SAVE)
+        self._changes: dict[str, list[str]] = {}
+
+    def _key(self, person: str) -> str:
+        return f"{self.prefix}memory:{person}"
+
+    def load(self, person: str) -> None:
+        if not self.fallback.available():
+            self.fallback.skipped()
+            return
+        try:
+            raw: dict[bytes, bytes] = self.client.hgetall(self._key(person))
+        except Exception as exc:  # any Redis or network error: go on in process
+            self.fallback.failed(exc)
+            return
+        user = _parse(raw)
+        with self._lock:
+            self._changes.pop(person, None)
+            if raw:
+                self._users[person] = user
+                self._users.move_to_end(person)
+                if len(self._users) > self.max_users:
+                    self._users.popitem(last=False)
+            else:  # unknown, expired or forgotten by another replica
+                self._users.pop(person, None)
+
+    def remember(
+        self, person: str, placement: str, variant: str, source: str, rule: str | None, now: float
+    ) -> None:
+        super().remember(person, placement, variant, source, rule, now)
+        shown = _SEP.join((variant, source, rule or "", repr(now)))
+        self._note(person, "s", f"s{_SEP}{placement}", shown)
+        self._note(person, "c", f"c{_SEP}{placement}{_SEP}{variant}", repr(now))
+
+    def first_log(
+        self, person: str, placement: str, variant: str, period: float, now: float
+    ) -> bool:
+        first = super().first_log(person, placement, variant, period, now)
+        if first:
+            self._note(person, "l", f"l{_SEP}{placement}{_SEP}{variant}", repr(now))
+        return first
+
+    def _note(self, person: str, kind: str, name: str, value: str) -> None:
+        with self._lock:
+            self._changes.setdefault(person, []).extend((kind, name, value))
+
+    def save(self, person: str, ttl: float) -> None:
+        with self._lock:
+            changes = self._changes.pop(person, None)
+        if not changes:
+            return
+        if not self.fallback.available():
+            self.fallback.skipped()
+            return
+        try:
+            self._save(keys=[self._key(person)], args=[max(1000, int(ttl * 1000)), *changes])
+        except Exception as exc:
+            self.fallback.failed(exc)
+
+    def forget(self, persons: Iterable[str]) -> int:
+        persons = list(persons)
+        known = super().forget(persons)
+        if persons and self.fallback.available():
+            try:
+                known = max(known, int(self.client.delete(*map(self._key, persons))))
+            except Exception as exc:
+                self.fallback.failed(exc)
+        return known
+
+
+def _parse(raw: dict[bytes, bytes]) -> _User:
+    """A user's hash as an in-process entry."""
+    user = _User()
+    for name_b, value_b in raw.items():
+        kind, *names = name_b.decode().split(_SEP)
+        value = value_b.decode()
+        if kind == "s" and len(names) == 1:
+            variant, source, rule, since = value.split(_SEP)
+            user.shown[names[0]] = Shown(variant, source, rule or None, float(since))
+        elif kind == "c" and len(names) == 2:
+            user.showings[(names[0], names[1])] = [float(t) for t in value.split(",")]
+        elif kind == "l" and len(names) == 2:
+            user.logged[(names[0], names[1])] = float(value)
+    return user
+
+
+def make_memory(redis_url: str, prefix: str, max_users: int) -> UserMemory:
+    """The memory the settings ask for: shared through Redis when a URL is set."""
+    if redis_url:
+        return RedisUserMemory(connect(redis_url), prefix, max_users)
+    return UserMemory(max_users)
 
 
 class ConsentRegistry:

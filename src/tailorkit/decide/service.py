@@ -36,7 +36,7 @@ from tailorkit.collect.pipeline import Collector
 from tailorkit.decide.bandit_runtime import BanditRuntime, make_policy
 from tailorkit.decide.content import TemplateChecker
 from tailorkit.decide.engine import NO_PROFILE, DecisionEngine, ProfileView
-from tailorkit.decide.memory import ConsentRegistry, UserMemory
+from tailorkit.decide.memory import ConsentRegistry, make_memory
 from tailorkit.decide.placements import FILE, PlacementDefinitions, compile_definitions
 from tailorkit.evaluate import Evaluator
 from tailorkit.project.loader import ConfigError, Project, schema, validate_document
@@ -180,7 +180,10 @@ class DecideService:
         self._threads: list[threading.Thread] = []
         features_doc = self._features_document(project.definitions.get("features") or {})
         definitions = self._compile(project.definitions.get("placements") or {}, features_doc)
-        self.memory = UserMemory(definitions.settings.users_in_memory)
+        settings = project.settings
+        self.memory = make_memory(
+            settings.redis_url, settings.redis_prefix, definitions.settings.users_in_memory
+        )
         self.engine = DecisionEngine(
             definitions,
             self._evaluator(features_doc),
