@@ -6,10 +6,20 @@ events per user and day: ``(x - median) / (1.4826 · MAD)``; a user whose
 busiest day exceeds the threshold is flagged. Flagged users are excluded from
 profiles, segments and experiment analysis by default
 (:func:`clean_events`).
+
+Computing the flags scans every event. Experiment analysis reads them from
+the ``flagged_users`` table instead (:func:`current_flags`): ``tailorkit
+quality`` and ``tailorkit build`` refresh it (:func:`refresh_flags`), and a
+one-row ``flagged_users_state`` table keeps the watermark it was computed at
+— the number of events and identity merges, the latest of each, and the
+rules. When the watermark no longer matches the store (or the table is
+missing) the flags are recomputed and stored again, so analysis results are
+those of a fresh scan.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +38,11 @@ MAD_TO_SIGMA = 1.4826
 #: behaviour. Exposures are kept out of profiles, bot and rate-outlier detection: a busy
 #: page asks for many decisions, and that says nothing about the person.
 SYSTEM_EVENT_TYPES = ("segment_entered", "segment_exited", "exposure")
+#: Part of the watermark: changing the rules here makes stored flags stale.
+RULES_VERSION = 1
+#: The stored flags and the one-row table with the watermark they were computed at
+FLAGGED_USERS = "flagged_users"
+FLAGS_STATE = "flagged_users_state"
 
 
 def flagged_users(wh: Warehouse, quality: QualitySettings) -> ir.Table:
@@ -61,6 +76,81 @@ def flagged_users(wh: Warehouse, quality: QualitySettings) -> ir.Table:
     return bots.union(outliers)
 
 
+def flags_watermark(wh: Warehouse, quality: QualitySettings) -> str:
+    """What the flags depend on: event and identity counts and latest arrivals, and the rules.
+
+    Cheap on DuckDB (counts and maxima come from the storage statistics).
+    Any insert raises a count; a deletion lowers one.
+
+    >>> mark = json.loads(flags_watermark(Warehouse("duckdb://:memory:"), QualitySettings()))
+    >>> mark["events"], mark["identities"], mark["robust_z_threshold"]
+    (0, 0, 6.0)
+    """
+    events, ids = wh.events, wh.identities
+    expr = events.aggregate(events=events.count(), received=events.received_at.max()).cross_join(
+        ids.aggregate(identities=ids.count(), merged=ids.merged_at.max())
+    )
+    with wh.lock:
+        row = wh.con.to_pyarrow(expr).to_pylist()[0]
+    for key in ("received", "merged"):
+        row[key] = row[key].isoformat() if row[key] is not None else None
+    rules = {"rules": RULES_VERSION, "bot_pattern": BOT_PATTERN, "mad_to_sigma": MAD_TO_SIGMA}
+    return json.dumps({**row, **rules, "robust_z_threshold": quality.robust_z_threshold})
+
+
+def stored_flags(wh: Warehouse, quality: QualitySettings) -> ir.Table | None:
+    """The ``flagged_users`` table if it matches the store's current watermark, else ``None``.
+
+    >>> stored_flags(Warehouse("duckdb://:memory:"), QualitySettings()) is None
+    True
+    """
+    with wh.lock:
+        if not {FLAGGED_USERS, FLAGS_STATE} <= set(wh.con.list_tables()):
+            return None
+        marks = wh.con.to_pyarrow(wh.con.table(FLAGS_STATE).watermark).to_pylist()
+        return wh.con.table(FLAGGED_USERS) if marks == [flags_watermark(wh, quality)] else None
+
+
+def refresh_flags(wh: Warehouse, quality: QualitySettings) -> ir.Table:
+    """Recompute the flags into ``flagged_users`` (``person_id``, ``reason``, ``flagged_at``).
+
+    ``flagged_at`` is when a refresh first saw the flag (kept across refreshes).
+
+    >>> wh = Warehouse("duckdb://:memory:")
+    >>> refresh_flags(wh, QualitySettings()).columns
+    ('person_id', 'reason', 'flagged_at')
+    >>> stored_flags(wh, QualitySettings()) is not None
+    True
+    """
+    with wh.lock:
+        # read before the scan: a write during it leaves the table stale, never wrongly fresh
+        mark = flags_watermark(wh, quality)
+        now = ibis.literal(datetime.now(UTC), "timestamp('UTC')")
+        flags = flagged_users(wh, quality)
+        if FLAGGED_USERS in wh.con.list_tables():
+            old = wh.con.table(FLAGGED_USERS)
+            flags = flags.left_join(old, ["person_id", "reason"])
+            since = flags.flagged_at.fill_null(now)
+        else:
+            since = now
+        flags = flags.select("person_id", "reason", flagged_at=since)
+        wh.con.create_table(FLAGGED_USERS, flags, overwrite=True)
+        state = ibis.memtable({"watermark": [mark], "refreshed_at": [datetime.now(UTC)]})
+        wh.con.create_table(FLAGS_STATE, state, overwrite=True)
+        return wh.con.table(FLAGGED_USERS)
+
+
+def current_flags(wh: Warehouse, quality: QualitySettings) -> ir.Table:
+    """The stored flags, refreshed first when missing or stale (same rows as :func:`flagged_users`).
+
+    >>> current_flags(Warehouse("duckdb://:memory:"), QualitySettings()).count().execute()
+    0
+    """
+    with wh.lock:
+        stored = stored_flags(wh, quality)
+        return stored if stored is not None else refresh_flags(wh, quality)
+
+
 def clean_events(wh: Warehouse, quality: QualitySettings) -> ir.Table:
     """Resolved events without flagged users (or all of them when disabled)."""
     events = wh.resolved_events()
@@ -84,7 +174,9 @@ def quality_report(wh: Warehouse, quality: QualitySettings, days: int = 30) -> d
             .to_pyarrow()
             .to_pylist()
         )
-        flagged = flagged_users(wh, quality).to_pyarrow().to_pylist()
+        # refreshes the stored flags when stale, so analyses after this need no scan
+        flags = current_flags(wh, quality).order_by(["person_id", "reason"])
+        flagged = wh.con.to_pyarrow(flags.select("person_id", "reason")).to_pylist()
     for row in per_day:
         row["day"] = row["day"].isoformat()
     reasons: dict[str, int] = {}

@@ -24,7 +24,9 @@ How a user's values are defined:
   (the last change at or before the exposure wins; a tie counts as entered);
   bit ``i`` of ``mask`` is ``spec.segments[i]``;
 * users flagged as bots or rate outliers
-  (:func:`tailorkit.collect.quality.flagged_users`) are marked ``flagged``:
+  (:func:`tailorkit.collect.quality.flagged_users`, read from the stored
+  ``flagged_users`` table, which :func:`~tailorkit.collect.quality.current_flags`
+  recomputes only when events or identities changed) are marked ``flagged``:
   with ``exclude_flagged_users`` (the default) they are left out exactly as
   :func:`~tailorkit.collect.quality.clean_events` leaves them out (every
   statistic is per exposed person), and the report counts them;
@@ -54,7 +56,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
-from tailorkit.collect.quality import flagged_users
+from tailorkit.collect.quality import current_flags
 from tailorkit.measure.analysis.jsonfields import JsonFields
 from tailorkit.measure.analysis.spec import EventAggregate, ExperimentSpec, MetricSpec
 from tailorkit.project.loader import QualitySettings
@@ -350,10 +352,20 @@ def temporary(wh: Warehouse, expr: ir.Table, stem: str) -> Iterator[ir.Table]:
         wh.con.drop_table(name, force=True)
 
 
+FlagSource = Callable[[Warehouse, QualitySettings], ir.Table]
+
+
 def sufficient_stats(
-    wh: Warehouse, spec: ExperimentSpec, quality: QualitySettings, end: datetime
+    wh: Warehouse,
+    spec: ExperimentSpec,
+    quality: QualitySettings,
+    end: datetime,
+    flags: FlagSource = current_flags,
 ) -> pa.Table:
     """Run the analysis statements on the warehouse (identity-resolved events).
+
+    ``flags`` gives the flagged persons: the stored table by default,
+    :func:`tailorkit.collect.quality.flagged_users` for a fresh scan.
 
     >>> from tailorkit.measure.analysis.examples import AS_OF, example_spec
     >>> wh = Warehouse("duckdb://:memory:")
@@ -368,8 +380,9 @@ def sufficient_stats(
         )
         flagged = None
         if quality.exclude_flagged_users:
-            flags = flagged_users(wh, quality).select("person_id").distinct()
-            flagged = stack.enter_context(temporary(wh, flags, "flagged"))
+            # the stored table (no scan of every event unless the store changed)
+            persons = flags(wh, quality).select("person_id").distinct()
+            flagged = stack.enter_context(temporary(wh, persons, "flagged"))
         # each part reads only its event types, resolved separately: no shared scan of all events
         users = user_table(wh.resolved_events, first, flagged, spec, end, wh.backend)
         caps: dict[str, float | None] = {}
