@@ -1,4 +1,4 @@
-"""Run the docstring examples of the bandit modules and of measure.ope."""
+"""Run the docstring examples of the bandit modules, shared state, OPE and the CLI."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ MODULES = [
     bandits_pkg.__name__,
     *(f"{bandits_pkg.__name__}.{m.name}" for m in pkgutil.iter_modules(bandits_pkg.__path__)),
     "tailorkit.measure.ope",
+    "tailorkit.measure.ope_logs",
+    "tailorkit.decide.bandit_state",
+    "tailorkit.cli.ope",
 ]
 
 

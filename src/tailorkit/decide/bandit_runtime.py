@@ -15,6 +15,12 @@ each user's pending decision, and turns stored events into rewards:
 Updates are applied in batches (``update_many``) by :meth:`BanditRuntime.sweep`,
 called from a background thread, so the request path only pulls.
 
+With a shared store (:class:`~tailorkit.decide.bandit_state.RedisBanditStats`,
+``redis.url`` in ``tailorkit.yaml``) every sweep also sends the statistics the
+batch added to Redis and adopts the totals of all replicas, so replicas serve
+the same posteriors within a sweep or two. Decisions never wait for Redis; while
+it is unreachable a replica learns locally and sends its deltas later.
+
 State (``to_state``) is saved as JSON to a file (default
 ``<project>/.tailorkit/bandits.json``) and restored at start when the
 bandit's definition (its fingerprint) did not change.
@@ -43,12 +49,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
+from tailorkit.decide.bandit_state import RedisBanditStats
 from tailorkit.decide.bandits import (
     UCB1,
     EpsilonGreedy,
@@ -128,14 +136,30 @@ class _Live:
         self.decisions = 0
         self.rewards = 0.0
         self.updates = 0
+        # statistics learned here and not yet sent to the shared store
+        self.outbox: dict[str, float] = {}
+        self.shared: dict[str, float] | None = None  # last totals adopted from it
+        self.in_step = False  # whether the last exchange with the shared store worked
+
+    def learned(self, arms: list[int], rewards: list[float], contexts: Any) -> None:
+        """Apply a batch (the caller holds ``lock``) and keep its statistics for sharing."""
+        self.policy.update_many(arms, rewards, contexts)
+        for name, value in self.policy.statistics_of(arms, rewards, contexts).items():
+            self.outbox[name] = self.outbox.get(name, 0.0) + value
 
 
 class BanditRuntime:
     """Live bandits: choose, attribute rewards, update in batches, persist."""
 
-    def __init__(self, state_path: Path | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        state_path: Path | None = None,
+        seed: int | None = None,
+        shared: RedisBanditStats | None = None,
+    ) -> None:
         self.state_path = state_path
         self.seed = seed
+        self.shared = shared
         self._live: dict[str, _Live] = {}
         self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
         self._resolved: list[_Pending] = []
@@ -255,7 +279,48 @@ class BanditRuntime:
                 pending.reward = 0.0
                 self._resolved.append(pending)
             resolved, self._resolved = self._resolved, []
-        return self._apply(resolved)
+        applied = self._apply(resolved)
+        if self.shared is not None:
+            self.share()
+        return applied
+
+    def share(self) -> int:
+        """Send what each bandit learned here to the shared store and adopt the totals.
+
+        Returns how many bandits are in step with the store; bandits whose
+        exchange failed keep their deltas for the next call.
+        """
+        if self.shared is None:
+            return 0
+        in_step = 0
+        for key, live in list(self._live.items()):
+            with live.lock:
+                outbox, live.outbox = live.outbox, {}
+            totals = self.shared.exchange(
+                f"{key}:{live.spec.fingerprint}", outbox, partial(_statistics, live)
+            )
+            live.in_step = totals is not None
+            if totals is None:
+                with live.lock:
+                    for name, value in outbox.items():
+                        live.outbox[name] = live.outbox.get(name, 0.0) + value
+                continue
+            in_step += 1
+            if totals != live.shared:
+                with live.lock:
+                    # deltas learned meanwhile are in the policy but not in the totals:
+                    # adopt the totals plus those, so nothing learned here is undone
+                    merged = dict(totals)
+                    for name, value in live.outbox.items():
+                        merged[name] = merged.get(name, 0.0) + value
+                    live.policy.set_statistics(merged)
+                live.shared = totals
+                self._dirty = True
+        return in_step
+
+    def policy(self, key: str) -> Policy:
+        """The live policy of bandit ``key`` (``KeyError`` if there is none)."""
+        return self._live[key].policy
 
     def _window(self, bandit: str) -> float:
         live = self._live.get(bandit)
@@ -274,7 +339,7 @@ class BanditRuntime:
             rewards = [float(p.reward or 0.0) for p in items]
             contexts = [p.context for p in items] if _needs_context(live.spec) else None
             with live.lock:
-                live.policy.update_many(arms, rewards, contexts)
+                live.learned(arms, rewards, contexts)
             live.updates += len(items)
             live.rewards += math.fsum(rewards)
             applied += len(items)
@@ -289,8 +354,10 @@ class BanditRuntime:
         context = segment if live.spec.by_segment else None
         if live.spec.by_segment and context is None:
             raise ValueError(f"bandit {key} is per segment: give the segment")
+        if live.spec.features:
+            raise ValueError(f"bandit {key} is linear: its rewards need the feature vector")
         with live.lock:
-            live.policy.update(index, reward, context)
+            live.learned([index], [reward], [context] if context is not None else None)
         live.updates += 1
         live.rewards += reward
         self._dirty = True
@@ -319,6 +386,7 @@ class BanditRuntime:
                 "updates": live.updates,
                 "rewards": live.rewards,
                 "pending": sum(1 for k in self._pending if k[1] == key),
+                "shared": None if self.shared is None else live.in_step,
                 "state": state,
             }
         return out
@@ -347,6 +415,11 @@ class BanditRuntime:
         except (OSError, ValueError):
             log.warning("bandit state file %s is unreadable; starting afresh", self.state_path)
             return {}
+
+
+def _statistics(live: _Live) -> dict[str, float]:
+    with live.lock:
+        return live.policy.statistics()
 
 
 def _context(

@@ -18,6 +18,7 @@ same Ibis code as behavioural events.
 ``feature``         feature key, when the exposure came from a feature rule
 ``placement``       placement key, when the decision filled a placement
 ``segment``         segment/context the bandit used, when any
+``features``        a linear bandit's feature values by name (its context), when any
 ``model_version``   model or policy version, when any
 """
 

@@ -255,6 +255,37 @@ def empty_variables(placement: str, variant: str, features: Collection[str]) -> 
     }
 
 
+def bandit_specs(document: Mapping[str, Any]) -> dict[str, BanditSpec]:
+    """The bandits of a validated ``placements.yaml`` document (no templates needed).
+
+    >>> doc = {"bandits": {"b": {"arms": ["x", "y"], "reward": {"event": "click"}}}}
+    >>> spec = bandit_specs(doc)["b"]
+    >>> spec.policy, spec.arms, spec.reward_window
+    ('thompson', ('x', 'y'), 3600.0)
+    """
+    out = {}
+    for key, raw in (document.get("bandits") or {}).items():
+        reward = raw.get("reward") or {}
+        options = dict(raw.get("options") or {})
+        policy = raw.get("policy", "thompson")
+        shape = {k: raw.get(k) for k in ("policy", "arms", "floor", "by_segment", "features")}
+        digest = orjson.dumps({**shape, "options": options}, option=orjson.OPT_SORT_KEYS)
+        out[key] = BanditSpec(
+            key=key,
+            policy=policy,
+            arms=tuple(raw["arms"]),
+            floor=float(raw.get("floor", 0.0)),
+            by_segment=tuple(raw.get("by_segment") or ()),
+            features=tuple(raw.get("features") or ()),
+            options=options,
+            reward_event=reward.get("event"),
+            reward_window=parse_duration(reward.get("window", "1h")),
+            same_placement=bool(reward.get("same_placement", True)),
+            fingerprint=hashlib.sha256(digest).hexdigest()[:16],
+        )
+    return out
+
+
 class _Compiler:
     """Compiles one validated document; each method raises ConfigError with its path."""
 
@@ -290,27 +321,7 @@ class _Compiler:
         )
 
     def bandits(self) -> dict[str, BanditSpec]:
-        out = {}
-        for key, raw in (self.doc.get("bandits") or {}).items():
-            reward = raw.get("reward") or {}
-            options = dict(raw.get("options") or {})
-            policy = raw.get("policy", "thompson")
-            shape = {k: raw.get(k) for k in ("policy", "arms", "floor", "by_segment", "features")}
-            digest = orjson.dumps({**shape, "options": options}, option=orjson.OPT_SORT_KEYS)
-            out[key] = BanditSpec(
-                key=key,
-                policy=policy,
-                arms=tuple(raw["arms"]),
-                floor=float(raw.get("floor", 0.0)),
-                by_segment=tuple(raw.get("by_segment") or ()),
-                features=tuple(raw.get("features") or ()),
-                options=options,
-                reward_event=reward.get("event"),
-                reward_window=parse_duration(reward.get("window", "1h")),
-                same_placement=bool(reward.get("same_placement", True)),
-                fingerprint=hashlib.sha256(digest).hexdigest()[:16],
-            )
-        return out
+        return bandit_specs(self.doc)
 
     def placement(
         self, key: str, raw: Mapping[str, Any], bandits: Mapping[str, BanditSpec]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
@@ -214,6 +214,28 @@ class Policy(ABC):
     def to_state(self) -> dict[str, Any]:
         """JSON-serialisable state (configuration and learned statistics)."""
 
+    # Sufficient statistics: additive numbers by field name (priors and warm starts
+    # excluded), so that replicas can sum what each learned, e.g. in a Redis hash.
+    # For any batch: ``statistics()`` after ``update_many(batch)`` equals the
+    # statistics before plus ``statistics_of(batch)``.
+
+    @abstractmethod
+    def statistics(self) -> dict[str, float]:
+        """What this policy learned so far, as additive sufficient statistics."""
+
+    @abstractmethod
+    def statistics_of(
+        self,
+        arms: Sequence[int],
+        rewards: Sequence[float],
+        contexts: Sequence[Any] | None = None,
+    ) -> dict[str, float]:
+        """The statistics a batch of rewards adds (does not change the policy)."""
+
+    @abstractmethod
+    def set_statistics(self, stats: Mapping[str, float]) -> None:
+        """Replace what was learned by ``stats`` (priors and configuration stay)."""
+
     @classmethod
     def from_state(cls: type[P], state: dict[str, Any], rng: RngLike = None) -> P:
         """Rebuild a policy from ``to_state()`` output."""
@@ -316,6 +338,63 @@ class CachedPolicy(Policy):
             self._check_arm(a)
             self._record(a, float(reward))
         self._touched(len(arms))
+
+    @abstractmethod
+    def _totals(self) -> tuple[list[float], list[float]]:
+        """Learned observation count and reward sum per arm."""
+
+    @abstractmethod
+    def _set_totals(self, counts: list[float], sums: list[float]) -> None:
+        """Replace the learned counts and reward sums per arm."""
+
+    def statistics(self) -> dict[str, float]:
+        """``{"<arm>|n": count, "<arm>|r": reward sum}`` per arm.
+
+        >>> from tailorkit.decide.bandits import ThompsonSampling
+        >>> policy = ThompsonSampling(n_arms=2)
+        >>> policy.update_many([1, 1], [1.0, 0.0])
+        >>> policy.statistics()
+        {'0|n': 0.0, '0|r': 0.0, '1|n': 2.0, '1|r': 1.0}
+        """
+        counts, sums = self._totals()
+        out: dict[str, float] = {}
+        for arm, (n, r) in enumerate(zip(counts, sums, strict=True)):
+            out[f"{arm}|n"] = n
+            out[f"{arm}|r"] = r
+        return out
+
+    def statistics_of(
+        self,
+        arms: Sequence[int],
+        rewards: Sequence[float],
+        contexts: Sequence[Any] | None = None,
+    ) -> dict[str, float]:
+        """Count and reward sum per arm of a batch."""
+        out: dict[str, float] = {}
+        for arm, reward in zip(arms, rewards, strict=True):
+            a = int(arm)
+            self._check_arm(a)
+            out[f"{a}|n"] = out.get(f"{a}|n", 0.0) + 1.0
+            out[f"{a}|r"] = out.get(f"{a}|r", 0.0) + float(reward)
+        return out
+
+    def set_statistics(self, stats: Mapping[str, float]) -> None:
+        """Replace the learned counts and sums; probabilities refresh on the next pull."""
+        counts = [0.0] * self.n_arms
+        sums = [0.0] * self.n_arms
+        for name, value in stats.items():
+            arm, _, stat = name.partition("|")
+            a = int(arm)
+            self._check_arm(a)
+            if stat == "n":
+                counts[a] = float(value)
+            elif stat == "r":
+                sums[a] = float(value)
+            else:
+                raise ValueError(f"unknown statistic {name!r}")
+        self._set_totals(counts, sums)
+        self._stale = True
+        self._pending = 0
 
     def _base_state(self) -> dict[str, Any]:
         # The cached probabilities travel with the state: with refresh_every > 1

@@ -39,8 +39,10 @@ class _MeanPolicy(CachedPolicy):
         initial_sums: float | Sequence[float] = 0.0,
     ) -> None:
         super().__init__(n_arms, floor, rng, refresh_every)
-        self.counts = as_float_list(initial_counts, n_arms, "initial_counts")
-        self.sums = as_float_list(initial_sums, n_arms, "initial_sums")
+        self.initial_counts = as_float_list(initial_counts, n_arms, "initial_counts")
+        self.initial_sums = as_float_list(initial_sums, n_arms, "initial_sums")
+        self.counts = list(self.initial_counts)
+        self.sums = list(self.initial_sums)
 
     def means(self) -> list[float]:
         """Empirical mean reward per arm (0 for arms never played)."""
@@ -50,14 +52,32 @@ class _MeanPolicy(CachedPolicy):
         self.counts[arm] += 1.0
         self.sums[arm] += reward
 
+    def _totals(self) -> tuple[list[float], list[float]]:
+        counts = [c - c0 for c, c0 in zip(self.counts, self.initial_counts, strict=True)]
+        sums = [s - s0 for s, s0 in zip(self.sums, self.initial_sums, strict=True)]
+        return counts, sums
+
+    def _set_totals(self, counts: list[float], sums: list[float]) -> None:
+        self.counts = [c0 + c for c0, c in zip(self.initial_counts, counts, strict=True)]
+        self.sums = [s0 + s for s0, s in zip(self.initial_sums, sums, strict=True)]
+
     def _mean_state(self) -> dict[str, Any]:
         state = self._base_state()
-        state.update(counts=list(self.counts), sums=list(self.sums))
+        state.update(
+            counts=list(self.counts),
+            sums=list(self.sums),
+            initial_counts=list(self.initial_counts),
+            initial_sums=list(self.initial_sums),
+        )
         return state
 
     def _restore_counts(self: M, state: dict[str, Any]) -> M:
         self.counts = [float(v) for v in state["counts"]]
         self.sums = [float(v) for v in state["sums"]]
+        # states saved before the warm start was recorded count everything as learned
+        zeros = [0.0] * self.n_arms
+        self.initial_counts = [float(v) for v in state.get("initial_counts", zeros)]
+        self.initial_sums = [float(v) for v in state.get("initial_sums", zeros)]
         return self
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from bisect import bisect_right
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -73,6 +74,7 @@ class _LinearPolicy(Policy):
         self.a_inv = np.tile(np.eye(n_features) / ridge, (n_arms, 1, 1))
         self.b = np.zeros((n_arms, n_features))
         self.theta = np.zeros((n_arms, n_features))
+        self._counts = np.zeros(n_arms)
 
     def _features(self, context: Any) -> np.ndarray:
         x = np.asarray(context, dtype=float).reshape(-1)
@@ -109,6 +111,74 @@ class _LinearPolicy(Policy):
         self.a_inv[arm] -= np.outer(ax, ax) / (1.0 + x @ ax)
         self.b[arm] += reward * x
         self.theta[arm] = self.a_inv[arm] @ self.b[arm]
+        self._counts[arm] += 1.0
+
+    def statistics(self) -> dict[str, float]:
+        """Per arm: ``n``, the Gram matrix ``A|i|j`` (sum of x x') and ``b|i`` (sum of r x)."""
+        out: dict[str, float] = {}
+        ridge = np.eye(self.n_features) * self.ridge
+        for arm in range(self.n_arms):
+            gram = np.linalg.inv(self.a_inv[arm]) - ridge
+            out.update(self._fields(arm, self._counts[arm], gram, self.b[arm]))
+        return out
+
+    def _fields(self, arm: int, n: float, gram: np.ndarray, b: np.ndarray) -> dict[str, float]:
+        out = {f"{arm}|n": float(n)}
+        d = self.n_features
+        for i in range(d):
+            out[f"{arm}|b|{i}"] = float(b[i])
+            for j in range(d):
+                out[f"{arm}|A|{i}|{j}"] = float(gram[i, j])
+        return out
+
+    def statistics_of(
+        self,
+        arms: Sequence[int],
+        rewards: Sequence[float],
+        contexts: Sequence[Any] | None = None,
+    ) -> dict[str, float]:
+        """Count, Gram matrix and reward-weighted feature sum per arm of a batch."""
+        if contexts is None:
+            raise ValueError("linear bandits need the feature vector of every reward")
+        d = self.n_features
+        n = np.zeros(self.n_arms)
+        gram = np.zeros((self.n_arms, d, d))
+        b = np.zeros((self.n_arms, d))
+        for arm, reward, ctx in zip(arms, rewards, contexts, strict=True):
+            a = int(arm)
+            self._check_arm(a)
+            x = self._features(ctx)
+            n[a] += 1.0
+            gram[a] += np.outer(x, x)
+            b[a] += float(reward) * x
+        out: dict[str, float] = {}
+        for arm in np.flatnonzero(n).tolist():
+            out.update(self._fields(arm, n[arm], gram[arm], b[arm]))
+        return out
+
+    def set_statistics(self, stats: Mapping[str, float]) -> None:
+        """Rebuild each arm's ridge regression from its Gram matrix and ``b``."""
+        d = self.n_features
+        n = np.zeros(self.n_arms)
+        gram = np.zeros((self.n_arms, d, d))
+        b = np.zeros((self.n_arms, d))
+        for name, value in stats.items():
+            parts = name.split("|")
+            a = int(parts[0])
+            self._check_arm(a)
+            if parts[1:] == ["n"]:
+                n[a] = value
+            elif parts[1] == "A" and len(parts) == 4:
+                gram[a, int(parts[2]), int(parts[3])] = value
+            elif parts[1] == "b" and len(parts) == 3:
+                b[a, int(parts[2])] = value
+            else:
+                raise ValueError(f"unknown statistic {name!r}")
+        ridge = np.eye(d) * self.ridge
+        self.a_inv = np.asarray(np.linalg.inv(gram + ridge), dtype=float)
+        self.b = b
+        self.theta = np.einsum("kij,kj->ki", self.a_inv, b)
+        self._counts = n
 
     def _linear_state(self) -> dict[str, Any]:
         return {
@@ -120,6 +190,7 @@ class _LinearPolicy(Policy):
             "a_inv": self.a_inv.tolist(),
             "b": self.b.tolist(),
             "theta": self.theta.tolist(),
+            "counts": self._counts.tolist(),
         }
 
     def _restore(self: L, state: dict[str, Any]) -> L:
@@ -128,6 +199,7 @@ class _LinearPolicy(Policy):
         # theta is stored rather than recomputed so that a restored policy
         # reproduces the original's scores bit for bit.
         self.theta = np.asarray(state["theta"], dtype=float)
+        self._counts = np.asarray(state.get("counts", np.zeros(self.n_arms)), dtype=float)
         return self
 
 

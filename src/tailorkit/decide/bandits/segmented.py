@@ -106,6 +106,47 @@ class SegmentedPolicy(Policy):
         for key, (seg_arms, seg_rewards) in groups.items():
             self.policy_for(key).update_many(seg_arms, seg_rewards)
 
+    def statistics(self) -> dict[str, float]:
+        """Every segment's statistics, as ``"<segment>|<arm>|<stat>"``.
+
+        >>> from tailorkit.decide.bandits import ThompsonSampling
+        >>> policy = SegmentedPolicy(ThompsonSampling(n_arms=2))
+        >>> policy.update(1, 1.0, "vip")
+        >>> policy.statistics()["vip|1|r"]
+        1.0
+        """
+        return {
+            f"{key}|{name}": value
+            for key, policy in self.segments.items()
+            for name, value in policy.statistics().items()
+        }
+
+    def statistics_of(
+        self,
+        arms: Sequence[int],
+        rewards: Sequence[float],
+        contexts: Sequence[Any] | None = None,
+    ) -> dict[str, float]:
+        """The statistics a batch adds, per segment."""
+        if contexts is None:
+            raise ValueError("segmented updates need a context (segment) per reward")
+        out: dict[str, float] = {}
+        for arm, reward, ctx in zip(arms, rewards, contexts, strict=True):
+            key = segment_key(ctx)
+            for name, value in self.template.statistics_of([arm], [reward]).items():
+                field = f"{key}|{name}"
+                out[field] = out.get(field, 0.0) + value
+        return out
+
+    def set_statistics(self, stats: Mapping[str, float]) -> None:
+        """Replace every named segment's statistics (segments not named keep theirs)."""
+        groups: dict[str, dict[str, float]] = {}
+        for name, value in stats.items():
+            key, arm, stat = name.rsplit("|", 2)
+            groups.setdefault(key, {})[f"{arm}|{stat}"] = value
+        for key, group in groups.items():
+            self.policy_for(key).set_statistics(group)
+
     def probabilities(self, context: Any = None) -> tuple[float, ...]:
         """Arm probabilities in the context's segment."""
         return self.policy_for(segment_key(context)).probabilities()

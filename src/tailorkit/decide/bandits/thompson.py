@@ -233,6 +233,14 @@ class ThompsonSampling(CachedPolicy):
         self.successes[arm] += reward
         self.failures[arm] += 1.0 - reward
 
+    def _totals(self) -> tuple[list[float], list[float]]:
+        counts = [s + f for s, f in zip(self.successes, self.failures, strict=True)]
+        return counts, list(self.successes)
+
+    def _set_totals(self, counts: list[float], sums: list[float]) -> None:
+        self.successes = list(sums)
+        self.failures = [n - r for n, r in zip(counts, sums, strict=True)]
+
     def to_state(self) -> dict[str, Any]:
         """JSON-serialisable state: configuration, priors and counts."""
         state = self._base_state()
