@@ -1,4 +1,4 @@
-"""Per-segment (heterogeneous) effects and cumulative results by day."""
+"""Per-segment (heterogeneous) effects, the correction family, and cumulative results by day."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from tailorkit.measure.analysis.groups import Groups
-from tailorkit.measure.analysis.report import Context, lift_json, num, stats_for
-from tailorkit.measure.analysis.spec import MetricSpec
+from tailorkit.measure.analysis.report import Context, Overall, lift_json, num, stats_for
+from tailorkit.measure.analysis.spec import ExperimentSpec, MetricSpec
 from tailorkit.measure.stats import (
     Estimate,
     LiftResult,
@@ -66,7 +66,7 @@ class SegmentRow:
 
 
 def segment_rows(ctx: Context, g: Groups) -> list[SegmentRow]:
-    """Every treatment × metric × segment, corrected jointly as one family.
+    """Every treatment × metric × segment with its raw p-value (see :func:`correct_families`).
 
     Frequentist only (the Bayesian summaries of the overall results would
     cost ~0.1 s per comparison and are not shown per segment).
@@ -91,13 +91,81 @@ def segment_rows(ctx: Context, g: Groups) -> list[SegmentRow]:
                     sizes = float(stats[t].n), float(stats[c].n)
                     means = mean, float(control.mean)
                     rows.append(SegmentRow(segment, metric, name, *sizes, *means, r))
-    if not rows:
-        return rows
-    adjusted = adjust_p_values([float(r.lift.p_value) for r in rows], ctx.spec.correction)
-    return [
-        replace(r, adjusted_p_value=float(p), significant=bool(p <= ctx.spec.alpha))
-        for r, p in zip(rows, adjusted, strict=True)
+    return rows
+
+
+@dataclass(frozen=True)
+class Corrected:
+    """The corrected overall analyses and segment rows, and how they were corrected."""
+
+    overall: Overall
+    rows: list[SegmentRow]
+    family: dict[str, Any]
+
+
+def _family_json(ctx: Context, sizes: dict[str, int]) -> dict[str, Any]:
+    spec = ctx.spec
+    name = CORRECTION_NAMES[spec.correction]
+    groups = "all users and each segment" if spec.segments else "all users"
+    if spec.correction_family == "one":
+        scope = f"one family of {sizes['all']} comparisons across variations × metrics × segments"
+        scope += f" ({groups})"
+    else:
+        scope = (
+            f"two families: {sizes['overall']} overall comparisons across variations × metrics, "
+            f"{sizes['segments']} across variations × metrics × segments"
+        )
+    return {
+        "method": spec.correction,
+        "family": spec.correction_family,
+        "sizes": sizes,
+        "description": f"{name}, {scope}; guardrails uncorrected",
+    }
+
+
+def correct_families(ctx: Context, g: Groups) -> Corrected:
+    """Overall and per-segment comparisons, corrected as the experiment's ``correction_family``.
+
+    ``one`` (the default): the primary and secondary metrics' comparisons
+    overall and in every segment form one family; ``separate``: the overall
+    ones are a family and the segment breakdown another. Guardrails keep
+    their raw p-values in both.
+
+    >>> from tailorkit.measure.analysis.examples import example_spec, example_table
+    >>> g = Groups.from_arrow(example_table(), 2)
+    >>> out = correct_families(Context(example_spec(), ["a", "b"]), g)
+    >>> out.family["sizes"], out.family["description"][:40]
+    ({'all': 4}, 'Holm step-down (family-wise error rate),')
+    """
+    spec = ctx.spec
+    raw = Overall.uncorrected(ctx, g)
+    rows = segment_rows(ctx, g) if spec.segments else []
+    tested = [k for k, r in enumerate(rows) if r.metric.role != "guardrail"]
+    p_rows = [float(rows[k].lift.p_value) for k in tested]
+    if spec.correction_family == "one":
+        overall, adjusted = raw.corrected(ctx, p_rows)
+        sizes = {"all": _size(overall, spec) + len(p_rows)}
+    else:
+        overall = raw.corrected(ctx, ())[0]
+        adjusted = adjust_p_values(p_rows, spec.correction).tolist() if p_rows else []
+        sizes = {"overall": _size(overall, spec), "segments": len(p_rows)}
+    p_adj = [float(r.lift.p_value) for r in rows]  # guardrails: raw
+    for k, p in zip(tested, adjusted, strict=True):
+        p_adj[k] = p
+    rows = [
+        replace(r, adjusted_p_value=p, significant=bool(p <= spec.alpha))
+        for r, p in zip(rows, p_adj, strict=True)
     ]
+    return Corrected(overall, rows, _family_json(ctx, sizes))
+
+
+def _size(overall: Overall, spec: ExperimentSpec) -> int:
+    """Number of overall comparisons in the family (primary and secondary metrics with data)."""
+    return sum(
+        len(a.variations)
+        for m in spec.metrics
+        if m.role != "guardrail" and (a := overall.by_key[m.key]) is not None
+    )
 
 
 def _heterogeneity(ctx: Context, rows: list[SegmentRow]) -> list[dict[str, Any]]:
@@ -129,7 +197,7 @@ def _heterogeneity(ctx: Context, rows: list[SegmentRow]) -> list[dict[str, Any]]
     return out
 
 
-def segments_json(ctx: Context, g: Groups) -> dict[str, Any]:
+def segments_json(ctx: Context, g: Groups, corrected: Corrected | None = None) -> dict[str, Any]:
     """Per-segment table, the correction used, and heterogeneity summaries.
 
     >>> from tailorkit.measure.analysis.examples import example_spec, example_table
@@ -138,7 +206,7 @@ def segments_json(ctx: Context, g: Groups) -> dict[str, Any]:
     >>> out["users"], len(out["rows"])
     ({'mobile': [1000, 1000]}, 2)
     """
-    rows = segment_rows(ctx, g)
+    done = corrected or correct_families(ctx, g)
     users = {
         seg: g.pooled("n", segment=s).astype(int).tolist()
         for s, seg in enumerate(ctx.spec.segments)
@@ -147,10 +215,10 @@ def segments_json(ctx: Context, g: Groups) -> dict[str, Any]:
         "segments": list(ctx.spec.segments),
         "users": users,
         "correction": ctx.spec.correction,
-        "correction_description": CORRECTION_NAMES[ctx.spec.correction]
-        + " across variations × metrics × segments",
-        "rows": [r.to_json() for r in rows],
-        "heterogeneity": _heterogeneity(ctx, rows),
+        "correction_family": ctx.spec.correction_family,
+        "correction_description": done.family["description"],
+        "rows": [r.to_json() for r in done.rows],
+        "heterogeneity": _heterogeneity(ctx, done.rows),
     }
 
 

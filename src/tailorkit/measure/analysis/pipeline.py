@@ -18,18 +18,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from tailorkit.measure.analysis.breakdown import cumulative_json, segments_json
+from tailorkit.measure.analysis.breakdown import correct_families, cumulative_json, segments_json
 from tailorkit.measure.analysis.groups import Groups
 from tailorkit.measure.analysis.query import sufficient_stats
 from tailorkit.measure.analysis.report import (
     Context,
-    Overall,
     health_and_recommendation,
     metric_json,
     weights_of,
 )
 from tailorkit.measure.analysis.spec import ExperimentSpec, parse_experiment
-from tailorkit.measure.stats.multiple import CORRECTION_NAMES
 from tailorkit.project import Project
 from tailorkit.project.loader import QualitySettings
 from tailorkit.store.warehouse import Warehouse
@@ -97,13 +95,16 @@ def variation_names(spec: ExperimentSpec, g: Groups, k: int) -> list[str]:
     return names if len(set(names)) == k else [f"{v}: {n}" for v, n in enumerate(names)]
 
 
-def _settings(spec: ExperimentSpec, quality: QualitySettings) -> dict[str, Any]:
+def _settings(
+    spec: ExperimentSpec, quality: QualitySettings, family: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "alpha": spec.alpha,
         "alternative": spec.alternative,
         "correction": spec.correction,
-        "correction_description": CORRECTION_NAMES[spec.correction]
-        + " across variations × metrics (guardrails uncorrected)",
+        "correction_family": spec.correction_family,
+        "correction_family_sizes": family["sizes"],
+        "correction_description": family["description"],
         "sequential": spec.sequential,
         "sequential_tuning": spec.sequential_tuning if spec.sequential else None,
         "planned_users_per_variation": spec.planned_per_variation,
@@ -139,8 +140,9 @@ def build_report(
     k = n_variations(spec, table)
     g = Groups.from_arrow(table, k)
     ctx = Context(spec, variation_names(spec, g, k))
-    overall = Overall.compute(ctx, g)
-    segments = segments_json(ctx, g) if spec.segments else None
+    corrected = correct_families(ctx, g)
+    overall = corrected.overall
+    segments = segments_json(ctx, g, corrected) if spec.segments else None
     checks, srm, rec = health_and_recommendation(ctx, g, overall, _segment_notes(segments))
     users = g.pooled("n")
     weights = weights_of(spec, k)
@@ -165,7 +167,7 @@ def build_report(
             "excluded_flagged": g.n_flagged,
             "unknown_variation": g.n_unknown_variation,
         },
-        "settings": _settings(spec, quality),
+        "settings": _settings(spec, quality, corrected.family),
         "metrics": [
             metric_json(ctx, m, i, overall.by_key[m.key], g) for i, m in enumerate(spec.metrics)
         ],

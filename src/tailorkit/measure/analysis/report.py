@@ -4,13 +4,16 @@ The engine (:mod:`tailorkit.measure.stats`) does all statistics; this module
 decides what is compared with what and how p-values are corrected:
 
 * **overall**: every treatment vs the control on every primary and
-  secondary metric, corrected jointly across variations × metrics with the
-  experiment's ``correction`` (Holm by default);
-* **guardrails**: each judged on its own interval (no correction — a
-  correction would make harm *harder* to detect);
-* **segments**: every treatment × metric × segment, corrected jointly as one
-  family (exploratory, so it never dilutes the overall result), with a
+  secondary metric;
+* **segments**: every treatment × metric × segment, with a
   sign-disagreement flag and Cochran's Q per metric and treatment;
+* **correction**: with the experiment's ``correction`` (Holm by default),
+  by default as one family across variations × metrics × segments (the
+  overall comparisons and every segment's); ``correction_family: separate``
+  corrects the overall comparisons and the segment breakdown as two
+  families (:func:`tailorkit.measure.analysis.breakdown.correct_families`);
+* **guardrails**: each judged on its own interval (no correction — a
+  correction would make harm *harder* to detect), overall and per segment;
 * **cumulative**: by first-exposure day, each day's cohort with its full
   attribution window (fixed-horizon intervals, or confidence sequences when
   the experiment is sequential — the only intervals valid to watch daily);
@@ -41,7 +44,7 @@ from tailorkit.measure.stats import (
     SrmResult,
     VariationResult,
     analyze_metric,
-    apply_correction,
+    correct_jointly,
     cuped_adjust,
     estimate,
     guardrail_check,
@@ -302,19 +305,30 @@ class Overall:
     by_key: dict[str, MetricAnalysis | None]
 
     @classmethod
+    def uncorrected(cls, ctx: Context, g: Groups) -> Overall:
+        """Every metric's analysis with raw p-values (``correction`` none)."""
+        return cls(
+            {m.key: ctx.analyze(m, i, g.pooled, "none") for i, m in enumerate(ctx.spec.metrics)}
+        )
+
+    @classmethod
     def compute(cls, ctx: Context, g: Groups) -> Overall:
-        raw = {
-            m.key: ctx.analyze(m, i, g.pooled, "none" if m.role == "guardrail" else None)
-            for i, m in enumerate(ctx.spec.metrics)
-        }
+        """Corrected across variations × metrics alone (no segments in the family)."""
+        return cls.uncorrected(ctx, g).corrected(ctx, ())[0]
+
+    def corrected(self, ctx: Context, others: Sequence[float]) -> tuple[Overall, list[float]]:
+        """Primary and secondary metrics corrected as one family with the p-values ``others``.
+
+        Guardrails keep their raw p-values: a correction would make harm
+        harder to detect.
+        """
         goals = {
             m.key: a
             for m in ctx.spec.metrics
-            if m.role != "guardrail" and (a := raw[m.key]) is not None
+            if m.role != "guardrail" and (a := self.by_key[m.key]) is not None
         }
-        corrected = apply_correction(list(goals.values()), ctx.spec.correction)
-        raw.update(dict(zip(goals, corrected, strict=True)))
-        return cls(raw)
+        done, rest = correct_jointly(list(goals.values()), others, ctx.spec.correction)
+        return Overall({**self.by_key, **dict(zip(goals, done, strict=True))}), rest
 
     def guardrails(self, spec: ExperimentSpec) -> list[MetricAnalysis]:
         found = [self.by_key[m.key] for m in spec.metrics if m.role == "guardrail"]

@@ -28,6 +28,9 @@ FILE = "features.yaml"
 DEFAULT_PRE_PERIOD_DAYS = 14.0
 Scalar = str | float | bool
 Role = Literal["primary", "secondary", "guardrail"]
+#: ``one``: variations × metrics × segments (overall included) corrected as one family;
+#: ``separate``: the overall comparisons and the segment breakdown as two families
+Family = Literal["one", "separate"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class ExperimentSpec:
     alpha: float = 0.05
     alternative: Alternative = "two-sided"
     correction: Correction = "holm"
+    correction_family: Family = "one"
     sequential: bool = False
     sequential_tuning: float = 5000.0
     planned_per_variation: int | None = None
@@ -249,6 +253,7 @@ def parse_experiment(
         alpha=float(doc.get("alpha", 0.05)),
         alternative=doc.get("alternative", "two-sided"),
         correction=doc.get("correction", "holm"),
+        correction_family=doc.get("correction_family", "one"),
         sequential=bool(doc.get("sequential", False)),
         sequential_tuning=float(doc.get("sequential_tuning", 5000.0)),
         planned_per_variation=doc.get("planned_users_per_variation"),

@@ -22,6 +22,7 @@ from tailorkit.measure.stats.analysis import (
     VariationResult,
     analyze_metric,
     apply_correction,
+    correct_jointly,
     recommend,
 )
 from tailorkit.measure.stats.bayesian import (
@@ -124,6 +125,7 @@ __all__ = [
     "chi_square_test",
     "confidence_interval",
     "correct",
+    "correct_jointly",
     "cuped_adjust",
     "cuped_theta",
     "estimate",

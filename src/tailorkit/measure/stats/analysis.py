@@ -217,6 +217,41 @@ def _row(
     )
 
 
+def correct_jointly(
+    analyses: Sequence[MetricAnalysis], others: Sequence[float], correction: Correction = "holm"
+) -> tuple[list[MetricAnalysis], list[float]]:
+    """One family: every comparison in ``analyses`` and the p-values ``others``.
+
+    ``others`` are further comparisons of the same family (e.g. per-segment
+    lifts); their adjusted p-values are returned beside the analyses, which
+    get their adjusted p-values, significance and the method's name.
+
+    >>> a = analyze_metric([SampleStats.from_proportion(5000, 500),
+    ...                     SampleStats.from_proportion(5000, 580)], "binomial")
+    >>> out, rest = correct_jointly([a], [0.01, 0.5], "bonferroni")
+    >>> round(out[0].variations[0].adjusted_p_value, 4), [round(p, 2) for p in rest]
+    (0.0298, [0.03, 1.0])
+    """
+    raw = [_f(v.lift.p_value) for a in analyses for v in a.variations] + [float(p) for p in others]
+    adjusted = adjust_p_values(raw, correction).tolist() if raw else []
+    it = iter(adjusted)
+    out = []
+    for a in analyses:
+        rows = []
+        for v in a.variations:
+            p = float(next(it))
+            rows.append(dataclasses.replace(v, adjusted_p_value=p, significant=p <= a.alpha))
+        out.append(
+            dataclasses.replace(
+                a,
+                variations=rows,
+                correction=correction,
+                correction_description=CORRECTION_NAMES[correction],
+            )
+        )
+    return out, [float(p) for p in it]
+
+
 def apply_correction(
     analyses: Sequence[MetricAnalysis], correction: Correction = "holm"
 ) -> list[MetricAnalysis]:
@@ -231,23 +266,7 @@ def apply_correction(
     >>> round(b[0].variations[0].adjusted_p_value, 4), b[0].correction
     (0.0199, 'bonferroni')
     """
-    raw = [_f(v.lift.p_value) for a in analyses for v in a.variations]
-    adjusted = iter(adjust_p_values(raw, correction).tolist() if raw else [])
-    out = []
-    for a in analyses:
-        rows = []
-        for v in a.variations:
-            p = float(next(adjusted))
-            rows.append(dataclasses.replace(v, adjusted_p_value=p, significant=p <= a.alpha))
-        out.append(
-            dataclasses.replace(
-                a,
-                variations=rows,
-                correction=correction,
-                correction_description=CORRECTION_NAMES[correction],
-            )
-        )
-    return out
+    return correct_jointly(analyses, (), correction)[0]
 
 
 Action = Literal["ship", "keep_running", "stop_for_harm", "inconclusive"]
