@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from tailorkit.cli.ope import command as ope_command
 from tailorkit.project import ConfigError, Project, load_project
 
 app = typer.Typer(
@@ -368,6 +369,9 @@ def power(
         emit(data, as_json)
     else:
         render_power(data, Console())
+
+
+app.command("ope")(ope_command)
 
 
 if __name__ == "__main__":
