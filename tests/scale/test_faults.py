@@ -110,7 +110,7 @@ def test_worker_sigkilled_mid_batch(tmp_path: Path, pg_url: str, prefix: str) ->
     second = None
     try:
         traffic.start()
-        traffic.wait_acked(1500)
+        traffic.wait_acked(400)
 
         def holding_entries() -> bool:  # kill while w1 has entries it has not acknowledged
             consumers = client.xinfo_consumers(stream, "workers")
@@ -120,9 +120,9 @@ def test_worker_sigkilled_mid_batch(tmp_path: Path, pg_url: str, prefix: str) ->
         first.kill()  # SIGKILL mid-batch
         first.wait(10)
         acked_at_kill = len(traffic.acked)
-        traffic.wait_acked(acked_at_kill + 600)  # the server keeps acknowledging
+        traffic.wait_acked(acked_at_kill + 300)  # the server keeps acknowledging
         second = start_worker(project, tmp_path / "w2.log", "w2")
-        traffic.wait_acked(len(traffic.acked) + 600)
+        traffic.wait_acked(len(traffic.acked) + 300)
         traffic.finish()
         wait_until(lambda: stream_empty(client, stream), 30, "the stream to be drained")
         second.terminate()  # SIGTERM: a clean stop with a summary
@@ -151,19 +151,24 @@ def test_redis_stopped_and_restarted(tmp_path: Path, pg_url: str) -> None:
     health: list[dict] = []
     try:
         traffic.start(decide=True)
-        traffic.wait_acked(600)
+        traffic.wait_acked(300)
         own.kill()
         during = len(traffic.acked)
-        traffic.wait_acked(during + 600)  # acknowledged from the spool
+        traffic.wait_acked(during + 300)  # acknowledged from the spool
         with server.client() as client:
             health.append(client.get("/healthz").json()["bus"])
         decisions_during = len(traffic.decide_statuses)
         own.start()
-        traffic.wait_acked(len(traffic.acked) + 600)
+        traffic.wait_acked(len(traffic.acked) + 300)
         traffic.finish()
         check = redis.Redis.from_url(own.url)
-        wait_until(lambda: stream_empty(check, f"{prefix}events"), 30, "spool and stream drained")
         with server.client() as client:
+
+            def drained() -> bool:
+                bus = client.get("/healthz").json()["bus"]
+                return not bus["spooled"] and stream_empty(check, f"{prefix}events")
+
+            wait_until(drained, 30, "spool and stream drained")
             health.append(client.get("/healthz").json()["bus"])
         worker.terminate()
         assert worker.wait(30) == 0

@@ -424,6 +424,7 @@ class Worker:
                 self.step()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("event bus unreachable: %s", exc)
+                self._own_pending = True  # maybe stored but not acknowledged: read them again
                 stop.wait(1.0)
             except Exception:
                 self.stats.errors += 1
