@@ -15,6 +15,7 @@ MODULES = [
     *(f"{bandits_pkg.__name__}.{m.name}" for m in pkgutil.iter_modules(bandits_pkg.__path__)),
     "tailorkit.measure.ope",
     "tailorkit.measure.ope_logs",
+    "tailorkit.measure.bandit_report",
     "tailorkit.decide.bandit_state",
     "tailorkit.cli.ope",
 ]

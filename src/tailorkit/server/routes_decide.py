@@ -19,13 +19,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import yaml
-from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from tailorkit.collect.raw import PayloadError
@@ -330,6 +331,38 @@ async def put_placements(request: Request, state: Admin) -> Response:
 def get_bandits(request: Request, state: Admin) -> Response:
     """Every live bandit: arms, current probabilities, decisions, rewards, state."""
     return _json(_service(request).bandits.describe())
+
+
+@router.get("/v1/admin/bandits/{key}/report", tags=["admin"])
+def get_bandit_report(
+    key: str,
+    request: Request,
+    state: Admin,
+    since: Annotated[str | None, Query(description="Decisions from (ISO-8601).")] = None,
+    bins: Annotated[int, Query(ge=1, le=200, description="Time slices of the allocation.")] = 24,
+    alpha: Annotated[float, Query(gt=0, lt=1, description="1 - credible/confidence level.")] = 0.05,
+) -> Response:
+    """Allocation over time, posteriors per segment × arm, and reward against uniform (IPS)."""
+    from tailorkit.measure.bandit_report import report_for
+    from tailorkit.segment.batch import reader
+
+    service = _service(request)
+    spec = service.engine.definitions.bandits.get(key)
+    if spec is None:
+        raise HTTPException(404, f"no bandit {key!r}")
+    start = None
+    if since is not None:
+        try:
+            start = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise HTTPException(422, f"since: not an ISO-8601 instant: {since!r}") from exc
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+    with reader(state.warehouse) as view:
+        report = report_for(
+            view, spec, service.bandits.policy(key), since=start, bins=bins, alpha=alpha
+        )
+    return _json(report)
 
 
 class RewardIn(BaseModel):

@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 
 from tailorkit.collect.quality import clean_events
 from tailorkit.measure.analysis import analyze_experiment
+from tailorkit.measure.bandit_report import report_for
 from tailorkit.segment.batch import membership_table, reader, report
 from tailorkit.server.app import AppState
 
@@ -147,40 +148,12 @@ def model_file(root: Path, model: str, name: str) -> dict[str, Any] | None:
     return loaded
 
 
-def bandit_history(state: AppState, hours: int = 24) -> dict[str, dict[str, Any]]:
-    """Share of each arm per 10 minutes, from the logged bandit decisions (DuckDB only)."""
-    if state.warehouse.backend != "duckdb":
-        return {}
-    since = datetime.now(UTC) - timedelta(hours=hours)
-    sql = """
-        SELECT json_extract_string(properties, '$.key') AS bandit,
-               strftime(time_bucket(INTERVAL 10 MINUTE, timestamp), '%H:%M') AS slot,
-               json_extract_string(properties, '$.variation_key') AS arm, count(*) AS n
-        FROM events WHERE type = 'exposure' AND epoch_us(timestamp) >= ?
-          AND json_extract_string(properties, '$.kind') = 'bandit'
-        GROUP BY ALL ORDER BY slot
-    """
-    with state.warehouse.lock:
-        cursor = state.warehouse.con.con.cursor()
-    try:
-        # epoch numbers in and text out: DuckDB needs pytz for aware datetimes
-        rows = cursor.execute(sql, [int(since.timestamp() * 1_000_000)]).fetchall()
-    finally:
-        cursor.close()
-    return _shares(rows)
+def bandit_report(state: AppState, spec: Any, policy: Any, cache: Cache) -> dict[str, Any]:
+    """The report of one bandit (what ``GET /v1/admin/bandits/{key}/report`` answers)."""
 
+    def compute() -> dict[str, Any]:
+        with reader(state.warehouse) as view:
+            return report_for(view, spec, policy)
 
-def _shares(rows: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
-    """``{bandit: {labels, series: {arm: [share per slot]}}}`` from (bandit, slot, arm, n)."""
-    counts: dict[str, dict[str, dict[str, int]]] = {}
-    for bandit, slot, arm, n in rows:
-        counts.setdefault(bandit, {}).setdefault(str(slot), {})[arm] = int(n)
-    out: dict[str, dict[str, Any]] = {}
-    for bandit, slots in counts.items():
-        arms = sorted({a for per in slots.values() for a in per})
-        labels = list(slots)
-        series = {
-            a: [slots[s].get(a, 0) / max(sum(slots[s].values()), 1) for s in labels] for a in arms
-        }
-        out[bandit] = {"labels": labels, "series": series}
-    return out
+    result: dict[str, Any] = cache.get(f"bandit:{spec.key}:{spec.fingerprint}", compute)
+    return result

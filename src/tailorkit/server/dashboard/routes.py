@@ -56,7 +56,34 @@ def arm_map(arms: list[str], probabilities: list[float] | None) -> dict[str, flo
     return dict(zip(arms, probabilities or [], strict=False))
 
 
-TEMPLATES.globals.update(pct=pct, lift_rows=lift_rows, cumulative=cumulative, arm_map=arm_map)
+def posterior_rows(report: dict[str, Any], segment: str) -> list[tuple[str, float, float, float]]:
+    """(arm, posterior mean, lower, upper) rows of one segment, for the interval chart."""
+    return [
+        (r["arm"], r["mean"], r["ci_low"], r["ci_high"])
+        for r in report["posteriors"]
+        if r["segment"] == segment
+    ]
+
+
+def reward_series(report: dict[str, Any]) -> dict[str, list[float]]:
+    """Cumulative reward of the bandit and the uniform estimate with its interval."""
+    c = report["reward"]["cumulative"]
+    return {
+        "bandit (observed)": c["bandit"],
+        "uniform (IPS estimate)": c["uniform"],
+        "uniform, lower": c["uniform_low"],
+        "uniform, upper": c["uniform_high"],
+    }
+
+
+TEMPLATES.globals.update(
+    pct=pct,
+    lift_rows=lift_rows,
+    cumulative=cumulative,
+    arm_map=arm_map,
+    posterior_rows=posterior_rows,
+    reward_series=reward_series,
+)
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
 LoggedIn = Annotated[None, Depends(require_login)]
 _CACHE = data.Cache()
@@ -168,10 +195,16 @@ def experiment(request: Request, key: str, _: LoggedIn) -> HTMLResponse:
 
 @router.get("/dashboard/bandits")
 def bandits(request: Request, _: LoggedIn) -> HTMLResponse:
-    """Arms, allocation and posteriors per segment."""
-    described = request.app.state.decide.bandits.describe()
-    history = data.bandit_history(_state(request))
-    return render("bandits.html", "bandits", bandits=described, history=history)
+    """Arms, allocation over time, posteriors per segment and reward against uniform."""
+    service = request.app.state.decide
+    described = service.bandits.describe()
+    specs = service.engine.definitions.bandits
+    reports = {
+        key: data.bandit_report(_state(request), specs[key], service.bandits.policy(key), _CACHE)
+        for key in described
+        if key in specs
+    }
+    return render("bandits.html", "bandits", bandits=described, reports=reports)
 
 
 @router.get("/dashboard/personas")

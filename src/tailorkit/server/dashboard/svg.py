@@ -111,8 +111,13 @@ def bar_chart(values: Mapping[str, float], title: str = "") -> Markup:
     return _frame("bar", body, title, height)
 
 
-def interval_chart(rows: Sequence[tuple[str, float, float, float]], title: str = "") -> Markup:
-    """Point estimates with confidence intervals (name, estimate, lower, upper) around 0."""
+def interval_chart(
+    rows: Sequence[tuple[str, float, float, float]], title: str = "", signed: bool = True
+) -> Markup:
+    """Point estimates with intervals (name, estimate, lower, upper).
+
+    ``signed``: effects around 0 (coloured by sign); otherwise plain shares.
+    """
     ok = [r for r in rows if all(v is not None and math.isfinite(v) for v in r[1:])]
     allv = [v for r in ok for v in r[1:]] + [0.0]
     lo, hi = min(allv), max(allv)
@@ -123,10 +128,13 @@ def interval_chart(rows: Sequence[tuple[str, float, float, float]], title: str =
     for i, (name, est, low, up) in enumerate(ok):
         y = 20 + 30 * i
         colour = "#16a34a" if low > 0 else ("#dc2626" if up < 0 else "#2563eb")
+        fmt = "+.2%" if signed else ".2%"
+        if not signed:
+            colour = "#2563eb"
         body.append(
             f'<g class="series" data-series="{escape(name)}" data-values="'
             f'{_attr([est, low, up])}"><text x="4" y="{y - 4}" font-size="11">{escape(name)}'
-            f" {est:+.2%} [{low:+.2%}, {up:+.2%}]</text>"
+            f" {est:{fmt}} [{low:{fmt}}, {up:{fmt}}]</text>"
             f'<line x1="{ox + kx * low:.1f}" y1="{y + 6}" x2="{ox + kx * up:.1f}" y2="{y + 6}" '
             f'stroke="{colour}" stroke-width="3"/>'
             f'<circle cx="{ox + kx * est:.1f}" cy="{y + 6}" r="5" fill="{colour}"/></g>'
