@@ -486,6 +486,8 @@ class DecisionEngine:
             placement=placement.key,
             rule=rule.id,
             segment=pick.segment,
+            # a linear bandit's context, so that off-policy evaluation can replay it
+            features=dict(zip(spec.features, pick.context, strict=True)) if spec.features else None,
         )
         return choice
 

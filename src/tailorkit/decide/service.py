@@ -34,6 +34,7 @@ import yaml
 from tailorkit import metrics
 from tailorkit.collect.pipeline import Collector
 from tailorkit.decide.bandit_runtime import BanditRuntime, make_policy
+from tailorkit.decide.bandit_state import shared_stats
 from tailorkit.decide.content import TemplateChecker
 from tailorkit.decide.engine import NO_PROFILE, DecisionEngine, ProfileView
 from tailorkit.decide.memory import ConsentRegistry, make_memory
@@ -170,7 +171,9 @@ class DecideService:
         self.features = features
         self.profile_features = _profile_features(profiles)
         self.checker = TemplateChecker(self._templates_dir(), self.profile_features)
-        self.bandits = BanditRuntime(self.root / ".tailorkit" / "bandits.json")
+        self.bandits = BanditRuntime(
+            self.root / ".tailorkit" / "bandits.json", shared=shared_stats(project.settings)
+        )
         self.consent = ConsentRegistry()
         self.exposures = ExposureLogger(self._submit)
         self.last_error: ConfigError | None = None
