@@ -7,18 +7,27 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
+import yaml
 from scipy import stats
 
 from tailorkit.decide.bandit_runtime import BanditRuntime
 from tailorkit.decide.bandit_state import RedisBanditStats
 from tailorkit.decide.placements import BanditSpec
+from tailorkit.decide.service import DecideService
+from tailorkit.project import load_project
 from tests.conftest import free_port
+from tests.decide.conftest import PLACEMENTS, write_decide_project
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+PROMO_ONLY = {
+    "bandits": {"promo_bandit": PLACEMENTS["bandits"]["promo_bandit"]},
+    "placements": {"promo": PLACEMENTS["placements"]["promo"]},
+}
 
 
 def spec() -> BanditSpec:
@@ -98,7 +107,7 @@ def test_a_new_replica_starts_from_the_shared_totals(prefix: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
-def test_decisions_and_learning_go_on_while_redis_is_down(tmp_path: object) -> None:
+def test_decisions_and_learning_go_on_while_redis_is_down() -> None:
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     runtime = BanditRuntime(seed=3, shared=RedisBanditStats.from_url(url, "t:", pause=0.2))
@@ -140,3 +149,27 @@ def test_decisions_and_learning_go_on_while_redis_is_down(tmp_path: object) -> N
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_services_configured_by_tailorkit_yaml_share_their_bandits(
+    tmp_path: Path, prefix: str
+) -> None:
+    services = []
+    for name in ("a", "b"):
+        root = write_decide_project(tmp_path / name, PROMO_ONLY)
+        settings = yaml.safe_load((root / "tailorkit.yaml").read_text())
+        settings["redis"] = {"url": REDIS_URL, "prefix": prefix}
+        (root / "tailorkit.yaml").write_text(yaml.safe_dump(settings))
+        services.append(DecideService(load_project(root)))
+    a, b = services
+    for _ in range(5):
+        a.bandits.update("promo_bandit", "new_in", 1.0)
+    b.bandits.update("promo_bandit", "sale", 0.0)
+    for service in (a, b, a):
+        service.bandits.sweep(now=0.0)
+    expected = {"0|n": 1.0, "0|r": 0.0, "1|n": 5.0, "1|r": 5.0}
+    for service in services:
+        assert service.bandits.policy("promo_bandit").statistics() == expected
+        assert service.bandits.describe()["promo_bandit"]["shared"] is True
+    keys = redis.Redis.from_url(REDIS_URL).keys(f"{prefix}bandit:promo_bandit:*")
+    assert len(keys) == 1
