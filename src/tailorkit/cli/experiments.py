@@ -91,6 +91,13 @@ def render_analysis(report: dict[str, Any], console: Console) -> None:
                           _fmt(v["relative"]) + star, f"[{_fmt(lo)}, {_fmt(hi)}]",
                           f"{v['adjusted_p_value']:.4f}")  # fmt: skip
     console.print(table)
+    console.print(f"* significant after {report['settings']['correction_description']}")
+    for m in (report.get("factorial") or {}).get("metrics", []):
+        for e in m.get("effects", []):
+            console.print(
+                f"factorial {m['metric']}: {e['name']} {e['estimate']:+.4g} "
+                f"(adj. p {e['adjusted_p_value']:.4f}){' *' if e['significant'] else ''}"
+            )
     segments = report.get("segments") or {}
     notable = [s for s in segments.get("rows", []) if s["significant"]]
     for s in notable:

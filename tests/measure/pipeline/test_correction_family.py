@@ -110,3 +110,14 @@ def test_one_family_is_stricter_than_separate_families(
     two = build_report(replace(spec, correction_family="separate"), table, AT, QualitySettings())
     a, b = adjusted(overall_rows(one, False)), adjusted(overall_rows(two, False))
     assert all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+def test_no_sign_disagreement_when_segments_agree(
+    analysed: dict[str, tuple[ExperimentSpec, pa.Table]],
+) -> None:
+    spec, table = analysed["signup_flow"]  # the same +4 points in every segment
+    r = build_report(spec, table, AT, QualitySettings())
+    het = {h["metric"]: h for h in r["segments"]["heterogeneity"]}
+    assert het["signup"]["better_segments"] and not het["signup"]["worse_segments"]
+    assert not any(h["sign_disagreement"] for h in het.values())
+    assert "disagree" not in r["recommendation"]["reason"]

@@ -12,6 +12,7 @@ served by ``GET /v1/admin/experiments/{key}/results`` and rendered by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from tailorkit.measure.analysis.breakdown import correct_families, cumulative_json, segments_json
+from tailorkit.measure.analysis.factorial import factorial_json
 from tailorkit.measure.analysis.groups import Groups
 from tailorkit.measure.analysis.query import sufficient_stats
 from tailorkit.measure.analysis.report import (
@@ -72,6 +74,8 @@ def n_variations(spec: ExperimentSpec, table: pa.Table) -> int:
     >>> n_variations(example_spec(), example_table())
     2
     """
+    if spec.factors:
+        return math.prod(n for _, n in spec.factors)
     for configured in (spec.weights, spec.variations):
         if configured is not None:
             return len(configured)
@@ -172,6 +176,7 @@ def build_report(
             metric_json(ctx, m, i, overall.by_key[m.key], g) for i, m in enumerate(spec.metrics)
         ],
         "segments": segments,
+        "factorial": factorial_json(ctx, g),
         "cumulative": cumulative_json(ctx, g),
         "srm": srm,
         "health": [{"check": c.name, "ok": c.ok, "message": c.message} for c in checks],

@@ -16,6 +16,7 @@ the sample-ratio check) and ``meta`` names. Errors are
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,6 +100,8 @@ class ExperimentSpec:
     sequential_tuning: float = 5000.0
     planned_per_variation: int | None = None
     min_users: int = 100
+    #: factorial design: (factor, levels) pairs (:mod:`tailorkit.measure.analysis.factorial`)
+    factors: tuple[tuple[str, int], ...] = ()
 
     @property
     def primary(self) -> MetricSpec:
@@ -206,6 +209,13 @@ def _check_variations(spec: ExperimentSpec, path: str) -> None:
     counts = {len(x) for x in (spec.variations, spec.weights) if x is not None}
     if len(counts) > 1:
         raise ConfigError(FILE, f"{path}.weights", "one weight per variation is needed")
+    if spec.factors:
+        if any(n < 2 for _, n in spec.factors):
+            raise ConfigError(FILE, f"{path}.factors", "every factor needs at least 2 levels")
+        cells = math.prod(n for _, n in spec.factors)
+        if counts and counts != {cells}:
+            raise ConfigError(FILE, f"{path}.factors", f"{cells} cells need {cells} variations")
+        counts = {cells}
     if spec.weights is not None and sum(spec.weights) <= 0:
         raise ConfigError(FILE, f"{path}.weights", "weights must not all be zero")
     if counts and spec.control >= counts.pop():
@@ -258,6 +268,7 @@ def parse_experiment(
         sequential_tuning=float(doc.get("sequential_tuning", 5000.0)),
         planned_per_variation=doc.get("planned_users_per_variation"),
         min_users=int(doc.get("min_users", 100)),
+        factors=tuple((str(k), int(v)) for k, v in (doc.get("factors") or {}).items()),
     )
     _check_variations(spec, path)
     return spec
