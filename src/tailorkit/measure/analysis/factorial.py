@@ -76,13 +76,13 @@ def factorial_json(ctx: Context, g: Groups) -> dict[str, Any] | None:
     found = {m.key: _effects(ctx, i, g) for i, m in enumerate(spec.metrics)}
     raw = [float(e.p_value) for effects in found.values() for e in effects or []]
     adjusted = iter(adjust_p_values(raw, spec.correction).tolist() if raw else [])
-    metrics = []
+    metrics: list[dict[str, Any]] = []
     for m in spec.metrics:
         effects = found[m.key]
         if effects is None:
             metrics.append({"metric": m.key, "error": "not enough data in every cell"})
             continue
-        rows = []
+        rows: list[dict[str, Any]] = []
         for e in effects:
             p = float(next(adjusted))
             rows.append(
