@@ -374,5 +374,26 @@ def power(
 app.command("ope")(ope_command)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Benchmark: benchmarks/NAME.py.")],
+    folder: Annotated[
+        Path | None, typer.Option("--dir", help="Benchmarks folder (default: ./benchmarks).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a benchmark script (arguments after NAME go to it) and print its result line."""
+    from tailorkit.cli.bench import BenchError, default_folder, run_bench
+
+    try:
+        result = run_bench(
+            name, ctx.args, folder or default_folder(), lambda line: print(line, file=sys.stderr)
+        )
+    except BenchError as exc:
+        fail(str(exc), as_json, code=1)
+    emit(result, as_json, f"bench {name}")
+
+
 if __name__ == "__main__":
     app()
