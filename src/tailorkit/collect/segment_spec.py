@@ -29,7 +29,8 @@ CALL_TYPES = ("track", "identify", "page", "screen", "alias")
 
 
 def _consent(context: dict[str, Any]) -> dict[str, bool] | None:
-    prefs = (context.get("consent") or {}).get("categoryPreferences")
+    consent = context.get("consent")
+    prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None
     if not isinstance(prefs, dict):
         return None
     lowered = {str(k).lower(): v for k, v in prefs.items()}
@@ -91,6 +92,9 @@ def to_event(
     call = call or message.get("type")
     if call not in CALL_TYPES:
         return Invalid(f"type: unknown Segment call {call!r}")
+    for name in ("context", "properties", "traits"):
+        if message.get(name) is not None and not isinstance(message[name], dict):
+            return Invalid(f"{name}: must be an object")
     context = _context(message, batch_context or {})
     event_type, properties = _type_and_properties(message, call)
     event: dict[str, Any] = {

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,6 +25,7 @@ from tailorkit.collect.pipeline import Collector
 from tailorkit.collect.quality import quality_report
 from tailorkit.collect.raw import PayloadError, parse_body
 from tailorkit.project.loader import Project
+from tailorkit.server import openapi_doc
 from tailorkit.server.auth import KeyChecker, Scope
 from tailorkit.server.ratelimit import make_limiter
 from tailorkit.server.schemas import EventIn, IngestAnswer, SegmentMessage
@@ -161,7 +162,7 @@ admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 @admin_router.get("/quality")
-def get_quality(state: Admin, days: int = 30) -> dict[str, Any]:
+def get_quality(state: Admin, days: Annotated[int, Query(ge=1, le=3650)] = 30) -> dict[str, Any]:
     """Data-quality report: violations, duplicates, skew, late events, bots and outliers."""
     return quality_report(state.warehouse, state.project.settings.quality, days=days)
 
@@ -269,4 +270,5 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
     from tailorkit.server.dashboard import router as dashboard_router  # late, as above
 
     app.include_router(dashboard_router)
+    openapi_doc.install(app)
     return app

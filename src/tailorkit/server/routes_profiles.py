@@ -24,9 +24,9 @@ import logging
 import os
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from tailorkit.collect.quality import clean_events
 from tailorkit.profile.batch import profile_table
@@ -163,7 +163,11 @@ def _definition(definitions: Definitions) -> list[dict[str, Any]]:
 
 @router.get("/segments")
 def get_segments(
-    request: Request, state: Admin, at: datetime | None = None, days: int = 14, batch: bool = True
+    request: Request,
+    state: Admin,
+    at: datetime | None = None,
+    days: Annotated[int, Query(ge=0, le=90)] = 14,  # one subquery per day: bounded
+    batch: bool = True,
 ) -> dict[str, Any]:
     """Definitions, online sizes and the warehouse report (sizes, flags, overlap, history)."""
     service = _service(request)
