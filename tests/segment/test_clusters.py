@@ -14,11 +14,13 @@ from tailorkit.segment.clusters import (
     ClusterConfig,
     ClusterModel,
     agreement,
+    align_ids,
     elbow,
     fit_clusters,
     persona_name,
     transitions,
 )
+from tailorkit.segment.definitions import parse_definitions
 from tests.learn.shop import demo_shop
 
 
@@ -125,6 +127,39 @@ def test_drift_and_new_clusters_get_fresh_ids(kmeans: ClusterModel, features: pd
     assert drift["appeared"] == sorted(set(model.ids) - set(kmeans.ids))
 
 
+def test_permuted_clusters_keep_their_ids(kmeans: ClusterModel, features: pd.DataFrame) -> None:
+    # the same clusters, found again in another order under arbitrary new numbers
+    rng = np.random.default_rng(1)
+    order = rng.permutation(kmeans.k)
+    permuted = ClusterModel.from_dict(kmeans.to_dict())
+    permuted.ids = [100 + i for i in range(kmeans.k)]
+    permuted.centroids = [kmeans.centroids[i] for i in order]
+    mapping = align_ids(kmeans, permuted, max_distance=1.5)
+    assert {new: mapping[new] for new in permuted.ids} == {
+        100 + j: kmeans.ids[i] for j, i in enumerate(order)
+    }
+    # and a full retraining on shuffled rows assigns every person the id it had
+    shuffled = features.sample(frac=1.0, random_state=5)
+    again = fit_clusters(shuffled, ClusterConfig(k=kmeans.k, random_state=9), previous=kmeans)
+    same = again.assign(features) == kmeans.assign(features)
+    assert same.mean() > 0.97 and again.alignment["drift"]["appeared"] == []
+
+
+def test_retired_ids_are_never_given_to_another_group(
+    kmeans: ClusterModel, features: pd.DataFrame
+) -> None:
+    labels = kmeans.assign(features)
+    gone = max(kmeans.ids)  # the group that leaves holds the highest id
+    without = features[labels != gone]
+    config = ClusterConfig(k=kmeans.k - 1, random_state=2)
+    second = fit_clusters(without, config, previous=kmeans)
+    assert gone not in second.ids and second.alignment["retired"] == [gone]
+    third = fit_clusters(features, ClusterConfig(k=kmeans.k, random_state=2), previous=second)
+    back = sorted(set(third.ids) - set(second.ids))
+    assert back and gone not in third.ids and min(back) > gone
+    assert third.alignment["retired"] == [gone]  # remembered over two trainings
+
+
 def test_model_round_trips_and_becomes_segments(
     kmeans: ClusterModel, features: pd.DataFrame
 ) -> None:
@@ -134,6 +169,10 @@ def test_model_round_trips_and_becomes_segments(
     assert len(segments) == kmeans.k
     first = kmeans.personas[0]
     assert segments[f"persona_{first.id}"]["condition"] == {"cluster": first.id}
+    # the artifact's fragment parses as segments.yaml: personas are segments like any other
+    definitions = parse_definitions(kmeans.segments_document("persona"))
+    assert definitions.features.value_type("persona") == "int"
+    assert definitions.segment(f"persona_{first.id}").inputs == ("persona",)
 
 
 def test_configurable_features(features: pd.DataFrame, truth: pd.Series) -> None:

@@ -41,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -52,6 +52,9 @@ from tailorkit.decide.memory import ConsentRegistry, UserMemory
 from tailorkit.decide.placements import Placement, PlacementDefinitions, Rule, Variant
 from tailorkit.evaluate import Context, Evaluator, ExposureRecord, hash
 from tailorkit.evaluate.context import ExposureCallback
+
+if TYPE_CHECKING:  # the model code (scikit-learn, implicit) loads only where a server serves it
+    from tailorkit.learn.recommender import Recommender, ServedRecommender
 
 __all__ = ["DecideRequest", "DecisionEngine", "ProfileView"]
 
@@ -113,6 +116,7 @@ class Choice:
     held: bool = False
     recommendations: list[Any] | None = None
     exposure: dict[str, Any] | None = None
+    model_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -120,10 +124,12 @@ class Choice:
             "variant": self.variant.key,
             "source": self.source,
         }
-        for name in ("rule", "experiment", "bandit", "reason"):
+        for name in ("rule", "experiment", "bandit", "reason", "model_version"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.recommendations is not None:
+            out["items"] = _item_ids(self.recommendations)
         if self.held:
             out["held"] = True
         if self.variant.data is not None:
@@ -162,6 +168,7 @@ class _Request:
         "evaluator",
         "exposures",
         "flags",
+        "missed",
         "now",
         "profile",
         "records",
@@ -183,6 +190,7 @@ class _Request:
         self.ctx: Context | None = None
         self.evaluator: Evaluator | None = None
         self.timestamp: str | None = None
+        self.missed: str | None = None  # why a recommendation rule had nothing to show
 
 
 class DecisionEngine:
@@ -201,6 +209,7 @@ class DecisionEngine:
         flag_exposures: FlagExposures | None = None,
         profile_features: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
+        recommender: ServedRecommender | None = None,
     ) -> None:
         self.definitions = definitions
         # A callable is asked once per request: the features service swaps its evaluator
@@ -216,6 +225,8 @@ class DecisionEngine:
         self.exposures = exposures
         self.profile_features = tuple(profile_features)
         self.clock = clock
+        # The served recommendation model (lists with ``model:``); read, never loaded, here.
+        self.recommender = recommender
         self.cache = _RenderCache(definitions.settings.cache_size)
         self.memory_ttl = _memory_ttl(definitions)
 
@@ -236,6 +247,7 @@ class DecisionEngine:
             flag_exposures=self.flag_exposures,
             profile_features=self.profile_features,
             clock=self.clock,
+            recommender=self.recommender,
         )
 
     def _evaluator(self) -> Evaluator:
@@ -406,7 +418,9 @@ class DecisionEngine:
                 return choice
             metrics.DECIDE_FALLBACKS.labels("render").inc()
             return _default(placement, choice.reason or "render error")
-        choice = Choice(placement.default, "default", reason=NO_RULE)
+        reason = NO_RULE if work.missed is None else f"{NO_RULE} ({work.missed})"
+        work.missed = None
+        choice = Choice(placement.default, "default", reason=reason)
         if not self._render(work, placement, choice):
             choice.content = placement.default.fallback or ""
         return choice
@@ -447,10 +461,14 @@ class DecisionEngine:
         variant = placement.variants[owner.variant]
         if owner.recommend is None:
             return Choice(variant, "rule", rule=rule.id)
-        items = self._recommendations(work, owner.recommend.source, owner.recommend.count)
-        if not items:
+        found = self._recommendations(work, owner.recommend.source, owner.recommend.count)
+        if not found.items:
+            work.missed = found.reason or "no recommendations"
             return None
-        return Choice(variant, "recommendation", rule=rule.id, recommendations=items)
+        return Choice(
+            variant, "recommendation", rule=rule.id, recommendations=found.items,
+            reason=found.reason, model_version=found.model_version,
+        )  # fmt: skip
 
     def _feature(
         self, work: _Request, placement: Placement, rule: Rule, feature: str
@@ -491,13 +509,30 @@ class DecisionEngine:
         )
         return choice
 
-    def _recommendations(self, work: _Request, source: str, count: int) -> list[Any]:
+    def _recommendations(self, work: _Request, source: str, count: int) -> Recommendations:
+        """Items of list ``source``: from the served model, else the list's static items."""
         spec = self.definitions.recommendations.get(source) or {}
+        reason = None
+        if "model" in spec:
+            served = self.recommender.current() if self.recommender is not None else None
+            if served is not None:
+                found = _from_model(served, spec, work.req, count)
+                if found.items:
+                    return found
+                reason = found.reason or "no product passed the filters"
+            elif self.recommender is not None:
+                reason = self.recommender.problem or "no recommendation model"
+            else:
+                reason = "no recommendation model"
+        items = list((spec.get("items") or [])[:count])
         by_segment = spec.get("by_segment") or {}
         for segment in work.profile.segments:
             if segment in by_segment:
-                return list(by_segment[segment][:count])
-        return list((spec.get("items") or [])[:count])
+                items = list(by_segment[segment][:count])
+                break
+        if items and reason is not None:
+            reason = f"{reason}; static list served"
+        return Recommendations(items, reason)
 
     def _capped(self, work: _Request, placement: Placement, variant: Variant) -> bool:
         cap, person = variant.cap, work.req.person
@@ -550,7 +585,7 @@ class DecisionEngine:
     def _after(self, work: _Request, placement: Placement, choice: Choice) -> None:
         _counter(choice.source).inc()
         person = work.req.person
-        real = choice.source != "default" or choice.reason == NO_RULE
+        real = choice.source != "default" or (choice.reason or "").startswith(NO_RULE)
         if person is not None and real:
             # Same variant again keeps its dwell clock; every showing counts for caps.
             self.memory.remember(
@@ -567,8 +602,13 @@ class DecisionEngine:
         if person is None:
             return
         period = self.definitions.settings.exposure_dedup_seconds
-        if not self.memory.first_log(person, placement.key, choice.variant.key, period, work.now):
+        # a new model version is a new decision: logged again within the period
+        logged_as = choice.variant.key
+        if choice.model_version is not None:
+            logged_as = f"{logged_as}@{choice.model_version}"
+        if not self.memory.first_log(person, placement.key, logged_as, period, work.now):
             return
+        items = choice.recommendations
         work.exposures.append(
             self._event(
                 work,
@@ -581,6 +621,8 @@ class DecisionEngine:
                 rule=choice.rule,
                 reason=choice.reason,
                 held=True if choice.held else None,
+                model_version=choice.model_version,
+                items=_item_ids(items) if items is not None else None,
             )
         )
 
@@ -669,6 +711,73 @@ def _memory_ttl(definitions: PlacementDefinitions) -> float:
 def _default(placement: Placement, reason: str) -> Choice:
     """The default variant with its load-time rendering (needs no user data)."""
     return Choice(placement.default, "default", placement.default.fallback or "", reason=reason)
+
+
+@dataclass(slots=True)
+class Recommendations:
+    """A recommendation list for one request: items, the model that ranked them, any reason."""
+
+    items: list[Any]
+    reason: str | None = None
+    model_version: str | None = None
+
+
+def _ids(value: Any) -> list[str]:
+    """Product ids from a context value: one id or a list of ids (others ignored)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def _model_filters(spec: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The list's static ``filters`` and, from the request context, ``context_filters``."""
+    static = spec.get("filters") or {}
+    dynamic = {
+        attribute: context[key]
+        for attribute, key in (spec.get("context_filters") or {}).items()
+        if isinstance(context.get(key), str | int | float | bool)
+    }
+    if static and dynamic:
+        return {"$and": [static, dynamic]}
+    return dict(static or dynamic) or None
+
+
+def _from_model(
+    rec: Recommender, spec: Mapping[str, Any], req: DecideRequest, count: int
+) -> Recommendations:
+    """Rank with the served model; if the chosen model fails, popularity (with the reason).
+
+    The person is the user id when the model knows it, else the anonymous id
+    (history from before login); unknown visitors get the cold-start ranking
+    from ``context_history`` (recently viewed products), else popularity.
+    """
+    known = [p for p in (req.user_id, req.anonymous_id) if rec.knows(p)]
+    person = known[0] if known else req.person
+    context = req.context
+    history_key, exclude_key = spec.get("context_history"), spec.get("context_exclude")
+    options: dict[str, Any] = {
+        "exclude_purchased": bool(spec.get("exclude_purchased", True)),
+        "filters": _model_filters(spec, context),
+        "exclude": _ids(context.get(exclude_key)) if exclude_key else [],
+    }
+    history = _ids(context.get(history_key)) if history_key else []
+    model = str(spec.get("model", "hybrid"))
+    reason = None
+    try:
+        ranked = rec.recommend(person, count, history=history or None, model=model, **options)
+    except Exception as exc:  # a broken model must not break the page: popularity instead
+        log.exception("recommendations with %s failed; serving popularity", model)
+        metrics.DECIDE_FALLBACKS.labels("recommendation").inc()
+        ranked = rec.recommend(person, count, model="popularity", **options)
+        reason = f"{model} failed ({type(exc).__name__}); popularity served"
+    items = [{**rec.item(p), "id": p, "score": score} for p, score in ranked]
+    return Recommendations(items, reason, rec.model_version)
+
+
+def _item_ids(items: Sequence[Any]) -> list[Any]:
+    return [item.get("id") if isinstance(item, Mapping) else item for item in items]
 
 
 def _context_key(context: Mapping[str, Any]) -> bytes:

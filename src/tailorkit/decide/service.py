@@ -11,7 +11,10 @@ once, so each sees one consistent set of definitions.
 Background work, never on the request path:
 
 * :class:`ExposureLogger` batches decision-log events into the collector;
-* a sweeper thread applies bandit rewards and saves bandit state.
+* a sweeper thread applies bandit rewards and saves bandit state;
+* the watch thread also swaps in a new recommendation model when
+  ``tailorkit build`` publishes one (:class:`~tailorkit.learn.recommender.ServedRecommender`;
+  a version that fails to load leaves the previous one serving).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from tailorkit.decide.engine import NO_PROFILE, DecisionEngine, ProfileView
 from tailorkit.decide.memory import ConsentRegistry, make_memory
 from tailorkit.decide.placements import FILE, PlacementDefinitions, compile_definitions
 from tailorkit.evaluate import Evaluator
+from tailorkit.learn.artifacts import ArtifactStore
+from tailorkit.learn.recommender import ServedRecommender
 from tailorkit.project.loader import ConfigError, Project, schema, validate_document
 
 __all__ = ["DecideService", "ExposureLogger", "ReloadResult"]
@@ -187,6 +192,8 @@ class DecideService:
         self.memory = make_memory(
             settings.redis_url, settings.redis_prefix, definitions.settings.users_in_memory
         )
+        self.recommender = ServedRecommender(ArtifactStore.of_project(self.root))
+        self._refresh_model()
         self.engine = DecisionEngine(
             definitions,
             self._evaluator(features_doc),
@@ -197,6 +204,7 @@ class DecideService:
             exposures=self.exposures,
             flag_exposures=_flag_exposures(features),
             profile_features=self.profile_features,
+            recommender=self.recommender,
         )
         self._signature = self._files_signature()
 
@@ -222,8 +230,15 @@ class DecideService:
         self.bandits.sweep(time.time())
         self.bandits.save(force=bool(self.engine.definitions.bandits))
 
+    def _refresh_model(self) -> None:
+        try:
+            self.recommender.refresh()
+        except Exception:  # e.g. an unreadable models folder: keep what is served
+            log.exception("checking for a new recommendation model failed")
+
     def _watch(self) -> None:
         while not self._stop.wait(max(0.2, self.engine.definitions.settings.reload_seconds or 1.0)):
+            self._refresh_model()
             if not self.engine.definitions.settings.reload_seconds:
                 continue
             signature = self._files_signature()

@@ -183,7 +183,7 @@ def _clusters(ctx: Context, run: Run) -> dict[str, Any]:
     labels = pd.Series(model.assign(frame), index=frame.index, name="cluster")
     ctx.clusters = labels
     (run.path / "model.json").write_text(json.dumps(model.to_dict(), indent=1))
-    (run.path / "segments.yaml").write_text(yaml.safe_dump({"segments": model.segments()}))
+    (run.path / "segments.yaml").write_text(yaml.safe_dump(model.segments_document()))
     before = {p: int(v["cluster"]) for p, v in score_rows(ctx.wh, ["cluster"]).items()}
     run.metrics = {
         "persons": len(frame),

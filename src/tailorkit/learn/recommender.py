@@ -418,6 +418,14 @@ class Recommender:
         version = store.current(NAME)
         return cls.from_directory(store.path(NAME, version), version)
 
+    def knows(self, person_id: str | None) -> bool:
+        """Whether the model was trained on this person's interactions."""
+        return person_id is not None and person_id in self._user_index
+
+    def item(self, product_id: str) -> dict[str, Any]:
+        """The catalog attributes of a product (``product_id, name, category, price, ...``)."""
+        return dict(self.items[self._item_index[product_id]])
+
     def _filter_mask(self, filters: Mapping[str, Any] | None) -> np.ndarray | None:
         if not filters:
             return None
@@ -501,37 +509,61 @@ class Recommender:
 class ServedRecommender:
     """The current :class:`Recommender` of a project, swapped in when a new version is published.
 
-    :meth:`get` checks ``models/recommendations/CURRENT`` (at most every
-    ``check_seconds``) and loads a new version in the calling thread; if that
-    version cannot be loaded, the one already in memory keeps serving and the
-    error is logged. Returns None until a first version exists.
+    :meth:`refresh` reads ``models/recommendations/CURRENT`` and loads a new
+    version; if that version cannot be loaded, the one already in memory
+    keeps serving, the error is logged and kept in :attr:`problem`, and that
+    version is not tried again. :meth:`current` never loads (for the request
+    path: a server calls :meth:`refresh` from a background thread);
+    :meth:`get` refreshes at most every ``check_seconds``. Both return None
+    until a first version exists, with the reason in :attr:`problem`.
 
     >>> import tempfile
-    >>> ServedRecommender(ArtifactStore(Path(tempfile.mkdtemp()))).get() is None
-    True
+    >>> served = ServedRecommender(ArtifactStore(Path(tempfile.mkdtemp())))
+    >>> served.get() is None, served.problem
+    (True, 'no trained recommendation model (run `tailorkit build`)')
     """
 
     def __init__(self, store: ArtifactStore, check_seconds: float = 5.0) -> None:
         self.store = store
         self.check_seconds = check_seconds
+        self.problem: str | None = None
         self._current: Recommender | None = None
+        self._failed: str | None = None
         self._checked = -float("inf")
         self._lock = threading.Lock()
 
-    def get(self) -> Recommender | None:
-        """The recommender to use now."""
-        now = time.monotonic()
-        if now - self._checked < self.check_seconds:
-            return self._current
-        with self._lock:
-            self._checked = now
-            version = self.store.current(NAME)
-            if version is not None and (self._current is None or self._current.version != version):
-                try:
-                    self._current = Recommender.from_directory(
-                        self.store.path(NAME, version), version
-                    )
-                except Exception:
-                    log.exception("recommendations %s cannot be loaded; keeping %s", version,
-                                  self._current.version if self._current else None)  # fmt: skip
+    def current(self) -> Recommender | None:
+        """The recommender in memory (no file access)."""
         return self._current
+
+    def get(self) -> Recommender | None:
+        """The recommender to use now (refreshed at most every ``check_seconds``)."""
+        if time.monotonic() - self._checked < self.check_seconds:
+            return self._current
+        return self.refresh()
+
+    def refresh(self) -> Recommender | None:
+        """Load the published version if it is new; keep the current one on any failure."""
+        with self._lock:
+            self._checked = time.monotonic()
+            current = self._current
+            try:
+                version = self.store.current(NAME)
+            except OSError as exc:
+                version = None
+                self.problem = f"cannot read the served version: {exc}"
+            if version is None:
+                if current is None and self.problem is None:
+                    self.problem = "no trained recommendation model (run `tailorkit build`)"
+                return current
+            if (current is not None and current.version == version) or version == self._failed:
+                return current
+            try:
+                self._current = Recommender.from_directory(self.store.path(NAME, version), version)
+                self.problem = None
+            except Exception as exc:
+                self._failed = version
+                kept = current.version if current else None
+                log.exception("recommendations %s cannot be loaded; keeping %s", version, kept)
+                self.problem = f"recommendations {version} cannot be loaded: {type(exc).__name__}"
+            return self._current

@@ -41,6 +41,8 @@ import pyarrow.compute as pc
 from tailorkit.store.warehouse import Warehouse
 
 PROFILE_SCORES = "profile_scores"
+#: The ``tailorkit build`` step that writes each score (a new version = new scores).
+SCORE_STEPS = {"cluster": "clusters", "propensity_to_buy": "propensity", "churn_risk": "churn"}
 SCHEMA = pa.schema(
     [
         ("person_id", pa.string()),

@@ -11,7 +11,11 @@ feature. It follows the same rules as the online executor
   ``personalization`` consent; features count consented events only;
 * a window of N minutes holds ``timestamp >= window_start(at, N)``;
 * amounts are summed as integer micro-units, distinct counts are capped at
-  ``max_distinct``, traits are the latest typed value by (timestamp, event_id).
+  ``max_distinct``, traits are the latest typed value by (timestamp, event_id);
+* ``model_score`` features are the latest row of their score in
+  ``profile_scores`` (written by ``tailorkit build``), left-joined: null for a
+  person the model did not score. Scores have no history, so they are the
+  latest whatever ``at`` is.
 
 >>> import ibis
 >>> from tailorkit.profile.definitions import parse_features
@@ -34,6 +38,8 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
+from tailorkit.learn.scores import PROFILE_SCORES
+from tailorkit.learn.scores import SCHEMA as SCORES_SCHEMA
 from tailorkit.profile.definitions import (
     SYSTEM_EVENT_TYPES,
     Aggregate,
@@ -293,11 +299,62 @@ def _rfm(rfm: Rfm, table: ir.Table, paths: _Paths, at: datetime) -> ir.Table:
     )
 
 
-def profile_table(features: FeatureSet, events: ir.Table, at: datetime) -> ir.Table:
+def scores_beside(events: ir.Table) -> ir.Table:
+    """``profile_scores`` of the backend ``events`` come from (empty when it has none).
+
+    >>> events = ibis.table({"person_id": "string"}, name="events")  # unbound: no backend
+    >>> scores_beside(events).count().to_pyarrow().as_py()
+    0
+    """
+    try:
+        con: Any = ibis.get_backend(events)
+    except ibis.common.exceptions.IbisError:  # an unbound expression (docs, schema checks)
+        return ibis.memtable(SCORES_SCHEMA.empty_table())
+    return scores_in(con)
+
+
+def scores_in(con: Any) -> ir.Table:
+    """``profile_scores`` of an Ibis connection, or an empty table of its schema."""
+    if PROFILE_SCORES in con.list_tables():
+        scores: ir.Table = con.table(PROFILE_SCORES)
+        return scores
+    return ibis.memtable(SCORES_SCHEMA.empty_table())
+
+
+def latest_scores(scores: ir.Table, names: list[str]) -> ir.Table:
+    """``person_id`` and one column ``_ms_<name>`` per score: its latest value (by computed_at)."""
+    t = scores.filter(scores.name.isin(names))
+    columns = {
+        f"_ms_{n}": t.value.argmax(t.computed_at, where=t.name == n).cast("float64") for n in names
+    }
+    return t.group_by("person_id").aggregate(**columns)
+
+
+def _with_model_scores(
+    features: FeatureSet, table: ir.Table, events: ir.Table, scores: ir.Table | None
+) -> ir.Table:
+    wanted = features.model_scores
+    if not wanted:
+        return table
+    names = sorted(set(wanted.values()))
+    latest = latest_scores(scores_beside(events) if scores is None else scores, names)
+    table = table.left_join(latest, "person_id").drop("person_id_right")
+    columns = {}
+    for name, score in wanted.items():
+        value = table[f"_ms_{score}"]
+        columns[name] = value.cast("int64") if features.value_type(name) == "int" else value
+    return table.mutate(**columns).drop(*(f"_ms_{n}" for n in names))
+
+
+def profile_table(
+    features: FeatureSet, events: ir.Table, at: datetime, scores: ir.Table | None = None
+) -> ir.Table:
     """One row per profiled person as of ``at``: ``person_id`` and every feature.
 
     ``events`` are resolved events with ``person_id`` (usually
-    :func:`tailorkit.collect.quality.clean_events`).
+    :func:`tailorkit.collect.quality.clean_events`); ``scores`` is the
+    ``profile_scores`` table for ``model_score`` features (default: the one
+    beside ``events``, :func:`scores_beside`).
     """
     base = base_events(events, at)
     paths = _register_paths(features)
@@ -322,6 +379,7 @@ def profile_table(features: FeatureSet, events: ir.Table, at: datetime) -> ir.Ta
     if features.rfm is not None:
         rfm = _rfm(features.rfm, consented, paths, at)
         table = table.left_join(rfm, "person_id").drop("person_id_right")
+    table = _with_model_scores(features, table, events, scores)
     return _with_derived(features, table, at)
 
 

@@ -9,7 +9,10 @@ kind:
   timestamps);
 * derived: ``ratio`` (of two features), ``recency`` (days since a timestamp
   feature), ``score`` (weighted sum, e.g. an engagement score);
-* ``trait``: the latest value of a key sent with ``identify``.
+* ``trait``: the latest value of a key sent with ``identify``;
+* ``model_score``: the latest output of a model trained by ``tailorkit build``
+  (``propensity_to_buy``, ``churn_risk``, ``cluster``), read from the
+  warehouse table ``profile_scores`` (see ``docs/learn.md``).
 
 An ``rfm:`` block adds ``rfm_r``, ``rfm_f``, ``rfm_m`` (quintile scores 1-5
 over the user base) and ``rfm_score`` (their sum), computed in batch.
@@ -43,13 +46,16 @@ from tailorkit.project.loader import ConfigError
 
 FILE = "segments.yaml"
 AGGREGATES = ("count", "sum", "distinct", "min", "max", "first_seen", "last_seen")
-DERIVED = ("ratio", "recency", "score", "trait")
+DERIVED = ("ratio", "recency", "score", "trait", "model_score")
 KINDS = AGGREGATES + DERIVED
 NUMERIC_PROPERTY = ("sum", "min", "max")
 #: Events tailorkit writes itself; they never feed profiles (nor the quality flags).
 SYSTEM_EVENT_TYPES = frozenset(SYSTEM_TYPES)
 RFM_FEATURES = ("rfm_r", "rfm_f", "rfm_m", "rfm_score")
 TRAIT_TYPES = {"string": "string", "number": "float", "boolean": "boolean"}
+#: Scores ``tailorkit build`` writes to ``profile_scores``, and their value types
+#: (the schema's ``model_score`` enum lists the same names).
+MODEL_SCORES = {"propensity_to_buy": "float", "churn_risk": "float", "cluster": "int"}
 RESERVED = frozenset({"segments", "person_id", "user_id", "anonymous_id", *RFM_FEATURES})
 
 
@@ -124,6 +130,18 @@ class Trait:
 
 
 @dataclass(frozen=True)
+class ModelScore:
+    """The latest value of model score ``score`` for the person (``profile_scores``).
+
+    Computed in batch by ``tailorkit build``; null for persons the model did not score.
+    """
+
+    name: str
+    score: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Rfm:
     """RFM inputs: recency, count and sum of ``property`` over filtered events in ``window``."""
 
@@ -133,7 +151,7 @@ class Rfm:
     window_text: str = LIFETIME
 
 
-Feature = Aggregate | Ratio | Recency | Score | Trait
+Feature = Aggregate | Ratio | Recency | Score | Trait | ModelScore
 
 
 @dataclass(frozen=True)
@@ -172,12 +190,28 @@ class FeatureSet:
             return "timestamp" if feature.kind in ("first_seen", "last_seen") else "float"
         if isinstance(feature, Trait):
             return TRAIT_TYPES[feature.type]
+        if isinstance(feature, ModelScore):
+            return MODEL_SCORES[feature.score]
         return "float"
 
     @property
     def names(self) -> list[str]:
         """Every feature a profile has, including RFM scores when declared."""
         return [*self.features, *(RFM_FEATURES if self.rfm else ())]
+
+    @property
+    def model_scores(self) -> dict[str, str]:
+        """Feature name -> model score name, for the ``model_score`` features.
+
+        >>> parse_features({"features": {"risk": {"model_score": "churn_risk"}}}).model_scores
+        {'risk': 'churn_risk'}
+        """
+        return {n: f.score for n, f in self.features.items() if isinstance(f, ModelScore)}
+
+    @property
+    def batch_names(self) -> list[str]:
+        """Features only batch computes (RFM scores, model scores): pushed to online profiles."""
+        return [*(RFM_FEATURES if self.rfm else ()), *self.model_scores]
 
     @property
     def condition_names(self) -> list[str]:
@@ -289,6 +323,12 @@ def _derived(name: str, kind: str, spec: Any, path: str, desc: str) -> Feature:
     if kind == "score":
         weights = tuple((str(k), float(w)) for k, w in spec["weights"].items())
         return Score(name, weights, str(spec.get("transform", "linear")), desc)
+    if kind == "model_score":
+        # the schema says so too, but parse_features may run on an unchecked document
+        if not isinstance(spec, str) or spec not in MODEL_SCORES:
+            known = ", ".join(MODEL_SCORES)
+            raise _fail(path, f"unknown model score {spec!r} (tailorkit build writes {known})")
+        return ModelScore(name, str(spec), desc)
     return Trait(name, str(spec["key"]), str(spec.get("type", "string")), desc)
 
 

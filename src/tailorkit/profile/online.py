@@ -48,6 +48,7 @@ from tailorkit.profile.definitions import (
     SYSTEM_EVENT_TYPES,
     Aggregate,
     FeatureSet,
+    ModelScore,
     Ratio,
     Recency,
     Score,
@@ -597,9 +598,10 @@ class ProfilePlan:
         return ordered
 
     def _reader(self, name: str) -> Reader:
-        if name in RFM_FEATURES:
-            return lambda p, m, done: p.batch.get(name)
-        feature = self.features.features[name]
+        feature = self.features.features.get(name)
+        if name in RFM_FEATURES or isinstance(feature, ModelScore):
+            return lambda p, m, done: p.batch.get(name)  # pushed from batch
+        assert feature is not None
         if isinstance(feature, Aggregate):
             return self._aggregate_reader(feature)
         if isinstance(feature, Ratio):

@@ -32,8 +32,8 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from tailorkit.collect.quality import clean_events, flagged_users
-from tailorkit.profile.batch import profile_table
-from tailorkit.profile.definitions import RFM_FEATURES
+from tailorkit.profile.batch import latest_scores, profile_table, scores_in
+from tailorkit.profile.definitions import RFM_FEATURES, FeatureSet
 from tailorkit.profile.sqlconditions import compile_sql
 from tailorkit.profile.windows import to_us
 from tailorkit.project.loader import QualitySettings
@@ -188,21 +188,48 @@ def reader(warehouse: Warehouse) -> Iterator[Warehouse]:
 def refresh_online(
     engine: SegmentEngine, warehouse: Warehouse, quality: QualitySettings, at: datetime
 ) -> dict[str, int]:
-    """Push what only batch can compute into the online profiles: flags and RFM scores."""
+    """Push what only batch can compute into the online profiles: flags, RFM, model scores."""
+    features = engine.definitions.features
     with reader(warehouse) as view:
         flagged: set[str] = set()
         if quality.exclude_flagged_users:
             flagged = set(flagged_users(view, quality).person_id.to_pyarrow().to_pylist())
         rows: dict[str, dict[str, Any]] = {}
-        if engine.definitions.features.rfm is not None:
-            table = profile_table(engine.definitions.features, clean_events(view, quality), at)
+        if features.rfm is not None:
+            table = profile_table(features, clean_events(view, quality), at)
             rfm = table.select("person_id", *RFM_FEATURES).filter(table.rfm_r.notnull())
             for row in rfm.to_pyarrow().to_pylist():
                 rows[row.pop("person_id")] = row
+        scored = model_score_rows(features, scores_in(view.con))
+    for person, values in scored.items():
+        rows.setdefault(person, {}).update(values)
     engine.advance_to(at)
     changes = len(engine.set_flagged(flagged))
     changes += len(engine.set_batch_features(rows))
-    return {"flagged": len(flagged), "rfm_profiles": len(rows), "changes": changes}
+    return {
+        "flagged": len(flagged),
+        "rfm_profiles": sum(1 for r in rows.values() if "rfm_r" in r),
+        "scored_profiles": len(scored),
+        "changes": changes,
+    }
+
+
+def model_score_rows(features: FeatureSet, scores: ir.Table) -> dict[str, dict[str, Any]]:
+    """``{person: {feature: value}}`` of the ``model_score`` features, as batch reads them."""
+    wanted = features.model_scores
+    if not wanted:
+        return {}
+    names = sorted(set(wanted.values()))
+    out: dict[str, dict[str, Any]] = {}
+    for row in latest_scores(scores, names).to_pyarrow().to_pylist():
+        values = {}
+        for name, score in wanted.items():
+            value = row[f"_ms_{score}"]
+            if value is not None:
+                values[name] = int(value) if features.value_type(name) == "int" else value
+        if values:
+            out[row["person_id"]] = values
+    return out
 
 
 def stored_event_batches(warehouse: Warehouse, chunk: int = 50_000) -> Iterator[pa.Table]:

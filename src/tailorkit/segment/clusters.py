@@ -243,7 +243,11 @@ class ClusterModel:
         return cls(**data)
 
     def segments(self, feature: str = "cluster") -> dict[str, dict[str, Any]]:
-        """``segments.yaml`` entries, one per cluster, over the cluster-id profile score."""
+        """``segments.yaml`` entries, one per cluster, over the cluster-id profile score.
+
+        ``feature`` is the profile feature declared as ``{model_score: cluster}``
+        (see :meth:`segments_document`).
+        """
         out: dict[str, dict[str, Any]] = {}
         for p in self.personas:
             slug = "noise" if p.id == NOISE else f"{p.id}"
@@ -252,6 +256,25 @@ class ClusterModel:
                 "condition": {feature: p.id},
             }
         return out
+
+    def segments_document(self, feature: str = "cluster") -> dict[str, Any]:
+        """A ``segments.yaml`` fragment: the cluster-id feature and one segment per persona.
+
+        Merged into a project's ``segments.yaml``, the personas become segments
+        like any other (targeting, placements, experiment breakdowns); ids stay
+        stable across retraining, so the file does not need to change with it.
+
+        >>> import pandas as pd
+        >>> frame = pd.DataFrame({"sessions": [1, 2, 1, 30, 31, 29]})
+        >>> model = fit_clusters(frame, ClusterConfig(features=("sessions",), log=(), k=2))
+        >>> doc = model.segments_document("persona")
+        >>> doc["features"], sorted(doc["segments"])
+        ({'persona': {'model_score': 'cluster'}}, ['persona_0', 'persona_1'])
+        """
+        return {
+            "features": {feature: {"model_score": "cluster"}},
+            "segments": self.segments(feature),
+        }
 
 
 def _nearest(z: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -356,9 +379,13 @@ def fit_clusters(
     if previous is not None:
         mapping = align_ids(previous, model, config.max_distance)
         relabel(model, mapping)
+        drift = drift_report(previous, model, frame)
+        retired = set(previous.alignment.get("retired", [])) | set(drift["retired"])
         model.alignment = {
             "mapping": {str(k): v for k, v in mapping.items()},
-            "drift": drift_report(previous, model, frame),
+            "drift": drift,
+            # every id ever retired, so that none is given to a different group later
+            "retired": sorted(retired - set(model.ids)),
         }
     return model
 

@@ -61,7 +61,6 @@ import pyarrow.compute as pc
 from tailorkit.collect.quality import BOT_PATTERN
 from tailorkit.evaluate.conditions import compile_condition
 from tailorkit.profile.definitions import (
-    RFM_FEATURES,
     SYSTEM_EVENT_TYPES,
     Aggregate,
     Recency,
@@ -256,7 +255,7 @@ class SegmentEngine:
             n for n, f in features.features.items() if isinstance(f, Trait) and n in self.users
         ]
         self.trait_names = tuple(self.plan.downstream(trait_names))
-        batch = [n for n in RFM_FEATURES if n in self.users]
+        batch = [n for n in features.batch_names if n in self.users]
         self.batch_names = tuple(n for n in self.plan.downstream(batch) if n in self.users)
 
     def _compile_wakes(self) -> None:
@@ -755,7 +754,12 @@ class SegmentEngine:
             return self._reevaluate(changed, lambda p: self.all_mask, "excluded")
 
     def set_batch_features(self, rows: Mapping[str, Mapping[str, Any]]) -> list[Change]:
-        """Store features computed in batch (RFM) on the profiles; others lose theirs."""
+        """Store features computed in batch (RFM, model scores) on the profiles; others lose theirs.
+
+        ``rows``: ``{person: {feature: value}}``; a person missing from it
+        loses every batch value. Segments reading a value that changed are
+        re-evaluated (changes with reason ``batch``).
+        """
         with self._lock:
             persons = sorted(set(self.store.persons()) | set(rows))
             minute = self.clock_us // MINUTE_US

@@ -4,8 +4,10 @@
 :class:`~tailorkit.segment.online.SegmentEngine` hooked into the collector,
 the webhook dispatcher, and a background thread that applies window expiry
 (every ``profiles.sweep_seconds``) and refreshes batch-only inputs (quality
-flags, RFM) every ``refresh_seconds``. With the in-process store, profiles
-are rebuilt from the warehouse when the server starts.
+flags, RFM, model scores) every ``refresh_seconds`` — and at once when
+``tailorkit build`` publishes a new version of a model whose scores the
+profiles declare (``model_score`` features). With the in-process store,
+profiles are rebuilt from the warehouse when the server starts.
 
 Routes (admin key):
 
@@ -24,11 +26,13 @@ import logging
 import os
 import threading
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Request
 
 from tailorkit.collect.quality import clean_events
+from tailorkit.learn.artifacts import ArtifactStore
+from tailorkit.learn.scores import SCORE_STEPS
 from tailorkit.profile.batch import profile_table
 from tailorkit.profile.windows import iso, to_us
 from tailorkit.segment.batch import (
@@ -80,6 +84,7 @@ class ProfilesService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()
+        self._scores_seen: tuple[str | None, ...] = ()
 
     def start(self) -> None:
         """Rebuild in-process profiles, then hook into the collector and start the sweeper.
@@ -96,6 +101,7 @@ class ProfilesService:
             count = rebuild_online(self.engine, self.state.warehouse, now)
             log.info("rebuilt online profiles from %d stored events", count)
         self.state.collector.on_stored = self.engine.on_stored
+        self._scores_seen = self._scores_version()
         self._refresh(now)
         self.ready.set()
         self._thread = threading.Thread(target=self._run, name="tk-profiles", daemon=True)
@@ -128,9 +134,23 @@ class ProfilesService:
                 self.engine.advance_to(now)
             except Exception:
                 log.exception("segment sweep failed")
-            if (now - last_refresh).total_seconds() >= REFRESH_SECONDS:
+            scores = self._scores_version()  # a build published new scores: load them now
+            due = (now - last_refresh).total_seconds() >= REFRESH_SECONDS
+            if due or scores != self._scores_seen:
+                self._scores_seen = scores
                 self._refresh(now)
                 last_refresh = now
+
+    def _scores_version(self) -> tuple[str | None, ...]:
+        """Served versions of the models whose scores profiles read (changes after a build)."""
+        names = sorted(set(self.definitions.features.model_scores.values()))
+        if not names:
+            return ()
+        store = ArtifactStore.of_project(self.state.project.root)
+        try:
+            return tuple(store.current(SCORE_STEPS[name]) for name in names)
+        except OSError:
+            return self._scores_seen
 
 
 def install(state: AppState) -> ProfilesService:
@@ -163,11 +183,7 @@ def _definition(definitions: Definitions) -> list[dict[str, Any]]:
 
 @router.get("/segments")
 def get_segments(
-    request: Request,
-    state: Admin,
-    at: datetime | None = None,
-    days: Annotated[int, Query(ge=0, le=90)] = 14,  # one subquery per day: bounded
-    batch: bool = True,
+    request: Request, state: Admin, at: datetime | None = None, days: int = 14, batch: bool = True
 ) -> dict[str, Any]:
     """Definitions, online sizes and the warehouse report (sizes, flags, overlap, history)."""
     service = _service(request)
