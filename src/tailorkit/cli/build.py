@@ -10,8 +10,10 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from tailorkit.cli.segments import parse_instant
+from tailorkit.collect.quality import refresh_flags
 from tailorkit.learn.build import STEPS, BuildOptions, build
 from tailorkit.project import Project
+from tailorkit.store.warehouse import Warehouse
 
 
 def run_build(
@@ -41,7 +43,30 @@ def run_build(
             status = "[green]ok" if state == "done" else f"[red]failed: {details.get('error')}"
             bar.update(tasks[step], completed=1, status=status[:80])
 
-        return build(project, options, progress)
+        summary = build(project, options, progress)
+    summary["quality_flags"] = refresh_quality_flags(project)
+    return summary
+
+
+def refresh_quality_flags(project: Project) -> dict[str, Any] | None:
+    """Store fresh bot/outlier flags (what analyses read), unless exclusion is off.
+
+    >>> from pathlib import Path
+    >>> from tailorkit.project.loader import Settings
+    >>> refresh_quality_flags(Project(Path("."), Settings("duckdb://:memory:"), {}))
+    {'flagged_users': 0}
+    """
+    quality = project.settings.quality
+    if not quality.exclude_flagged_users:
+        return None
+    wh = Warehouse(project.settings.store_url)
+    try:
+        flags = refresh_flags(wh, quality)
+        with wh.lock:
+            n = int(flags.person_id.nunique().execute())
+    finally:
+        wh.close()
+    return {"flagged_users": n}
 
 
 def render(summary: dict[str, Any], console: Console) -> None:
@@ -55,6 +80,9 @@ def render(summary: dict[str, Any], console: Console) -> None:
         colour = "green" if result["status"] == "ok" else "red"
         table.add_row(step, f"[{colour}]{result['status']}", result.get("version", ""), shown)
     console.print(table)
+    if summary.get("quality_flags") is not None:
+        flagged = summary["quality_flags"]["flagged_users"]
+        console.print(f"bot/outlier flags refreshed: {flagged} persons flagged")
     if summary["failed"]:
         console.print(
             "[yellow]failed steps keep serving their previous version "

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tailorkit.cli.build import refresh_quality_flags
 from tailorkit.collect.quality import (
     FLAGGED_USERS,
     FLAGS_STATE,
@@ -145,3 +146,13 @@ def test_refresh_keeps_flagged_at_and_erase_removes_the_person(
     wh.erase_user(BURSTER)
     assert stored_flags(wh, quality) is None  # fewer events: stale
     assert BURSTER not in {p for p, _ in flag_rows(current_flags(wh, quality))}
+
+
+@pytest.mark.parametrize("setup", ["duckdb"], indirect=True)  # the project's own store
+def test_build_refreshes_the_flags(setup: tuple[Project, Warehouse]) -> None:
+    project, wh = setup
+    quality = project.settings.quality
+    assert stored_flags(wh, quality) is None
+    done = refresh_quality_flags(project)  # what `tailorkit build` runs after the models
+    assert stored_flags(wh, quality) is not None
+    assert done == {"flagged_users": len({p for p, _ in flag_rows(flagged_users(wh, quality))})}
