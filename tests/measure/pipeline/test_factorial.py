@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from scipy import stats as sps
 
-from tailorkit.measure.analysis import parse_experiment
+from tailorkit.measure.analysis import load_spec, parse_experiment
 from tailorkit.measure.analysis.html import render_html
 from tailorkit.measure.analysis.pipeline import build_report
 from tailorkit.measure.analysis.query import sufficient_stats
 from tailorkit.measure.stats import SampleStats, factorial_effects
-from tailorkit.project import ConfigError
+from tailorkit.project import ConfigError, load_project
 from tailorkit.project.init import write_project
 from tailorkit.store.warehouse import Warehouse
 from tests.measure.pipeline.conftest import METRICS, store, write_definitions
@@ -94,3 +96,17 @@ def test_interaction_test_false_positive_rate_is_nominal() -> None:
         inter = factorial_effects(cells, ["A", "B"], "binomial")[-1]
         rejected += inter.p_value <= 0.05
     assert 0.040 <= rejected / sims <= 0.060
+
+
+def test_project_files_accept_factors_and_correction_family(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "shop")
+    doc = copy.deepcopy(FEATURES)
+    doc["experiments"][KEY]["correction_family"] = "separate"
+    (root / "features.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    spec = load_spec(load_project(root), KEY)
+    assert spec.factors == (("headline", 2), ("image", 2))
+    assert spec.correction_family == "separate"
+    doc["experiments"][KEY]["correction_family"] = "per_metric"
+    (root / "features.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    with pytest.raises(ConfigError, match="correction_family"):
+        load_project(root)
