@@ -37,6 +37,7 @@ from tailorkit.learn.recommender import NAME, RecConfig, Recommender
 from tailorkit.learn.scores import score_rows
 from tailorkit.project import Project, load_project
 from tailorkit.project.init import write_project
+from tailorkit.segment.clusters import ClusterConfig
 from tailorkit.store.warehouse import Warehouse
 from tests.conftest import LiveServer, start_server
 from tests.decide.test_decide_http import decide, until
@@ -45,7 +46,8 @@ from tests.learn.shop import load
 pytestmark = pytest.mark.postgres
 
 FAST = BuildOptions(
-    only=("churn", NAME),
+    only=("clusters", "churn", NAME),
+    clusters=ClusterConfig(k=3),
     churn=TaskConfig(task="churn", folds=2),
     recommendations=RecConfig(tune=False),
 )
@@ -112,12 +114,15 @@ class Shop:
     def recommender(self) -> Recommender:
         return Recommender.load(self.store)
 
-    def churn(self) -> dict[str, float]:
+    def scores(self, name: str) -> dict[str, float]:
         wh = Warehouse(self.pg_url)
         try:
-            return {p: v["churn_risk"] for p, v in score_rows(wh, ["churn_risk"]).items()}
+            return {p: v[name] for p, v in score_rows(wh, [name]).items()}
         finally:
             wh.close()
+
+    def churn(self) -> dict[str, float]:
+        return self.scores("churn_risk")
 
     def decide(self, body: dict[str, Any]) -> dict[str, Any]:
         return decide(self.server, body)
@@ -150,6 +155,16 @@ def shop(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[Shop
     project = load_project(root)
     first = build(project, FAST)
     assert first["failed"] == [], first
+    # the personas become segments: the clusters artifact's fragment merged into segments.yaml
+    fragment = ArtifactStore.of_project(root).path("clusters") / "segments.yaml"
+    personas = yaml.safe_load(fragment.read_text())
+    merged = {
+        **SEGMENTS,
+        "features": {**SEGMENTS["features"], **personas["features"]},
+        "segments": {**SEGMENTS["segments"], **personas["segments"]},
+    }
+    (root / "segments.yaml").write_text(yaml.safe_dump(merged))
+    project = load_project(root)
     server = start_server(root, root.parent / "server.log")
     yield Shop(project, server, generated.end, pg_url)
     server.stop()
@@ -239,6 +254,19 @@ def test_churn_scores_target_rules_and_segments(shop: Shop) -> None:
     assert "likely_churners" in hot["segments"]
     assert cold["placements"]["winback"]["variant"] == "none"
     assert "likely_churners" not in cold["segments"]
+
+
+def test_personas_are_segments_for_targeting(shop: Shop) -> None:
+    clusters = shop.scores("cluster")
+    people = list(clusters)[:40]
+    seen = set()
+    for person in people:
+        segments = shop.decide({"user_id": person, "placements": []})["segments"]
+        personas = [s for s in segments if s.startswith("persona_")]
+        if personas:  # scored persons without a profile (no consent) are in no segment
+            assert personas == [f"persona_{int(clusters[person])}"]
+            seen.add(personas[0])
+    assert len(seen) >= 2
 
 
 def test_a_failing_build_leaves_the_served_version(
