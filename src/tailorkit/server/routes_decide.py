@@ -106,6 +106,10 @@ class PlacementOut(BaseModel):
     reason: str | None = Field(None, description="Why the default was served, when it was.")
     held: bool | None = Field(None, description="Kept by the placement's minimum dwell.")
     data: dict[str, Any] | None = None
+    model_version: str | None = Field(
+        None, description="Recommendation model that ranked the items (recommendations@<version>)."
+    )
+    items: list[Any] | None = Field(None, description="Recommended item ids, in order.")
 
 
 class DecideOut(BaseModel):
