@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,8 +37,8 @@ from tailorkit.profile.definitions import RFM_FEATURES, FeatureSet
 from tailorkit.profile.sqlconditions import compile_sql
 from tailorkit.profile.windows import to_us
 from tailorkit.project.loader import QualitySettings
-from tailorkit.segment.definitions import Definitions, typed_value
-from tailorkit.segment.online import SegmentEngine
+from tailorkit.segment.definitions import ENTERED, EXITED, Definitions, typed_value
+from tailorkit.segment.online import Change, SegmentEngine
 from tailorkit.store.warehouse import EVENTS, Warehouse
 
 
@@ -242,9 +242,18 @@ def stored_event_batches(warehouse: Warehouse, chunk: int = 50_000) -> Iterator[
         yield table.slice(start, chunk)
 
 
-def rebuild_online(engine: SegmentEngine, warehouse: Warehouse, until: datetime) -> int:
-    """Replay the warehouse into ``engine`` without reporting changes; returns events read."""
-    report_to, engine.on_changes = engine.on_changes, None
+def rebuild_online(
+    engine: SegmentEngine,
+    warehouse: Warehouse,
+    until: datetime,
+    on_changes: Callable[[list[Change]], None] | None = None,
+) -> int:
+    """Replay the warehouse into ``engine``; returns events read.
+
+    The replay's membership changes go to ``on_changes`` (by default nowhere:
+    a restart must not report them again), not to the engine's own receiver.
+    """
+    report_to, engine.on_changes = engine.on_changes, on_changes
     try:
         total = 0
         for batch in stored_event_batches(warehouse):
@@ -254,3 +263,11 @@ def rebuild_online(engine: SegmentEngine, warehouse: Warehouse, until: datetime)
         return total
     finally:
         engine.on_changes = report_to
+
+
+def has_segment_events(warehouse: Warehouse) -> bool:
+    """Whether any ``segment_entered``/``segment_exited`` event is stored."""
+    with warehouse.lock:
+        events = warehouse.con.table(EVENTS)
+        found = events.filter(events.type.isin([ENTERED, EXITED])).limit(1).count()
+        return bool(found.to_pyarrow().as_py())

@@ -36,6 +36,7 @@ from tailorkit.learn.scores import SCORE_STEPS
 from tailorkit.profile.batch import profile_table
 from tailorkit.profile.windows import iso, to_us
 from tailorkit.segment.batch import (
+    has_segment_events,
     membership_table,
     reader,
     rebuild_online,
@@ -98,7 +99,7 @@ class ProfilesService:
             return  # nothing declared: stay out of the ingestion path
         # a shared store outlives servers: rebuild only when it is empty
         if isinstance(self.store, MemoryProfileStore) or next(self.store.persons(), None) is None:
-            count = rebuild_online(self.engine, self.state.warehouse, now)
+            count = rebuild_online(self.engine, self.state.warehouse, now, self._backfill())
             log.info("rebuilt online profiles from %d stored events", count)
         self.state.collector.on_stored = self.engine.on_stored
         self._scores_seen = self._scores_version()
@@ -106,6 +107,19 @@ class ProfilesService:
         self.ready.set()
         self._thread = threading.Thread(target=self._run, name="tk-profiles", daemon=True)
         self._thread.start()
+
+    def _backfill(self) -> ChangeSink | None:
+        """Where the start-up replay's changes go: stored when no change ever was, else nowhere.
+
+        History loaded in bulk (``tailorkit ingest``, the demo) has no
+        membership events; storing the replay's changes (the same events a
+        live server would have written, no webhooks) lets analyses read the
+        segments users held at exposure time. The writer thread is not
+        running yet, so they are stored synchronously.
+        """
+        if has_segment_events(self.state.warehouse):
+            return None
+        return ChangeSink(self.definitions, self.state.collector, None, asynchronous=False)
 
     def stop(self) -> None:
         """Stop the sweeper and the webhook workers."""
