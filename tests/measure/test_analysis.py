@@ -279,3 +279,37 @@ def test_beta_chance_to_win_is_complementary(nt: int, xt: int, nc: int, xc: int)
     assert beta_binomial(t, c).chance_to_win + beta_binomial(c, t).chance_to_win == pytest.approx(
         1.0, abs=1e-8
     )
+
+
+def test_configured_priors_reach_the_bayesian_summaries() -> None:
+    import copy
+
+    from tailorkit.measure.analysis.examples import AS_OF, FEATURES, example_spec, example_table
+    from tailorkit.measure.analysis.groups import Groups
+    from tailorkit.measure.analysis.pipeline import build_report
+    from tailorkit.measure.analysis.spec import parse_experiment
+    from tailorkit.measure.stats import BetaPrior
+    from tailorkit.project.loader import QualitySettings
+
+    doc = copy.deepcopy(FEATURES)
+    metrics = doc["experiments"]["checkout"]["metrics"]
+    metrics["purchase"]["prior"] = {"alpha": 30, "beta": 70}
+    metrics["revenue"]["prior"] = {"sd": 0.001}  # lifts beyond ±0.3% are implausible
+    spec = parse_experiment(doc, "checkout", {"mobile"})
+    table = example_table()
+    r = build_report(spec, table, AS_OF, QualitySettings())
+    default = build_report(example_spec(), table, AS_OF, QualitySettings())
+    purchase, revenue = r["metrics"]
+    assert purchase["prior"] == {"distribution": "beta", "alpha": 30.0, "beta": 70.0}
+    assert default["metrics"][0]["prior"] == {"distribution": "beta", "alpha": 1.0, "beta": 1.0}
+    g = Groups.from_arrow(table, 2)
+    n, x = g.pooled("n").astype(int), g.pooled("x0").astype(int)
+    ref = beta_binomial(conv(n[1], x[1]), conv(n[0], x[0]), BetaPrior(30.0, 70.0))
+    got = purchase["variations"][0]["chance_to_win"]
+    assert got == pytest.approx(float(ref.chance_to_win), rel=1e-9)
+    assert got != default["metrics"][0]["variations"][0]["chance_to_win"]
+    # the tight prior pulls the revenue lift's chance to win towards a coin flip
+    shrunk = revenue["variations"][0]["chance_to_win"]
+    flat = default["metrics"][1]["variations"][0]["chance_to_win"]
+    assert revenue["prior"]["sd"] == pytest.approx(0.001)
+    assert abs(shrunk - 0.5) < abs(flat - 0.5)

@@ -15,7 +15,7 @@ from tailorkit.measure.analysis import load_spec, parse_experiment
 from tailorkit.measure.analysis.html import render_html
 from tailorkit.measure.analysis.pipeline import build_report
 from tailorkit.measure.analysis.query import sufficient_stats
-from tailorkit.measure.stats import SampleStats, factorial_effects
+from tailorkit.measure.stats import BetaPrior, GaussianPrior, SampleStats, factorial_effects
 from tailorkit.project import ConfigError, load_project
 from tailorkit.project.init import write_project
 from tailorkit.store.warehouse import Warehouse
@@ -98,12 +98,16 @@ def test_interaction_test_false_positive_rate_is_nominal() -> None:
     assert 0.040 <= rejected / sims <= 0.060
 
 
-def test_project_files_accept_factors_and_correction_family(tmp_path: Path) -> None:
+def test_project_files_accept_factors_correction_family_and_priors(tmp_path: Path) -> None:
     root = write_project(tmp_path / "shop")
     doc = copy.deepcopy(FEATURES)
     doc["experiments"][KEY]["correction_family"] = "separate"
+    doc["experiments"][KEY]["metrics"]["signup"]["prior"] = {"alpha": 2, "beta": 18}
+    doc["experiments"][KEY]["metrics"]["revenue"]["prior"] = {"sd": 0.05}
     (root / "features.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     spec = load_spec(load_project(root), KEY)
+    assert spec.metrics[0].prior == BetaPrior(2.0, 18.0)
+    assert spec.metrics[1].prior == GaussianPrior(0.0, 0.05**2, "relative")
     assert spec.factors == (("headline", 2), ("image", 2))
     assert spec.correction_family == "separate"
     doc["experiments"][KEY]["correction_family"] = "per_metric"

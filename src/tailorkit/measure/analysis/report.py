@@ -34,6 +34,8 @@ import numpy as np
 from tailorkit.measure.analysis.groups import Floats, Groups
 from tailorkit.measure.analysis.spec import ExperimentSpec, MetricSpec
 from tailorkit.measure.stats import (
+    BetaPrior,
+    GaussianPrior,
     HealthCheck,
     Interval,
     LiftResult,
@@ -118,6 +120,8 @@ class Context:
                 cuped=metric.cuped is not None,
                 sequential=s.sequential,
                 tuning=s.sequential_tuning,
+                beta_prior=metric.prior if isinstance(metric.prior, BetaPrior) else None,
+                gaussian_prior=metric.prior if isinstance(metric.prior, GaussianPrior) else None,
             )
         finite = all(np.isfinite(float(v.lift.p_value)) for v in result.variations)
         return result if finite else None
@@ -216,6 +220,16 @@ def _cuped_json(ctx: Context, metric: MetricSpec, i: int, sums: Sums) -> dict[st
     }
 
 
+def _prior_json(metric: MetricSpec) -> dict[str, Any]:
+    """The Bayesian prior in use (the engine's default when none is configured)."""
+    if metric.type == "binomial":
+        b = metric.prior if isinstance(metric.prior, BetaPrior) else BetaPrior()
+        return {"distribution": "beta", "alpha": b.alpha, "beta": b.beta}
+    gp = metric.prior if isinstance(metric.prior, GaussianPrior) else GaussianPrior()
+    sd = num(np.sqrt(gp.variance))
+    return {"distribution": "normal", "mean": gp.mean, "sd": sd, "scale": gp.scale}
+
+
 def metric_json(
     ctx: Context, metric: MetricSpec, i: int, a: MetricAnalysis | None, g: Groups
 ) -> dict[str, Any]:
@@ -235,6 +249,7 @@ def metric_json(
         "higher_is_better": metric.higher_is_better,
         "window_hours": metric.window_hours,
         "winsorize_cap": num(g.columns[f"cap{i}"].max()) if f"cap{i}" in g.columns else None,
+        "prior": _prior_json(metric),
     }
     if a is None:
         return {**out, "error": "not enough data in every variation"}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from tailorkit.measure.stats import Alternative, Correction, MetricType
+from tailorkit.measure.stats import Alternative, BetaPrior, Correction, GaussianPrior, MetricType
 from tailorkit.project import ConfigError
 
 FILE = "features.yaml"
@@ -70,6 +70,8 @@ class MetricSpec:
     winsorize_ignore_zeros: bool = False
     cuped: Cuped | None = None
     role: Role = "secondary"
+    #: Bayesian prior: Beta on the rate (binomial), Normal on the lift (mean, ratio)
+    prior: BetaPrior | GaussianPrior | None = None
 
     @property
     def paired(self) -> bool:
@@ -123,6 +125,22 @@ def _cuped(doc: Any, own: EventAggregate, metric_type: str) -> Cuped | None:
     return Cuped(days, covariate)
 
 
+def _prior(doc: Mapping[str, Any] | None, kind: str) -> BetaPrior | GaussianPrior | None:
+    """``{alpha, beta}`` for binomial metrics, ``{mean, sd, scale}`` (on the lift) otherwise.
+
+    >>> _prior({"alpha": 2, "beta": 8}, "binomial")
+    BetaPrior(alpha=2.0, beta=8.0)
+    >>> _prior({"sd": 0.1}, "mean").variance
+    0.010000000000000002
+    """
+    if not doc:
+        return None
+    if kind == "binomial":
+        return BetaPrior(float(doc.get("alpha", 1.0)), float(doc.get("beta", 1.0)))
+    sd = float(doc.get("sd", math.inf))
+    return GaussianPrior(float(doc.get("mean", 0.0)), sd * sd, doc.get("scale", "relative"))
+
+
 def _metric(key: str, doc: Mapping[str, Any], role: Role) -> MetricSpec:
     kind: MetricType = doc["type"]
     if kind == "ratio":
@@ -142,6 +160,7 @@ def _metric(key: str, doc: Mapping[str, Any], role: Role) -> MetricSpec:
         winsorize_ignore_zeros=bool(doc.get("winsorize_ignore_zeros", False)),
         cuped=_cuped(doc.get("cuped"), numerator, kind),
         role=role,
+        prior=_prior(doc.get("prior"), kind),
     )
 
 
