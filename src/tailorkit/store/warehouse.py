@@ -60,9 +60,10 @@ _POSTGRES = re.compile(r"^postgres(ql)?://")
 def connect_url(url: str) -> ibis.BaseBackend:
     """Open an Ibis backend from a store URL.
 
-    ``duckdb:///abs/path.duckdb`` (or ``duckdb://:memory:``) and
-    ``postgres://user@host:port/db`` are tested; other Ibis URLs are passed
-    through to :func:`ibis.connect`.
+    ``duckdb:///abs/path.duckdb`` (or ``duckdb://:memory:``),
+    ``postgres://user@host:port/db`` and ``pyspark:///abs/warehouse/dir``
+    (:mod:`tailorkit.store.spark`) are tested; other Ibis URLs are passed
+    through to :func:`ibis.connect` (see ``docs/warehouses.md``).
 
     >>> connect_url("duckdb://:memory:").name
     'duckdb'
@@ -74,6 +75,10 @@ def connect_url(url: str) -> ibis.BaseBackend:
         return ibis.duckdb.connect(path or ":memory:")
     if _POSTGRES.match(url):
         return ibis.connect(_POSTGRES.sub("postgres://", url))
+    if url.startswith("pyspark://"):
+        from tailorkit.store import spark  # late: imports pyspark
+
+        return spark.connect(url)
     return ibis.connect(url)
 
 
@@ -145,7 +150,7 @@ class Warehouse:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        raw: Any = self.con.con
+        raw: Any = getattr(self.con, "con", None)  # DuckDB's and psycopg's (Spark has none)
         if self.backend == "duckdb":
             raw.begin()
             try:
