@@ -82,6 +82,7 @@ def exposure_event_for(
     >>> e["anonymous_id"], e["properties"]["variation_key"], e["properties"]["feature"]
     ('u1', 'b', 'f')
     """
+    key = _identity(record, user_id, anonymous_id, timestamp)
     hash_text = hash_string(record.hash_value)
     if not user_id and not anonymous_id:
         anonymous_id = hash_text
@@ -104,12 +105,21 @@ def exposure_event_for(
         segment=None if record.leaf_id is None else str(record.leaf_id),
         model_version=None if record.bandit_version is None else str(record.bandit_version),
     )
+    event["event_id"] = str(uuid.uuid5(_ID_NAMESPACE, key))
+    return event
+
+
+def _identity(
+    record: ExposureRecord, user_id: str | None, anonymous_id: str | None, timestamp: datetime
+) -> str:
+    """What makes an exposure the same one (its event id is derived from this)."""
+    hash_text = hash_string(record.hash_value)
+    anonymous = anonymous_id if user_id or anonymous_id else hash_text  # as in the event
     parts = (
-        timestamp.date().isoformat(), user_id or "", anonymous_id or "", record.feature_key or "",
+        timestamp.date().isoformat(), user_id or "", anonymous or "", record.feature_key or "",
         record.experiment_key, record.variation_key, record.hash_attribute, hash_text,
     )  # fmt: skip
-    event["event_id"] = str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(parts)))
-    return event
+    return "\x1f".join(parts)
 
 
 class ExposureLog:
@@ -216,6 +226,10 @@ class ExposureLog:
         events: list[dict[str, Any]] = []
         while self._queue:
             record, user_id, anonymous_id, at = self._queue.popleft()
+            # most exposures repeat one already logged today: skip them before building
+            if not self._is_new(_identity(record, user_id, anonymous_id, at), at):
+                EXPOSURES.labels("duplicate").inc()
+                continue
             try:
                 event = exposure_event_for(
                     record,
@@ -228,19 +242,16 @@ class ExposureLog:
                 log.warning("exposure of %s not logged", record.experiment_key, exc_info=True)
                 EXPOSURES.labels("dropped").inc()
                 continue
-            if self._is_new(event["event_id"], at):
-                events.append(event)
-            else:
-                EXPOSURES.labels("duplicate").inc()
+            events.append(event)
         return events
 
-    def _is_new(self, event_id: str, at: datetime) -> bool:
+    def _is_new(self, identity: str, at: datetime) -> bool:
         day = at.date().isoformat()
         if day != self._seen_day or len(self._seen) >= _MAX_SEEN:
             self._seen, self._seen_day = set(), day
-        if event_id in self._seen:
+        if identity in self._seen:
             return False
-        self._seen.add(event_id)
+        self._seen.add(identity)
         return True
 
     def _send(self, events: list[dict[str, Any]]) -> None:

@@ -25,8 +25,17 @@ same Ibis code as behavioural events.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pyarrow as pa
+
+from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA, IDENTITY_SCHEMA
+
+if TYPE_CHECKING:
+    from tailorkit.collect.pipeline import Collector
 
 EXPOSURE = "exposure"
 KINDS = ("experiment", "feature", "bandit", "rule", "recommendation", "default")
@@ -71,3 +80,68 @@ def exposure_event(
         "timestamp": (timestamp or datetime.now(UTC)).isoformat(),
         "properties": properties,
     }
+
+
+def exposures_table(
+    events: list[dict[str, Any]],
+    source: str,
+    received: datetime,
+    hide_hash_values_of: Iterable[str] = (),
+) -> pa.Table:
+    """Exposure events as rows of the events table, without the HTTP path's checks.
+
+    Decision-log events are built by tailorkit itself (by :func:`exposure_event`
+    or in the same shape), so they skip the JSON round trip and the validator
+    that events from outside go through. The hash value of an experiment
+    hashed on a personal attribute (``pii.fields``, e.g. ``email``) is left out.
+
+    >>> e = exposure_event(kind="rule", key="hero", variation=1, propensity=1.0,
+    ...                    user_id="u1", timestamp=datetime(2026, 1, 2, tzinfo=UTC))
+    >>> t = exposures_table([e], "decide", datetime(2026, 1, 2, 0, 0, 1, tzinfo=UTC))
+    >>> t.num_rows, t["source"][0].as_py(), t["timestamp"][0].as_py().isoformat()
+    (1, 'decide', '2026-01-02T00:00:00+00:00')
+    """
+    hidden = frozenset(hide_hash_values_of)
+    properties = []
+    for event in events:
+        props = event["properties"]
+        if props.get("hash_attribute") in hidden and "hash_value" in props:
+            props = {k: v for k, v in props.items() if k != "hash_value"}
+        properties.append(orjson.dumps(props).decode())
+    n = len(events)
+    columns = {
+        "event_id": [e["event_id"] for e in events],
+        "type": [e["type"] for e in events],
+        "user_id": [e.get("user_id") for e in events],
+        "anonymous_id": [e.get("anonymous_id") for e in events],
+        "timestamp": [datetime.fromisoformat(e["timestamp"]) for e in events],
+        "received_at": [received] * n,
+        "clock_skew_ms": [None] * n,
+        "source": [source] * n,
+        "properties": properties,
+        "context": [None] * n,
+        "personalization": [True] * n,  # nothing is logged about users without consent
+    }
+    return pa.table(columns, schema=EVENT_ARROW_SCHEMA)
+
+
+def store_exposures(
+    collector: Collector, events: list[dict[str, Any]], source: str = "decide"
+) -> int:
+    """Store decision-log events now (or publish them to the event bus); returns how many.
+
+    Deduplicated against the store like any event, in one transaction with
+    its ingest statistics; called from a background thread, never on the
+    request path.
+    """
+    from tailorkit.collect.pipeline import Part  # late: the pipeline imports much
+    from tailorkit.collect.validate import Validated
+
+    received = datetime.now(UTC)
+    table = exposures_table(events, source, received, collector.settings.pii.fields)
+    no_merges = IDENTITY_SCHEMA.to_pyarrow().empty_table()
+    part = Part(source, received, Validated(table, list(range(len(events))), identities=no_merges))
+    if collector.publish is not None:
+        collector.publish([part])
+        return len(events)
+    return len(events) - len(collector.store_parts([part]))

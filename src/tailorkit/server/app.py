@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 
-from tailorkit import __version__, metrics
+from tailorkit import __version__
 from tailorkit.collect import segment_spec
 from tailorkit.collect.bus import bus_publisher
 from tailorkit.collect.pipeline import Collector
@@ -27,6 +26,7 @@ from tailorkit.collect.raw import PayloadError, parse_body
 from tailorkit.project.loader import Project
 from tailorkit.server import openapi_doc
 from tailorkit.server.auth import KeyChecker, Scope
+from tailorkit.server.latency import RequestTiming
 from tailorkit.server.ratelimit import make_limiter
 from tailorkit.server.schemas import EventIn, IngestAnswer, SegmentMessage
 from tailorkit.store.warehouse import Warehouse
@@ -235,6 +235,9 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
     app.state.tk = state
     app.state.profiles = profiles
     app.state.bus = publisher
+    from tailorkit.server.routes_decide import DecideFastPath  # late: it imports this module
+
+    app.add_middleware(DecideFastPath)  # before CORS and timing: they wrap it
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -247,18 +250,7 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
     async def payload_error(request: Request, exc: PayloadError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
-    @app.middleware("http")
-    async def timing(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.REQUEST_SECONDS.labels(path, request.method, str(response.status_code)).observe(
-            time.perf_counter() - start
-        )
-        return response
+    app.add_middleware(RequestTiming)
 
     for router in (events_router, segment_router, admin_router, ops_router, routes_profiles.router):
         app.include_router(router)

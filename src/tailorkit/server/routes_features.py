@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tailorkit.decide.exposures import EXPOSURE_SOURCE, ExposureLog
 from tailorkit.decide.features import FeatureService, ProfileLookup
+from tailorkit.decide.log import store_exposures
 from tailorkit.evaluate import FeatureResult
 from tailorkit.project.loader import ConfigError
 from tailorkit.server.app import Admin, AppState, Ingest, read_bounded
@@ -58,7 +59,8 @@ def install(app: FastAPI) -> FeatureService:
     limits = settings.limits
 
     def submit(events: list[dict[str, Any]]) -> object:
-        return state.collector.submit_items(events, EXPOSURE_SOURCE)
+        # tailorkit's own events: stored directly, without the JSON path's validation
+        return store_exposures(state.collector, events, EXPOSURE_SOURCE)
 
     exposures = ExposureLog(
         submit,
