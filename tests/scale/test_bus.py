@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import redis
+import yaml
 
+from tailorkit.cli.worker import run_worker
 from tailorkit.collect.bus import Publisher, Spool, Worker, decode_part, encode_part, read_records
 from tailorkit.collect.pipeline import Collector, Part
+from tailorkit.project import ConfigError, load_project
+from tailorkit.project.init import write_project
 from tailorkit.project.loader import BusSettings, PiiSettings, Settings
 from tailorkit.store.warehouse import Warehouse
 from tests.conftest import free_port
 from tests.helpers import event
-from tests.scale.conftest import SHARED_REDIS, stream_empty
+from tests.scale.conftest import CLI, SHARED_REDIS, bus_project, stream_empty
+from tests.scale.test_faults import SEGMENTS
 
 SECRET = "dora.secret@example.org"
 
@@ -131,3 +138,22 @@ def test_spool_drops_a_torn_tail_and_adopts_orphans(tmp_path: Path) -> None:
     assert seen == [b"x"] and failing.pending()
     assert failing.drain(seen.append) == 2 and seen == [b"x", b"y", b"z"]
     assert not failing.pending()
+
+
+def test_worker_and_bus_configuration_errors(tmp_path: Path, pg_url: str, prefix: str) -> None:
+    plain = write_project(tmp_path / "plain")
+    out = subprocess.run(
+        [*CLI, "worker", "--project", str(plain), "--json"], capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "bus" in json.loads(out.stdout)["error"]
+    project = bus_project(tmp_path / "shop", pg_url, SHARED_REDIS, prefix, segments=SEGMENTS)
+    doc = yaml.safe_load((project / "segments.yaml").read_text())
+    doc["profiles"]["store"] = "memory"  # invisible to the servers
+    (project / "segments.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="profiles must live in Redis"):
+        run_worker(load_project(project))
+    settings = yaml.safe_load((project / "tailorkit.yaml").read_text())
+    settings["store"] = {"url": "duckdb:///<project>/tailorkit.duckdb"}
+    (project / "tailorkit.yaml").write_text(yaml.safe_dump(settings))
+    with pytest.raises(ConfigError, match="a DuckDB file admits one process"):
+        load_project(project)

@@ -39,6 +39,7 @@ def run_worker(
     state = AppState(project, warehouse, collector, KeyChecker((), ()))
     profiles = ProfilesService(state)
     if profiles.definitions.features.features and isinstance(profiles.store, MemoryProfileStore):
+        warehouse.close()
         raise ConfigError(
             "segments.yaml",
             "profiles.store",
