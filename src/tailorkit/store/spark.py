@@ -21,6 +21,9 @@ PostgreSQL (the one Spark shim; query code has no Spark branches):
   fail on such text. Here ``json_col["key"]`` is the JSON text of the value
   (Spark's ``VARIANT``), as on DuckDB (``json_extract``) and PostgreSQL
   (``->``), and the unwrapping types that text with SQL.
+* **Float literals.** Spark reads ``1.0`` as ``DECIMAL(2,1)``, so
+  ``ifelse(hit, 1.0, 0.0).sum()`` was a decimal; float literals are cast
+  to ``DOUBLE``.
 * **Time zones.** A Spark ``TIMESTAMP`` is an instant shown in the session
   time zone, which Ibis pins to UTC; it is typed ``timestamp('UTC')`` here
   (Ibis says zone-less), so results are UTC-aware as on the other backends.
@@ -110,6 +113,7 @@ def connect(url: str) -> SparkBackend:
     # WARN-level stack traces for expected conditions (a table folder not written yet)
     session.sparkContext.setLogLevel(conf.get("spark.log.level", "ERROR"))
     _type_timestamps_as_utc()
+    _ = ibis.pyspark  # registers Ibis' pyspark options (its compiler reads them)
     backend: SparkBackend = SparkBackend().connect(session)
     backend.attach_folders()
     return backend
@@ -145,6 +149,13 @@ class JsonTextCompiler(PySparkCompiler):
     SIMPLE_OPS: ClassVar[dict[type, str]] = {
         k: v for k, v in PySparkCompiler.SIMPLE_OPS.items() if k not in _UNWRAPS
     }
+
+    def visit_NonNullLiteral(self, op: Any, *, value: Any, dtype: dt.DataType) -> Any:
+        result = super().visit_NonNullLiteral(op, value=value, dtype=dtype)
+        # Spark reads 1.0 as DECIMAL(2,1): sums of it would be decimals, not doubles
+        if dtype.is_floating() and not isinstance(result, sge.Cast):
+            return self.cast(result, dtype)
+        return result
 
     def visit_JSONGetItem(self, op: Any, *, arg: Any, index: Any) -> Any:
         path = _json_path(op.index)
