@@ -143,7 +143,11 @@ def test_membership_changes_reach_the_receiver(
     )
     engine.advance_to(t0 + timedelta(days=2))
     assert dispatcher.wait_idle(60)
-    payloads = [json.loads(body) for _, _, body in receiver.received]
+    # two workers deliver concurrently, so arrival order is not guaranteed:
+    # receivers order changes by their timestamps
+    payloads = sorted(
+        (json.loads(body) for _, _, body in receiver.received), key=lambda p: p["timestamp"]
+    )
     assert [(p["type"], p["segment"], p["user_id"], p["reason"]) for p in payloads] == [
         ("segment_entered", "browsers", "u1", "event"),
         ("segment_exited", "browsers", "u1", "window"),
