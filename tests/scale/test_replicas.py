@@ -27,7 +27,17 @@ SEGMENTS = {
 }
 PLACEMENTS = {
     "settings": {"deadline_ms": 2000},  # a loaded test machine must not turn rules into defaults
+    "bandits": {"promo_bandit": {"arms": ["sale", "new_in"], "reward": {"event": "click"}}},
     "placements": {
+        "promo": {
+            "default": "none",
+            "variants": {
+                "none": {"content": ""},
+                "sale": {"content": "S"},
+                "new_in": {"content": "N"},
+            },
+            "bandit": "promo_bandit",
+        },
         "hero": {
             "default": "generic",
             "variants": {
@@ -42,7 +52,7 @@ PLACEMENTS = {
                     "variant": "engaged",
                 }
             ],
-        }
+        },
     },
 }
 
@@ -63,6 +73,13 @@ def _decide(server: LiveServer, user: str) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     answer: dict[str, Any] = r.json()
     return answer
+
+
+def _bandit(server: LiveServer) -> dict[str, Any]:
+    with server.client() as client:
+        r = client.get("/v1/admin/bandits", headers=server.admin_headers)
+    state: dict[str, Any] = r.json()["promo_bandit"]
+    return state
 
 
 def _sizes(server: LiveServer) -> dict[str, int]:
@@ -112,8 +129,15 @@ def test_two_replicas_one_worker_agree(tmp_path: Path, pg_url: str, prefix: str)
         for user, variant, segments in ((ada, "engaged", ["engaged"]), (bob, "generic", [])):
             from_a, from_b = _decide(a, user), _decide(b, user)
             assert from_a["segments"] == from_b["segments"] == segments
-            assert from_a["placements"] == from_b["placements"]
+            assert from_a["placements"]["hero"] == from_b["placements"]["hero"]
             assert from_a["placements"]["hero"]["variant"] == variant
+        # bandit rewards: a click accepted by the replica that decided reaches its bandit
+        promo = _decide(a, bob)["placements"]["promo"]
+        click = event(user_id=bob, type="click", timestamp=datetime.now(UTC).isoformat())
+        click["properties"] = {"placement": "promo", "variant": promo["variant"]}
+        with a.client() as client:
+            assert post(client, [click], a.project.settings.ingest_keys[0]).status_code == 200
+        wait_until(lambda: _bandit(a)["rewards"] >= 1, 30, "the bandit to learn from the click")
     finally:
         a.stop()
         b.stop()

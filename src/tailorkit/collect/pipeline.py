@@ -109,6 +109,9 @@ class Collector:
         self.on_stored = on_stored
         # Set (event bus): validated parts go there instead of the store; durable once it returns.
         self.publish = publish
+        # With ``publish``, called (in the writer) with each published group's accepted events:
+        # what this process would have passed to ``on_stored`` (before the store's dedup).
+        self.on_published: Callable[[pa.Table], None] | None = None
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self.max_group_events = 20_000
@@ -204,6 +207,8 @@ class Collector:
             if self.publish is not None:
                 self.publish(parts)
                 dups: frozenset[str] = frozenset()  # known only to the worker that stores them
+                if self.on_published is not None:
+                    self._published(parts)
             else:
                 dups = self.store_parts(parts)
         results = [BatchResult([ACCEPTED] * p.size) for p in group]
@@ -211,19 +216,21 @@ class Collector:
             self._fill(results, members, offsets, part.validated, dups, part.source)
         return results
 
-    def store_parts(self, parts: list[Part]) -> frozenset[str]:
+    def store_parts(self, parts: list[Part], dedup: bool = True) -> frozenset[str]:
         """Store validated parts in one transaction, skipping ids already stored.
 
         Returns the skipped ids. The dedup check and the insert hold the
         warehouse's write lock, which on PostgreSQL also excludes other
         processes (several ``tailorkit worker`` s), so an id is stored once.
+        ``dedup=False`` is for ids minted fresh (random UUIDs) by tailorkit
+        itself: the check scans every stored id, a cost that grows with the store.
         """
         events = pa.concat_tables([p.validated.accepted for p in parts])
         identities = pa.concat_tables(
             [p.validated.identities for p in parts if p.validated.identities is not None]
         )
         with self.warehouse.exclusive():
-            dups = self.warehouse.stored_ids(events["event_id"])
+            dups = self.warehouse.stored_ids(events["event_id"]) if dedup else frozenset()
             if dups:
                 fresh = pc.invert(pc.is_in(events["event_id"], pa.array(list(dups))))
                 events = events.filter(fresh)
@@ -232,6 +239,15 @@ class Collector:
         if self.on_stored is not None and events.num_rows:
             self.on_stored(events)
         return dups
+
+    def _published(self, parts: list[Part]) -> None:
+        assert self.on_published is not None
+        events = pa.concat_tables([p.validated.accepted for p in parts])
+        if events.num_rows:
+            try:
+                self.on_published(events)
+            except Exception:  # the events are on the bus whatever happens here
+                log.exception("on_published hook failed for %d events", events.num_rows)
 
     def _decode(self, group: list[_Pending]) -> None:
         """Turn the encoded (HTTP) requests of a group into raw batches, in one query."""

@@ -224,6 +224,8 @@ class DecideService:
         if self.collector is not None:
             previous = self.collector.on_stored
             self.collector.on_stored = _fan_out(previous, self.bandits.on_stored)
+            # with an event bus this server stores nothing: it learns from what it accepts
+            self.collector.on_published = self.bandits.on_stored
             self.exposures.start()
         for target, name in ((self._watch, "tk-decide-watch"), (self._sweep, "tk-bandits")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -433,7 +435,7 @@ class DecideService:
 
     def _store_exposures(self, events: list[dict[str, Any]]) -> None:
         if self.collector is not None:
-            store_exposures(self.collector, events, "decide")
+            store_exposures(self.collector, events, "decide", fresh_ids=True)  # uuid4 ids
 
     def _submit(self, events: list[dict[str, Any]]) -> Future[Any] | None:
         if self.collector is None:
