@@ -371,3 +371,28 @@ def test_hot_reload_from_files_and_admin_api(tmp_path: Path) -> None:
     logged = [orjson.loads(r[0]) for r in rows]
     assert logged and all(0 < p["propensity"] <= 1 for p in logged)
     assert {p["placement"] for p in logged} >= {"banner"}
+
+
+def test_exposures_queued_at_shutdown_are_stored(tmp_path: Path) -> None:
+    """A clean stop (SIGTERM) drains the exposure queue: every decision is in the log."""
+    project = write_decide_project(tmp_path / "shop")
+    live = start_server(project, tmp_path / "server.log")
+    users = [f"drain-{i}" for i in range(30)]
+    try:
+        with live.client() as client:
+            for user in users:
+                r = client.post(
+                    "/v1/decide",
+                    json={"user_id": user, "placements": ["banner"]},
+                    headers=live.ingest_headers,
+                )
+                assert r.status_code == 200
+    finally:
+        live.stop()  # at once: well within the 2 s between flushes
+    con = duckdb.connect(str(project / "tailorkit.duckdb"), read_only=True)
+    rows = con.sql(
+        "SELECT user_id, properties FROM events WHERE type = 'exposure' AND source = 'decide'"
+    ).fetchall()
+    con.close()
+    banner = {u for u, p in rows if orjson.loads(p).get("placement") == "banner"}
+    assert banner == set(users)

@@ -87,7 +87,8 @@ class ProfileView:
     consent: bool = True
 
 
-_random_bits = random.getrandbits
+# Its own generator: a random.seed() elsewhere cannot make ids repeat (they skip store dedup).
+_random_bits = random.Random().getrandbits
 # Version-4 UUID bits: ids need to be unique, not unguessable (they only deduplicate).
 _UUID4_MASK = ~(0xF000 << 64 | 0xC000 << 48) & (1 << 128) - 1
 _UUID4_BITS = 0x4000 << 64 | 0x8000 << 48

@@ -126,13 +126,17 @@ def exposures_table(
 
 
 def store_exposures(
-    collector: Collector, events: list[dict[str, Any]], source: str = "decide"
+    collector: Collector,
+    events: list[dict[str, Any]],
+    source: str = "decide",
+    fresh_ids: bool = False,
 ) -> int:
     """Store decision-log events now (or publish them to the event bus); returns how many.
 
-    Deduplicated against the store like any event, in one transaction with
-    its ingest statistics; called from a background thread, never on the
-    request path.
+    One transaction with their ingest statistics; called from a background
+    thread, never on the request path. Deduplicated against the store like any
+    event unless ``fresh_ids`` says their ids are new random UUIDs (the
+    decision engine's), which skips a scan of every stored id.
     """
     from tailorkit.collect.pipeline import Part  # late: the pipeline imports much
     from tailorkit.collect.validate import Validated
@@ -144,4 +148,4 @@ def store_exposures(
     if collector.publish is not None:
         collector.publish([part])
         return len(events)
-    return len(events) - len(collector.store_parts([part]))
+    return len(events) - len(collector.store_parts([part], dedup=not fresh_ids))

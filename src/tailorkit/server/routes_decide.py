@@ -36,7 +36,7 @@ from tailorkit.decide.engine import DecideRequest
 from tailorkit.decide.service import DecideService
 from tailorkit.server.app import Admin, Ingest, read_bounded
 from tailorkit.server.auth import Scope as AuthScope
-from tailorkit.server.latency import tune_gc
+from tailorkit.server.latency import tune_runtime
 
 log = logging.getLogger(__name__)
 MAX_DECIDE_BYTES = 64 * 1024
@@ -57,7 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.decide = service
     service.start()
     threading.Thread(target=_load_opt_outs, args=(service,), daemon=True).start()
-    tune_gc()  # the last service to start: what lives now lives for the server's life
+    tune_runtime()  # the last service to start: what lives now lives for the server's life
     yield
     await asyncio.to_thread(service.stop)
 
