@@ -136,6 +136,9 @@ def test_spool_drops_a_torn_tail_and_adopts_orphans(tmp_path: Path) -> None:
     with pytest.raises(ConnectionError):
         failing.drain(push)
     assert seen == [b"x"] and failing.pending()
+    rival = Spool(tmp_path / "f")  # another live server: must not take a held spool
+    assert rival.drain(seen.append) == 0
+    rival.close()
     assert failing.drain(seen.append) == 2 and seen == [b"x", b"y", b"z"]
     assert not failing.pending()
 

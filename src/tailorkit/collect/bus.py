@@ -211,16 +211,17 @@ class Spool:
             self._size = 0
 
     def _adopt(self, path: Path) -> int | None:
+        """Lock ``path`` if no live process holds it; ``None`` if one does or it is gone."""
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        if not path.exists():  # drained and deleted between the listing and the lock
+            # drained and deleted, or rewritten, between the open and the lock
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                raise FileNotFoundError(path)
+        except (BlockingIOError, FileNotFoundError):
             os.close(fd)
             return None
         self._held[path] = fd
@@ -233,8 +234,12 @@ class Spool:
                 push(record)
             except Exception:
                 _rewrite(path, records[n:])
+                # the lock was on the replaced file: lock the new one (or leave it to
+                # whoever took it meanwhile; records pushed twice are deduplicated)
+                os.close(self._held.pop(path))
+                self._adopt(path)
                 raise
-        path.unlink()
+        path.unlink(missing_ok=True)
         os.close(self._held.pop(path))
         return len(records)
 
