@@ -421,6 +421,15 @@ def most_held(rows: list[dict[str, Any]]) -> float:
     return max((r["rate"] for r in rows if held(r)), default=0.0)
 
 
+def max_throughput(port: int, key: str, seconds: float, load: str) -> float:
+    """Requests/s answered closed-loop (each connection sends as soon as it is answered)."""
+    if load != "wrk":
+        return 0.0
+    row = run_wrk(port, key, 0, seconds)
+    print(f"closed loop: {row['achieved']}/s, errors {row['errors']}", file=sys.stderr)
+    return float(row["achieved"]) if not row["errors"] else 0.0
+
+
 def _median_cpu(rows: list[dict[str, Any]]) -> float | None:
     """Server CPU per request over the rates it held (load-independent cost)."""
     values = sorted(r["cpu_ms_per_request"] for r in rows if held(r) and "cpu_ms_per_request" in r)
@@ -460,6 +469,7 @@ def main() -> None:
             ours_rows = sweep(
                 "tailorkit", ours_port, key, args.seconds, args.warmup, args.load, ours.pid
             )
+            ours_max = max_throughput(ours_port, key, args.seconds, args.load)
         finally:
             ours.terminate()
             ours.wait(30)
@@ -472,6 +482,7 @@ def main() -> None:
             base_rows = sweep(
                 "baseline", base_port, key, args.seconds, args.warmup, args.load, base.pid
             )
+            base_max = max_throughput(base_port, key, args.seconds, args.load)
         finally:
             base.terminate()
             base.wait(30)
@@ -494,6 +505,9 @@ def main() -> None:
                 "held_ratio": round(most_held(ours_rows) / most_held(base_rows), 3)
                 if most_held(base_rows)
                 else None,
+                "max_throughput_per_s": ours_max,
+                "baseline_max_throughput_per_s": base_max,
+                "max_throughput_ratio": round(ours_max / base_max, 3) if base_max else None,
                 "cpu_ms_per_request": _median_cpu(ours_rows),
                 "baseline_cpu_ms_per_request": _median_cpu(base_rows),
                 "load": args.load,
