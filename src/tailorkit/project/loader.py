@@ -100,6 +100,17 @@ class SdkSettings:
 
 
 @dataclass(frozen=True)
+class AdmissionSettings:
+    """Requests in flight per class, and event-loop lag, past which requests are shed
+    (``admission`` in ``tailorkit.yaml``; see :mod:`tailorkit.server.admission`)."""
+
+    decide: int = 256
+    ingest: int = 32
+    admin: int = 8
+    max_lag_ms: float = 100.0
+
+
+@dataclass(frozen=True)
 class Rate:
     """A token bucket: ``per_second`` sustained (0: unlimited), ``burst`` at once."""
 
@@ -144,6 +155,7 @@ class Settings:
     port: int = 8000
     sdk: SdkSettings = field(default_factory=SdkSettings)
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     # Shared state of replicas (rate limits, dwell, caps); "" keeps it in process.
     redis_url: str = ""
     redis_prefix: str = "tailorkit:"
@@ -255,6 +267,7 @@ def settings_from_document(doc: dict[str, Any], root: Path) -> Settings:
         port=server.get("port", 8000),
         sdk=_sdk_settings(doc.get("sdk", {})),
         rate_limits=_rate_limits(doc.get("rate_limits", {})),
+        admission=AdmissionSettings(**doc.get("admission", {})),
         redis_url=os.environ.get(REDIS_ENV) or doc.get("redis", {}).get("url", ""),
         redis_prefix=doc.get("redis", {}).get("prefix", "tailorkit:"),
     )

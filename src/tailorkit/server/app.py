@@ -25,6 +25,7 @@ from tailorkit.collect.quality import quality_report
 from tailorkit.collect.raw import PayloadError, parse_body
 from tailorkit.project.loader import Project
 from tailorkit.server import openapi_doc
+from tailorkit.server.admission import Admission
 from tailorkit.server.auth import KeyChecker, Scope
 from tailorkit.server.latency import RequestTiming
 from tailorkit.server.ratelimit import make_limiter
@@ -263,4 +264,5 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
 
     app.include_router(dashboard_router)
     openapi_doc.install(app)
+    app.add_middleware(Admission, settings=settings.admission)  # outermost: sheds before any work
     return app
