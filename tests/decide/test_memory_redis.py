@@ -81,3 +81,38 @@ def test_unreachable_redis_falls_back_to_process_memory(tmp_path: Path) -> None:
     assert banner(service, "dee") == ("plain", False)
     assert time.perf_counter() - started < 2.0  # no waiting on Redis per request
     assert fallbacks._value.get() - before >= 3  # every load and save answered in process
+
+
+def test_replicas_share_opt_outs(tmp_path: Path, redis_prefix: str) -> None:
+    project = use_redis(project_at(tmp_path / "shop"), REDIS_URL, redis_prefix)
+    a, b = replica(project), replica(project)
+    a.start(), b.start()
+    try:
+
+        def reason_on_b() -> str | None:
+            req = DecideRequest(user_id="eve", attributes={"country": "DE"}, placements=["banner"])
+            reason: str | None = b.engine.decide(req)["placements"]["banner"].get("reason")
+            return reason
+
+        assert reason_on_b() is None  # personalized: the "de" rule
+        a.set_consent("eve", None, personalization=False, analytics=True)
+        deadline = time.monotonic() + 10
+        while reason_on_b() != "no personalization consent" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reason_on_b() == "no personalization consent"
+        b.set_consent("eve", None, personalization=True, analytics=True)  # and back, from B
+        deadline = time.monotonic() + 10
+        while a.consent.opted_out("eve", None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not a.consent.opted_out("eve", None)
+        # a replica started later learns the opt-outs made before it
+        a.set_consent("mallory", None, personalization=False, analytics=True)
+        c = replica(project)
+        c.start()
+        deadline = time.monotonic() + 10
+        while not c.consent.opted_out("mallory", None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.consent.opted_out("mallory", None)
+        c.stop()
+    finally:
+        a.stop(), b.stop()

@@ -24,15 +24,27 @@ True
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from tailorkit.store.redis_fallback import Fallback, connect
 
-__all__ = ["ConsentRegistry", "RedisUserMemory", "Shown", "UserMemory", "make_memory"]
+__all__ = [
+    "ConsentRegistry",
+    "RedisConsentRegistry",
+    "RedisUserMemory",
+    "Shown",
+    "UserMemory",
+    "make_consent",
+    "make_memory",
+]
+log = logging.getLogger(__name__)
 MAX_SHOWINGS = 64  # caps above 64 per window are not worth the memory
 
 
@@ -326,5 +338,96 @@ class ConsentRegistry:
             anonymous_id is not None and anonymous_id in out
         )
 
+    def start(self) -> None:
+        """Start following other replicas' choices (none in process)."""
+
+    def stop(self) -> None:
+        """Stop following them."""
+
     def __len__(self) -> int:
         return len(self._out)
+
+
+class RedisConsentRegistry(ConsentRegistry):
+    """Opt-outs shared by replicas: a Redis set, and a channel announcing each change.
+
+    Requests read only the in-process set (no Redis call per decision). A
+    choice is written to the set ``<prefix>consent:out`` and published on
+    ``<prefix>consent``; every replica's listener thread applies what it
+    hears, and after each (re)connection merges the whole set (opt-outs missed
+    while disconnected; an opt-in missed then keeps the user opted out until
+    the next one: the safe side). While Redis is unreachable a replica keeps
+    its own view.
+
+    >>> import redis, time
+    >>> a = RedisConsentRegistry(redis.Redis(), "doc-consent:")
+    >>> b = RedisConsentRegistry(redis.Redis(), "doc-consent:"); b.start()
+    >>> a.set(["u1"], personalization=False)
+    >>> for _ in range(50):
+    ...     if b.opted_out("u1", None): break
+    ...     time.sleep(0.1)
+    >>> b.opted_out("u1", None)
+    True
+    >>> b.stop(); a.client.delete("doc-consent:consent:out")
+    1
+    """
+
+    def __init__(self, client: Any, prefix: str = "tailorkit:") -> None:
+        super().__init__()
+        self.client = client
+        self.key = f"{prefix}consent:out"
+        self.channel = f"{prefix}consent"
+        self.fallback = Fallback("consent")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def set(self, ids: Iterable[str], personalization: bool) -> None:
+        ids = list(ids)
+        super().set(ids, personalization)
+        if not ids or not self.fallback.available():
+            return
+        try:
+            with self.client.pipeline() as pipe:
+                (pipe.srem if personalization else pipe.sadd)(self.key, *ids)
+                message = {"ids": ids, "personalization": personalization}
+                pipe.publish(self.channel, orjson.dumps(message))
+                pipe.execute()
+        except Exception as exc:
+            self.fallback.failed(exc)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._listen, name="tk-consent", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.channel)
+                # subscribed first, then merged: nothing published in between is missed
+                members = self.client.smembers(self.key)
+                self.load(m.decode() for m in members)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None and message.get("type") == "message":
+                        change = orjson.loads(message["data"])
+                        ConsentRegistry.set(self, change["ids"], change["personalization"])
+                pubsub.close()
+            except Exception as exc:  # Redis down or a bad message: retry after a pause
+                self.fallback.failed(exc)
+                self._stop.wait(self.fallback.pause)
+
+
+def make_consent(redis_url: str, prefix: str) -> ConsentRegistry:
+    """Opt-outs shared through Redis when a URL is set, else in process."""
+    if redis_url:
+        return RedisConsentRegistry(connect(redis_url), prefix)
+    return ConsentRegistry()

@@ -41,7 +41,7 @@ from tailorkit.decide.bandit_state import shared_stats
 from tailorkit.decide.content import TemplateChecker
 from tailorkit.decide.engine import NO_PROFILE, DecisionEngine, ProfileView
 from tailorkit.decide.log import store_exposures
-from tailorkit.decide.memory import ConsentRegistry, make_memory
+from tailorkit.decide.memory import make_consent, make_memory
 from tailorkit.decide.placements import FILE, PlacementDefinitions, compile_definitions
 from tailorkit.evaluate import Evaluator
 from tailorkit.learn.artifacts import ArtifactStore
@@ -188,7 +188,7 @@ class DecideService:
         self.bandits = BanditRuntime(
             self.root / ".tailorkit" / "bandits.json", shared=shared_stats(project.settings)
         )
-        self.consent = ConsentRegistry()
+        self.consent = make_consent(project.settings.redis_url, project.settings.redis_prefix)
         self.exposures = ExposureLogger(self._store_exposures)
         self.last_error: ConfigError | None = None
         self.reloaded_at = time.time()
@@ -231,12 +231,14 @@ class DecideService:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        self.consent.start()  # other replicas' opt-outs (Redis), as they happen
 
     def stop(self) -> None:
         """Stop threads, flush the exposure log, save bandit state."""
         self._stop.set()
         for thread in self._threads:
             thread.join(10)
+        self.consent.stop()
         self.exposures.stop()
         self.bandits.sweep(time.time())
         self.bandits.save(force=bool(self.engine.definitions.bandits))
