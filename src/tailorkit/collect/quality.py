@@ -80,7 +80,9 @@ def flags_watermark(wh: Warehouse, quality: QualitySettings) -> str:
     """What the flags depend on: event and identity counts and latest arrivals, and the rules.
 
     Cheap on DuckDB (counts and maxima come from the storage statistics).
-    Any insert raises a count; a deletion lowers one.
+    Any insert raises a count and a deletion lowers one; deletions followed
+    by as many inserts still move the latest arrival (``received_at`` and
+    ``merged_at`` are set at ingestion).
 
     >>> mark = json.loads(flags_watermark(Warehouse("duckdb://:memory:"), QualitySettings()))
     >>> mark["events"], mark["identities"], mark["robust_z_threshold"]
