@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tailorkit.demo.catalog import build_catalog
 from tests.conftest import LiveServer, start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -53,6 +54,8 @@ def _cli(*args: str) -> str:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, dict[str, Any]]]:
     root = tmp_path_factory.mktemp("dash") / "demo"
     _cli("demo", "--no-serve", "--users", "500", "--days", "10", "--dir", str(root), "--json")
+    # the first start stores the history's segment changes (segments at exposure)
+    start_server(root, root.parent / "server.log").stop()
     analysis = json.loads(_cli("analyze", "checkout-layout", "--project", str(root), "--json"))
     server = start_server(root, root.parent / "server.log")
     yield server, analysis
@@ -152,6 +155,25 @@ def test_experiment_page_equals_tailorkit_analyze(browser: Any, demo: Any) -> No
         assert [c[0] for c in ci] == pytest.approx([v["relative"] for v in metric["variations"]])
     action = page.text_content("[data-field=action]")
     assert action == analysis["recommendation"]["action"]
+    segments = page.eval_on_selector_all(
+        "#segments tr.segment-row",
+        "els => els.map(e => [e.dataset.segment, e.dataset.metric, e.dataset.variation,"
+        " +e.dataset.users, e.dataset.relative === 'None' ? null : +e.dataset.relative])",
+    )
+    assert segments, "the per-segment table is empty"
+    expected_rows = [
+        [r["segment"], r["metric"], r["variation"], r["users"], r["relative"]]
+        for r in analysis["segments"]["rows"]
+    ]
+    assert segments == expected_rows  # floats printed with repr: exact
+    # power for a 10% lift of the primary metric, as `tailorkit power` plans it
+    smallest = min(v["users"] for v in analysis["variations"])
+    baseline = str(analysis["metrics"][0]["control"]["mean"])
+    arms = str(len(analysis["variations"]))
+    plan = ("--baseline", baseline, "--mde", "0.1", "--relative", "--variations", arms)
+    planned = json.loads(_cli("power", *plan, "--users", str(smallest), "--json"))
+    assert page.text_content("[data-field=per-variation]") == str(planned["per_variation"])
+    assert page.text_content("[data-field=users]") == str(smallest)
 
 
 def test_demo_shop_page_loads_the_sdk(browser: Any, demo: Any) -> None:
@@ -164,5 +186,9 @@ def test_demo_shop_page_loads_the_sdk(browser: Any, demo: Any) -> None:
         "document.querySelector('[data-tailorkit-placement=recs]').innerText.length > 0",
         timeout=20_000,
     )
-    assert "Trail running shoes" in page.inner_text("[data-tailorkit-placement=recs]")
+    shown = page.eval_on_selector_all(
+        "[data-tailorkit-placement=recs] li", "els => els.map(e => e.textContent)"
+    )
+    # products of the catalog, ranked by the trained model (the demo built it)
+    assert len(shown) == 4 and set(shown) <= set(build_catalog().table()["name"].to_pylist())
     assert errors == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
@@ -17,11 +18,20 @@ from tailorkit.store.warehouse import Warehouse
 
 
 def run_build(
-    project: Project, only: list[str] | None, at: str | None, console: Console, quiet: bool
+    project: Project,
+    only: list[str] | None,
+    at: str | None,
+    console: Console,
+    quiet: bool,
+    settings: BuildOptions | None = None,
 ) -> dict[str, Any]:
-    """Build with Rich progress bars on ``console`` (none when ``quiet``)."""
+    """Build with Rich progress bars on ``console`` (none when ``quiet``).
+
+    ``settings`` gives the model settings (default: :class:`BuildOptions`'s).
+    """
     steps = tuple(only or STEPS)
-    options = BuildOptions(at=parse_instant(at) if at else None, only=steps)
+    at_instant = parse_instant(at) if at else None
+    options = replace(settings or BuildOptions(), at=at_instant, only=steps)
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description:<18}"),

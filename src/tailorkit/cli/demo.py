@@ -5,11 +5,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ibis
 from rich.console import Console
@@ -18,10 +21,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tailorkit.collect.pipeline import ACCEPTED, Collector
 from tailorkit.collect.raw import raw_from_arrow
 from tailorkit.demo import generate_shop
-from tailorkit.demo.definitions import history_exposures, write_definitions
+from tailorkit.demo.definitions import best_sellers, history_exposures, write_definitions
 from tailorkit.project import Project, load_project
 from tailorkit.project.init import write_project
 from tailorkit.store.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from tailorkit.learn.build import BuildOptions
 
 CHUNK = 200_000
 
@@ -37,9 +43,51 @@ class DemoOptions:
     # "fast": personas, journeys, recommendations (seconds); "all" adds the
     # LightGBM propensity and churn models; "none" trains nothing.
     models: str = "fast"
+    # train after set-up, beside the server (start_models); else during set-up
+    background_models: bool = False
 
 
 FAST_MODELS = ["clusters", "journeys", "recommendations"]
+
+
+def build_options(models: str) -> BuildOptions:
+    """The demo's model steps and settings for ``--models`` (fast or all).
+
+    Recommendations try one ALS setting (the full grid chose 16 factors and
+    alpha 1 on the demo shop); the hybrid weights are still validated.
+    """
+    from tailorkit.learn.build import STEPS, BuildOptions  # late: the learning stack
+    from tailorkit.learn.recommender import RecConfig
+
+    only = tuple(FAST_MODELS) if models == "fast" else STEPS
+    return BuildOptions(only=only, recommendations=RecConfig(factors_grid=(16,), alpha_grid=(1.0,)))
+
+
+@dataclass
+class Phases:
+    """Wall-clock and CPU seconds per set-up phase (CPU: this process, all threads).
+
+    The machine may be shared: CPU time shows the work, wall time the wait.
+
+    >>> phases = Phases()
+    >>> with phases("nap"):
+    ...     pass
+    >>> sorted(phases.seconds["nap"])
+    ['cpu_seconds', 'seconds']
+    """
+
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = {
+                "seconds": round(time.perf_counter() - wall, 2),
+                "cpu_seconds": round(time.process_time() - cpu, 2),
+            }
 
 
 def _progress(console: Console, quiet: bool) -> Progress:
@@ -56,20 +104,29 @@ def _progress(console: Console, quiet: bool) -> Progress:
 def build_demo(options: DemoOptions, console: Console, quiet: bool = False) -> dict[str, Any]:
     """Create the demo project, generate the shop and load it; returns a summary."""
     started = time.perf_counter()
+    phases = Phases()
     if (options.directory / "tailorkit.yaml").exists():
         shutil.rmtree(options.directory)
     root = write_project(options.directory, name="demo-shop")
     # Today's midnight: the demo ends "now" and is reproducible within a day.
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    start = write_definitions(root, end)
-    project = load_project(root)
     with _progress(console, quiet) as bar:
         task = bar.add_task("generating shop", total=1)
-        shop = generate_shop(n_users=options.users, days=options.days, seed=options.seed, end=end)
+        with phases("generate"):
+            shop = generate_shop(
+                n_users=options.users, days=options.days, seed=options.seed, end=end
+            )
+            start = write_definitions(root, end, best_sellers(shop.events, shop.products))
+        project = load_project(root)
         bar.advance(task)
-        accepted = _load(project, shop.events, shop.products, bar)
-        exposures = _expose(project, shop.events, start, bar)
-    models = _train(project, console, quiet, options.models) if options.models != "none" else {}
+        with phases("ingest"):
+            accepted = _load(project, shop.events, shop.products, bar)
+        with phases("exposures"):
+            exposures = _expose(project, shop.events, start, bar)
+    models: dict[str, str] = {}
+    if options.models != "none" and not options.background_models:
+        with phases("models"):
+            models = _train(project, console, quiet, options.models)
     return {
         "project": str(root),
         "users": options.users,
@@ -82,6 +139,7 @@ def build_demo(options: DemoOptions, console: Console, quiet: bool = False) -> d
         "admin_key": project.settings.admin_keys[0],
         "ingest_key": project.settings.ingest_keys[0],
         "setup_seconds": round(time.perf_counter() - started, 1),
+        "phases": phases.seconds,
     }
 
 
@@ -117,9 +175,18 @@ def _train(project: Project, console: Console, quiet: bool, models: str) -> dict
     """Train the models (``tailorkit build``); a failed step is reported, not fatal."""
     from tailorkit.cli.build import run_build  # late: imports the learning stack
 
-    only = FAST_MODELS if models == "fast" else None
-    summary = run_build(project, only, None, console, quiet)
+    settings = build_options(models)
+    summary = run_build(project, list(settings.only), None, console, quiet, settings)
     return {step: str(r.get("status")) for step, r in summary["steps"].items()}
+
+
+def start_models(directory: Path, models: str) -> threading.Thread | None:
+    """Train the demo's models in a background thread (the dashboard shows "training…")."""
+    if models == "none":
+        return None
+    from tailorkit.learn.background import train_in_background
+
+    return train_in_background(load_project(directory), build_options(models))
 
 
 def start_traffic(url: str, ingest_key: str) -> subprocess.Popen[bytes]:

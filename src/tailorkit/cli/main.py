@@ -233,14 +233,20 @@ def demo(
 
     if models not in ("fast", "all", "none"):
         fail("--models must be fast, all or none", as_json)
-    options = DemoOptions(directory, users, days, seed, models)
+    # with the server, models train beside it (pages show "training…" until they land)
+    options = DemoOptions(directory, users, days, seed, models, background_models=serve_after)
     summary = build_demo(options, console, quiet=as_json)
     summary["url"] = f"http://127.0.0.1:{port}/"
     emit(summary, as_json, "tailorkit demo")
     if serve_after:
         console.print(f"serving on {summary['url']}  (admin key: {summary['admin_key']})")
-        from tailorkit.cli.demo import start_traffic
+        console.print(
+            "the server answers once the stored events are replayed into the online profiles; "
+            "models train meanwhile"
+        )
+        from tailorkit.cli.demo import start_models, start_traffic
 
+        start_models(directory, models)
         traffic = start_traffic(summary["url"], summary["ingest_key"])
         try:
             serve(project=directory, host="127.0.0.1", port=port)

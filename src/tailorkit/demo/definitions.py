@@ -9,6 +9,7 @@ exposures, so results exist before any live traffic arrives.
 
 from __future__ import annotations
 
+import copy
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -117,14 +118,9 @@ PLACEMENTS: dict[str, Any] = {
         }
     },
     "recommendations": {
-        "popular": {
-            "items": [
-                {"id": "p0001", "name": "Trail running shoes"},
-                {"id": "p0102", "name": "Merino socks"},
-                {"id": "p0203", "name": "Rain jacket"},
-                {"id": "p0306", "name": "Yoga mat"},
-            ]
-        }
+        # the trained hybrid model once ``tailorkit build`` published one; until then
+        # (the demo trains in the background) the best sellers, see write_definitions
+        "popular": {"model": "hybrid", "items": []}
     },
     "placements": {
         "home_hero": {
@@ -198,13 +194,49 @@ def _dump(path: Path, doc: dict[str, Any], header: str) -> None:
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
-def write_definitions(root: Path, end: datetime) -> datetime:
-    """Write the demo's definition files into ``root``; returns the experiments' start."""
+def best_sellers(events: pa.Table, products: pa.Table, n: int = 8) -> list[dict[str, Any]]:
+    """The ``n`` products bought most often in ``events`` (ties by id), with name and price.
+
+    >>> from tailorkit.demo import generate_shop
+    >>> shop = generate_shop(n_users=300, days=7, seed=0)
+    >>> top = best_sellers(shop.events, shop.products, 3)
+    >>> len(top), sorted(top[0])
+    (3, ['id', 'name', 'price'])
+    """
+    con = duckdb.connect()
+    con.register("events", events)
+    con.register("products", products)
+    rows = con.execute(
+        """
+        WITH bought AS (
+          SELECT unnest(json_extract_string(properties, '$.product_ids[*]')) AS product_id
+          FROM events WHERE type = 'purchase'
+        )
+        SELECT p.product_id, p.name, p.price, count(*) AS n
+        FROM bought b JOIN products p USING (product_id)
+        GROUP BY ALL ORDER BY n DESC, p.product_id LIMIT $n
+        """,
+        {"n": n},
+    ).fetchall()
+    con.close()
+    return [{"id": i, "name": name, "price": price} for i, name, price, _ in rows]
+
+
+def write_definitions(
+    root: Path, end: datetime, popular: list[dict[str, Any]] | None = None
+) -> datetime:
+    """Write the demo's definition files into ``root``; returns the experiments' start.
+
+    ``popular`` (e.g. :func:`best_sellers`) is what the ``recs`` placement
+    shows until a recommendation model is trained.
+    """
     start = end - timedelta(days=EXPERIMENT_DAYS)
     shutil.copyfile(SHOP_SEGMENTS, root / "segments.yaml")
     features = {**FEATURES, "experiments": _experiments(start)}
     _dump(root / "features.yaml", features, "# Demo flags and experiments (tailorkit demo).\n")
-    _dump(root / "placements.yaml", PLACEMENTS, "# Demo placements (tailorkit demo).\n")
+    placements = copy.deepcopy(PLACEMENTS)
+    placements["recommendations"]["popular"]["items"] = popular or []
+    _dump(root / "placements.yaml", placements, "# Demo placements (tailorkit demo).\n")
     templates = root / "templates"
     templates.mkdir(exist_ok=True)
     for name, text in TEMPLATES.items():

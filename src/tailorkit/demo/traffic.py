@@ -10,6 +10,7 @@ experiments and bandits get data and the dashboard moves.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import time
 from datetime import UTC, datetime, timedelta
@@ -59,8 +60,10 @@ def run(url: str, key: str, rate: float, seed: int, duration: float | None = Non
     seen: list[DemoUser] = []
     stop = time.monotonic() + duration if duration else float("inf")
     headers = {"Authorization": f"Bearer {key}"}
+    # stop with the process that started us (uvicorn may end `tailorkit demo` without cleanup)
+    parent = os.getppid()
     with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and os.getppid() == parent:
             returning = seen and pick.random() < 0.4
             user = pick.choice(seen) if returning else new_user(rng, FIRST_NUMBER + len(seen))
             if not returning:

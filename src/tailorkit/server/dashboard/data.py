@@ -18,6 +18,7 @@ from typing import Any
 import ibis
 from prometheus_client import REGISTRY
 
+from tailorkit.cli.experiments import power_report
 from tailorkit.collect.quality import clean_events
 from tailorkit.measure.analysis import analyze_experiment
 from tailorkit.measure.bandit_report import report_for
@@ -133,6 +134,43 @@ def experiment(state: AppState, key: str, cache: Cache) -> dict[str, Any]:
 
     result: dict[str, Any] = cache.get(f"experiment:{key}", compute)
     return result
+
+
+#: the change the power section plans for: a relative lift of the primary metric
+PLANNED_LIFT = 0.10
+
+
+def power(report: dict[str, Any], lift: float = PLANNED_LIFT) -> dict[str, Any] | None:
+    """Power now and expected duration for a ``lift`` of the (binomial) primary metric.
+
+    Baseline: the control's rate; users: the smallest arm; daily users: the
+    experiment's users so far over the days since its start. Mean metrics
+    need a standard deviation the report does not carry: None for them.
+
+    >>> r = {"metrics": [{"role": "primary", "type": "binomial", "key": "buy",
+    ...     "control": {"mean": 0.2}}], "variations": [{"users": 600}, {"users": 580}],
+    ...     "settings": {"alpha": 0.05}, "start": "2024-05-01T00:00:00+00:00",
+    ...     "as_of": "2024-05-03T00:00:00+00:00"}
+    >>> p = power(r)
+    >>> p["per_variation"], round(p["at_users"]["power"], 2), p["duration"]["days"]
+    (6507, 0.13, 23)
+    """
+    primary = next((m for m in report.get("metrics", []) if m.get("role") == "primary"), None)
+    users = [v["users"] for v in report.get("variations", [])]
+    if primary is None or primary.get("type") != "binomial" or not users or min(users) < 1:
+        return None
+    baseline = (primary.get("control") or {}).get("mean")
+    if not baseline or not 0.0 < baseline < 1.0 or baseline * (1 + lift) >= 1.0:
+        return None
+    alpha = report.get("settings", {}).get("alpha", 0.05)
+    elapsed = None
+    if report.get("start") and report.get("as_of"):
+        span = datetime.fromisoformat(report["as_of"]) - datetime.fromisoformat(report["start"])
+        elapsed = span.total_seconds() / 86_400
+    daily = sum(users) / elapsed if elapsed and elapsed > 0 else None
+    plan = power_report(baseline, lift, relative=True, alpha=alpha, variations=len(users),
+                        users=min(users), daily_users=daily)  # fmt: skip
+    return {**plan, "metric_key": primary["key"], "lift": lift, "elapsed_days": elapsed}
 
 
 def model_file(root: Path, model: str, name: str) -> dict[str, Any] | None:

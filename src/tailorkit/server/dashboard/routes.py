@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from tailorkit.learn.background import training_status
 from tailorkit.server.app import AppState
 from tailorkit.server.auth import Scope
 from tailorkit.server.dashboard import data, svg
@@ -190,7 +191,8 @@ def experiment(request: Request, key: str, _: LoggedIn) -> HTMLResponse:
     state = _state(request)
     if key not in data.experiment_keys(state):
         raise HTTPException(404, f"no experiment {key!r}")
-    return render("experiment.html", "experiments", r=data.experiment(state, key, _CACHE))
+    report = data.experiment(state, key, _CACHE)
+    return render("experiment.html", "experiments", r=report, power=data.power(report))
 
 
 @router.get("/dashboard/bandits")
@@ -210,22 +212,26 @@ def bandits(request: Request, _: LoggedIn) -> HTMLResponse:
 @router.get("/dashboard/personas")
 def personas(request: Request, _: LoggedIn) -> HTMLResponse:
     """Cluster profiles (``tailorkit build`` clusters)."""
-    found = data.model_file(_state(request).project.root, "clusters", "metrics.json")
-    return render("personas.html", "personas", m=found)
+    root = _state(request).project.root
+    found = data.model_file(root, "clusters", "metrics.json")
+    return render("personas.html", "personas", m=found, training=training_status(root))
 
 
 @router.get("/dashboard/journeys")
 def journeys(request: Request, _: LoggedIn) -> HTMLResponse:
     """Funnel and top paths (``tailorkit build`` journeys)."""
-    found = data.model_file(_state(request).project.root, "journeys", "journeys.json")
-    return render("journeys.html", "journeys", j=found)
+    root = _state(request).project.root
+    found = data.model_file(root, "journeys", "journeys.json")
+    return render("journeys.html", "journeys", j=found, training=training_status(root))
 
 
 @router.get("/dashboard/recommendations")
 def recommendations(request: Request, _: LoggedIn) -> HTMLResponse:
     """Offline metrics of the recommendation models."""
-    found = data.model_file(_state(request).project.root, "recommendations", "metrics.json")
-    return render("recommendations.html", "recommendations", m=found)
+    root = _state(request).project.root
+    found = data.model_file(root, "recommendations", "metrics.json")
+    training = training_status(root)
+    return render("recommendations.html", "recommendations", m=found, training=training)
 
 
 @router.get("/dashboard/profile")
