@@ -53,7 +53,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "default": "plain",
         "variants": {
             "plain": {"content": "<p>hi</p>"},
-            "slow": {"content": "{% for i in range(20000) %}{{ user.id }}{% endfor %}"},
+            "slow": {
+                "content": "{% for i in range(9000) %}{{ (user.id ~ i) | upper }}{% endfor %}"
+            },
         },
         "rules": [{"id": "everyone", "priority": 1, "variant": "slow"}],
     }
@@ -148,6 +150,7 @@ def test_decide_sheds_to_defaults_and_recovers(server: LiveServer) -> None:
             r = client.post("/v1/decide", json=_decide_body(n))
             latencies.append(time.perf_counter() - started)
             assert r.status_code == 200 and not _shed(r)
+            assert r.json()["placements"]["heavy"]["variant"] == "slow"  # rendered in full
     assert statistics.median(latencies) < 0.25
 
 

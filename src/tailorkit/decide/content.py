@@ -34,14 +34,16 @@ tailorkit.decide.content.TemplateError: unknown variable 'profle' (known: attrib
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from jinja2 import StrictUndefined, meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 __all__ = ["KNOWN_NAMES", "USER_NAMES", "Template", "TemplateChecker", "TemplateError"]
 
@@ -63,12 +65,62 @@ KNOWN_NAMES = frozenset(
 USER_NAMES = frozenset({"profile", "segments", "attributes", "user", "flags", "recommendations"})
 
 
+#: Bounds on one render (a template is code an admin key can change): output characters,
+#: wall time, ``range`` items summed over the render, and the size of ``*``/``**`` results.
+MAX_OUTPUT_CHARS = 256 * 1024
+MAX_RENDER_SECONDS = 0.25
+MAX_RANGE_ITEMS = 10_000
+MAX_PRODUCT = 100_000
+
+# [range items left, deadline] of the render in progress
+_budget: ContextVar[list[float]] = ContextVar("tailorkit_render_budget")
+
+
 class TemplateError(ValueError):
     """A template that does not compile or reads something it may not."""
 
 
+def _bounded_range(*args: int) -> range:
+    """``range`` whose items, over one render, may not exceed :data:`MAX_RANGE_ITEMS`."""
+    items = range(*args)
+    budget = _budget.get(None)
+    left = MAX_RANGE_ITEMS if budget is None else int(budget[0])
+    if len(items) > left:
+        raise SecurityError(f"range: more than {MAX_RANGE_ITEMS} items in one render")
+    if budget is not None:
+        budget[0] -= len(items)
+    return items
+
+
+class _BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox, with ``*`` and ``**`` unable to build huge values (``'a' * 10**9``)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise SecurityError("**: exponent over 64")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if sized and len(seq) * times > MAX_PRODUCT:
+                    raise SecurityError(f"*: result over {MAX_PRODUCT} items")
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Every call (filters, macros, methods): within the render's time; no huge strings
+        (a macro that doubles its argument recursively)."""
+        budget = _budget.get(None)
+        if budget is not None and time.perf_counter() > budget[1]:
+            raise SecurityError(f"rendering took over {MAX_RENDER_SECONDS} s")
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, str) and len(value) > MAX_OUTPUT_CHARS:
+                raise SecurityError(f"argument over {MAX_OUTPUT_CHARS} characters")
+        return super().call(__context, __obj, *args, **kwargs)
+
+
 def _environment(loader: jinja2.BaseLoader | None) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
+    env = _BoundedEnvironment(
         loader=loader,
         autoescape=True,
         undefined=StrictUndefined,
@@ -76,6 +128,10 @@ def _environment(loader: jinja2.BaseLoader | None) -> SandboxedEnvironment:
         lstrip_blocks=True,
         auto_reload=False,
     )
+    env.globals["range"] = _bounded_range
+    # namespace() is the one way to grow a value across loop iterations (s = s ~ s)
+    del env.globals["namespace"]
+    return env
 
 
 @dataclass(frozen=True)
@@ -106,8 +162,33 @@ class Template:
         return not (self.names - {"placement", "variant"})
 
     def render(self, variables: Mapping[str, Any]) -> str:
-        """Render with ``variables`` (raises on any error; callers fall back)."""
-        return self.compiled.render(variables)
+        """Render with ``variables`` (raises on any error; callers fall back).
+
+        Bounded: at most :data:`MAX_OUTPUT_CHARS` characters, :data:`MAX_RENDER_SECONDS`
+        (checked as output is produced), :data:`MAX_RANGE_ITEMS` ``range`` items.
+
+        >>> TemplateChecker().compile("x", "{% for i in range(10**6) %}.{% endfor %}").render({})
+        Traceback (most recent call last):
+        ...
+        jinja2.exceptions.SecurityError: range: more than 10000 items in one render
+        """
+        token = _budget.set([MAX_RANGE_ITEMS, time.perf_counter() + MAX_RENDER_SECONDS])
+        try:
+            return "".join(_bounded(self.compiled.generate(variables)))
+        finally:
+            _budget.reset(token)
+
+
+def _bounded(chunks: Iterator[str]) -> Iterator[str]:
+    deadline = time.perf_counter() + MAX_RENDER_SECONDS
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_OUTPUT_CHARS:
+            raise SecurityError(f"output over {MAX_OUTPUT_CHARS} characters")
+        if time.perf_counter() > deadline:
+            raise SecurityError(f"rendering took over {MAX_RENDER_SECONDS} s")
+        yield chunk
 
 
 class TemplateChecker:
