@@ -47,12 +47,12 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).parent))
 
 from analyze_data import EXPERIMENT, SEGMENTS, generate
-from tailorkit.collect.quality import FLAGGED_USERS, refresh_flags
+from tailorkit.collect.quality import refresh_flags
 from tailorkit.measure.analysis import parse_experiment
 from tailorkit.measure.analysis.pipeline import build_report
 from tailorkit.measure.analysis.query import sufficient_stats
 from tailorkit.project.loader import QualitySettings
-from tailorkit.store.warehouse import Warehouse
+from tailorkit.store.warehouse import FLAGGED_USERS, Warehouse
 
 AS_OF = datetime(2026, 5, 1, tzinfo=UTC)
 FEATURES = {

@@ -27,7 +27,7 @@ import ibis
 import ibis.expr.types as ir
 
 from tailorkit.project.loader import QualitySettings
-from tailorkit.store.warehouse import INGEST_STATS, Warehouse
+from tailorkit.store.warehouse import FLAGGED_USERS, FLAGS_STATE, INGEST_STATS, Warehouse
 
 BOT_PATTERN = (
     r"(?i)(bot|crawl|spider|slurp|bingpreview|facebookexternalhit|headlesschrome|"
@@ -40,9 +40,6 @@ MAD_TO_SIGMA = 1.4826
 SYSTEM_EVENT_TYPES = ("segment_entered", "segment_exited", "exposure")
 #: Part of the watermark: changing the rules here makes stored flags stale.
 RULES_VERSION = 1
-#: The stored flags and the one-row table with the watermark they were computed at
-FLAGGED_USERS = "flagged_users"
-FLAGS_STATE = "flagged_users_state"
 
 
 def flagged_users(wh: Warehouse, quality: QualitySettings) -> ir.Table:

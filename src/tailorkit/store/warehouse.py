@@ -22,6 +22,9 @@ import sqlglot
 EVENTS = "events"
 IDENTITIES = "identities"
 INGEST_STATS = "ingest_stats"
+#: Stored bot/outlier flags and their watermark (written by ``tailorkit.collect.quality``)
+FLAGGED_USERS = "flagged_users"
+FLAGS_STATE = "flagged_users_state"
 
 EVENT_SCHEMA = ibis.schema(
     {
@@ -260,6 +263,9 @@ class Warehouse:
             self._delete(EVENTS, events, cond)
             ids = self.identities
             self._delete(IDENTITIES, ids, ids.user_id == user_id)
+            if FLAGGED_USERS in self.con.list_tables():  # derived, but it names the person
+                flags = self.con.table(FLAGGED_USERS)
+                self._delete(FLAGGED_USERS, flags, flags.person_id.isin([user_id, *anon]))
             return n
 
     def purge_before(self, cutoff: datetime) -> int:

@@ -18,8 +18,6 @@ import pytest
 
 from tailorkit.cli.build import refresh_quality_flags
 from tailorkit.collect.quality import (
-    FLAGGED_USERS,
-    FLAGS_STATE,
     current_flags,
     flagged_users,
     quality_report,
@@ -31,7 +29,7 @@ from tailorkit.measure.analysis.pipeline import build_report
 from tailorkit.measure.analysis.query import sufficient_stats
 from tailorkit.project import Project
 from tailorkit.project.init import write_project
-from tailorkit.store.warehouse import Warehouse
+from tailorkit.store.warehouse import FLAGGED_USERS, FLAGS_STATE, Warehouse
 from tests.measure.pipeline.conftest import store, write_definitions
 from tests.measure.pipeline.reference import assert_close
 from tests.measure.pipeline.simulate import AT, BOT_UA, START, Design, simulate
@@ -144,6 +142,8 @@ def test_refresh_keeps_flagged_at_and_erase_removes_the_person(
     assert {(r["person_id"], r["reason"]): r["flagged_at"] for r in rows} == first_seen
 
     wh.erase_user(BURSTER)
+    table = wh.con.table(FLAGGED_USERS)
+    assert table.filter(table.person_id == BURSTER).count().execute() == 0  # not kept
     assert stored_flags(wh, quality) is None  # fewer events: stale
     assert BURSTER not in {p for p, _ in flag_rows(current_flags(wh, quality))}
 
