@@ -161,7 +161,16 @@ PLACEMENTS: dict[str, Any] = {
                 "new_in": {"content": "<p class='promo'>New in this week</p>"},
                 "free_shipping": {"content": "<p class='promo'>Free shipping today</p>"},
             },
-            "bandit": "promo_bandit",
+            "rules": [
+                {
+                    "id": "cart_rescue",
+                    "priority": 100,
+                    "condition": {"segments": "cart_abandoners"},
+                    "variant": "free_shipping",
+                },
+                # everyone else: the bandit learns which promotion brings cart adds
+                {"id": "explore", "priority": 1, "bandit": "promo_bandit"},
+            ],
         },
         "recs": {
             "default": "empty",
