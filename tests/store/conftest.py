@@ -7,8 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-#: Small and quiet: one test session on a 2-core machine, a few thousand events.
-SPARK_OPTIONS = "master=local[2]&spark.sql.shuffle.partitions=2&spark.ui.enabled=false"
+#: Small data on a 2-core machine: two partitions, and no adaptive execution (re-planning
+#: after every stage costs more than it saves on a few thousand rows: ~40% of the time).
+SPARK_OPTIONS = (
+    "master=local[2]&spark.sql.shuffle.partitions=2&spark.ui.enabled=false"
+    "&spark.sql.adaptive.enabled=false"
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

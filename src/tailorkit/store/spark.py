@@ -27,9 +27,11 @@ PostgreSQL (the one Spark shim; query code has no Spark branches):
 * **Time zones.** A Spark ``TIMESTAMP`` is an instant shown in the session
   time zone, which Ibis pins to UTC; it is typed ``timestamp('UTC')`` here
   (Ibis says zone-less), so results are UTC-aware as on the other backends.
-* **Tables.** In-memory tables go to Spark as Arrow (Ibis' pandas path
-  stores NULL strings as ``"NaN"``); ``create_table`` writes Parquet
-  folders (above); ``temp=True`` is a cached temporary view (Ibis refuses).
+* **Tables.** In-memory tables go to Spark and results come back as Arrow
+  (Ibis' pandas path stores NULL strings as ``"NaN"``); ``create_table`` writes Parquet
+  folders (above), also when the query reads the table it replaces
+  (Spark refuses that); ``temp=True`` is a cached temporary view (Ibis
+  refuses).
 * **Lifetime.** ``disconnect`` leaves the session running: there is one per
   process, it is slow to start and every warehouse of the process shares it.
 
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
@@ -55,10 +58,15 @@ from ibis.backends.pyspark import Backend as PySparkBackend
 from ibis.backends.pyspark.datatypes import PySparkSchema
 from ibis.backends.sql.compilers.base import NULL
 from ibis.backends.sql.compilers.pyspark import PySparkCompiler
+from ibis.formats.pyarrow import PyArrowData
 
 SCHEME = "pyspark://"
-#: Defaults for a local master: no web UI, few shuffle partitions (small data, few cores).
-LOCAL_DEFAULTS = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8"}
+#: Defaults for a local master: no web UI or progress bars, few shuffle partitions.
+LOCAL_DEFAULTS = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "8",
+}
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY = re.compile(r"^[A-Za-z0-9_$@ -]+$")
 _NUMBER = r"^-?(0|[1-9][0-9]*)([.][0-9]+)?([eE][+-]?[0-9]+)?$"
@@ -217,6 +225,22 @@ class SparkBackend(PySparkBackend):
                 attached.append(name)
         return attached
 
+    def to_pyarrow(
+        self,
+        expr: ir.Expr,
+        /,
+        *,
+        params: Mapping[ir.Scalar, Any] | None = None,
+        limit: int | str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Results as Arrow straight from Spark (Ibis goes through pandas)."""
+        self._run_pre_execute_hooks(expr)
+        table_expr = expr.as_table()
+        sql = self.compile(table_expr, params=params, limit=limit, **kwargs)
+        arrow = self._session.sql(sql).toArrow()
+        return expr.__pyarrow_result__(PyArrowData.convert_table(arrow, table_expr.schema()))
+
     def _register_in_memory_table(self, op: Any) -> None:
         frame = self._session.createDataFrame(op.data.to_pyarrow(op.schema))
         frame.createOrReplaceTempView(op.name)
@@ -255,6 +279,10 @@ class SparkBackend(PySparkBackend):
             )
         else:
             frame = self._session.sql(self.compile(table))
+            if overwrite and name in {t.name for t in table.op().find(ops.DatabaseTable)}:
+                # Spark refuses to overwrite a table its query reads; DuckDB and
+                # PostgreSQL do it. Compute the rows first, then replace the table.
+                frame = frame.localCheckpoint(eager=True)
             mode = "overwrite" if overwrite else "error"
             frame.write.saveAsTable(
                 name, format="parquet", mode=mode, partitionBy=partition_by, path=path
