@@ -42,6 +42,18 @@ def prefix() -> Iterator[str]:
     client.close()
 
 
+@pytest.fixture
+def reaper() -> Iterator[list[Any]]:
+    """Processes a test started (``Popen`` or ``LiveServer``); any still running is killed."""
+    started: list[Any] = []
+    yield started
+    for item in started:
+        process = getattr(item, "process", item)
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+
+
 def bus_project(
     root: Path,
     pg_url: str,

@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -100,14 +101,17 @@ def _assert_exactly_once(pg_url: str, traffic: Traffic) -> None:
     assert set(stored) <= set(traffic.sent)
 
 
-def test_worker_sigkilled_mid_batch(tmp_path: Path, pg_url: str, prefix: str) -> None:
+def test_worker_sigkilled_mid_batch(
+    tmp_path: Path, pg_url: str, prefix: str, reaper: list[Any]
+) -> None:
     project = bus_project(tmp_path / "shop", pg_url, SHARED_REDIS, prefix, claim_idle_seconds=1)
     stream = f"{prefix}events"
     client = redis.Redis.from_url(SHARED_REDIS)
     first = start_worker(project, tmp_path / "w1.log", "w1")
+    reaper.append(first)
     server = start_server(project, tmp_path / "server.log")
+    reaper.append(server)
     traffic = Traffic(server)
-    second = None
     try:
         traffic.start()
         traffic.wait_acked(400)
@@ -122,6 +126,7 @@ def test_worker_sigkilled_mid_batch(tmp_path: Path, pg_url: str, prefix: str) ->
         acked_at_kill = len(traffic.acked)
         traffic.wait_acked(acked_at_kill + 300)  # the server keeps acknowledging
         second = start_worker(project, tmp_path / "w2.log", "w2")
+        reaper.append(second)
         traffic.wait_acked(len(traffic.acked) + 300)
         traffic.finish()
         wait_until(lambda: stream_empty(client, stream), 30, "the stream to be drained")
@@ -130,9 +135,6 @@ def test_worker_sigkilled_mid_batch(tmp_path: Path, pg_url: str, prefix: str) ->
     finally:
         traffic.finish()
         server.stop()
-        for worker in (first, second):
-            if worker is not None and worker.poll() is None:
-                worker.kill()
         client.close()
     assert set(traffic.statuses) == {200}
     summary = json.loads((tmp_path / "w2.log").read_text().strip().splitlines()[-1])
@@ -140,13 +142,16 @@ def test_worker_sigkilled_mid_batch(tmp_path: Path, pg_url: str, prefix: str) ->
     _assert_exactly_once(pg_url, traffic)
 
 
-def test_redis_stopped_and_restarted(tmp_path: Path, pg_url: str) -> None:
+def test_redis_stopped_and_restarted(tmp_path: Path, pg_url: str, reaper: list[Any]) -> None:
     own = OwnRedis(tmp_path / "redis")
     own.start()
+    reaper.append(own)
     prefix = "tk-fault:"
     project = bus_project(tmp_path / "shop", pg_url, own.url, prefix, segments=SEGMENTS)
     worker = start_worker(project, tmp_path / "w.log", "w")
+    reaper.append(worker)
     server = start_server(project, tmp_path / "server.log")
+    reaper.append(server)
     traffic = Traffic(server)
     health: list[dict] = []
     try:
@@ -175,9 +180,6 @@ def test_redis_stopped_and_restarted(tmp_path: Path, pg_url: str) -> None:
     finally:
         traffic.finish()
         server.stop()
-        if worker.poll() is None:
-            worker.kill()
-        own.kill()
     assert set(traffic.statuses) == {200}, "no 5xx (nor anything else) while Redis was away"
     assert set(traffic.decide_statuses) == {200}
     assert len(traffic.decide_statuses) > decisions_during, "decisions went on"

@@ -90,11 +90,16 @@ def _sizes(server: LiveServer) -> dict[str, int]:
     return sizes
 
 
-def test_two_replicas_one_worker_agree(tmp_path: Path, pg_url: str, prefix: str) -> None:
+def test_two_replicas_one_worker_agree(
+    tmp_path: Path, pg_url: str, prefix: str, reaper: list[Any]
+) -> None:
     project = bus_project(tmp_path / "shop", pg_url, SHARED_REDIS, prefix, SEGMENTS, PLACEMENTS)
     worker = start_worker(project, tmp_path / "w.log", "w")
+    reaper.append(worker)
     with ThreadPoolExecutor(2) as pool:  # replicas start side by side
-        a, b = pool.map(lambda name: start_server(project, tmp_path / f"{name}.log"), "ab")
+        starting = [pool.submit(start_server, project, tmp_path / f"{n}.log") for n in "ab"]
+    reaper.extend(f.result() for f in starting if f.exception() is None)
+    a, b = (f.result() for f in starting)
     ada, bob = f"ada-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
     try:
         now = datetime.now(UTC)
