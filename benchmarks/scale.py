@@ -147,13 +147,15 @@ def decide(replicas: int, seconds: float, conns: int, workdir: Path) -> dict[str
         _without_rate_limits(project)
         (project / "segments.yaml").write_text(yaml.safe_dump(segments))
         with ThreadPoolExecutor(replicas) as pool:
-            servers = list(
-                pool.map(
-                    lambda i: _serve(project, workdir / f"decide-{replicas}-{i}.log"),
-                    range(replicas),
-                )
-            )
+            starting = [
+                pool.submit(_serve, project, workdir / f"decide-{replicas}-{i}.log")
+                for i in range(replicas)
+            ]
+        servers = [f.result() for f in starting if f.exception() is None]
+        failed = [f.exception() for f in starting if f.exception() is not None]
         try:
+            if failed:
+                raise RuntimeError("a replica did not start") from failed[0]
             key = _key(project)
             each = max(1, conns // replicas)
             with ThreadPoolExecutor(replicas) as pool:
