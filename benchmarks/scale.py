@@ -100,9 +100,9 @@ def ingest(workers: int, seconds: float, conns: int, workdir: Path) -> dict[str,
         started = [
             start_worker(project, workdir / f"{name}-w{i}.log", f"w{i}") for i in range(workers)
         ]
-        server, url = _serve(project, workdir / f"{name}.log")
-        started.append(server)
         try:
+            server, url = _serve(project, workdir / f"{name}.log")
+            started.append(server)
             begin = time.perf_counter()
             load = _wrk(url, "events.lua", seconds, conns, _key(project))
             while workers and not stream_empty(client, f"{prefix}events"):
