@@ -178,7 +178,10 @@ def erase(
     from tailorkit.store.warehouse import Warehouse
 
     proj = open_project(project, as_json)
-    deleted = Warehouse(proj.settings.store_url).erase_user(user_id)
+    try:
+        deleted = Warehouse(proj.settings.store_url).erase_user(user_id)
+    except ValueError as exc:  # an id no stored row can have (NUL)
+        fail(str(exc), as_json)
     emit({"user_id": user_id, "events_deleted": deleted}, as_json, "erase")
 
 

@@ -47,6 +47,8 @@ CASE
     THEN 'user_id/anonymous_id: at least one is required'
   WHEN length(user_id) > {ID_MAX} OR length(anonymous_id) > {ID_MAX}
     THEN 'user_id/anonymous_id: longer than {ID_MAX} characters'
+  WHEN contains(event_id || coalesce(user_id, '') || coalesce(anonymous_id, ''), chr(0))
+    THEN 'event_id/user_id/anonymous_id: must not contain NUL characters'
   WHEN timestamp IS NULL THEN 'timestamp: required'
   WHEN NOT regexp_full_match(timestamp, '{TIMESTAMP_PATTERN}') OR _ts IS NULL
     THEN 'timestamp: must be ISO-8601 with a UTC offset, e.g. 2026-01-31T12:00:00Z'
@@ -290,7 +292,9 @@ def identities_from(events: pa.Table) -> pa.Table:
         anonymous = row["anonymous_id"]
         if row["type"] == "alias":
             previous = orjson.loads(row["properties"] or "{}").get("previous_id")
-            anonymous = previous if isinstance(previous, str) and previous else anonymous
+            # a NUL cannot be stored in PostgreSQL text (the ids themselves were checked)
+            usable = isinstance(previous, str) and previous and "\x00" not in previous
+            anonymous = previous if usable else anonymous
         if anonymous:
             merges[(anonymous, row["user_id"])] = row["received_at"]
     data = [{"anonymous_id": a, "user_id": u, "merged_at": t} for (a, u), t in merges.items()]

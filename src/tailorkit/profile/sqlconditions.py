@@ -179,8 +179,24 @@ def compile_sql(condition: Any, resolve: Resolver, where: str = "") -> ir.Boolea
     """
     if not isinstance(condition, Mapping):
         raise UnsupportedCondition(where, "a condition must be an object")
+    if not where:
+        _refuse_nul(condition, where)
     tests = [_entry(str(k), v, resolve, _join(where, str(k))) for k, v in condition.items()]
     return _all(tests)
+
+
+def _refuse_nul(value: Any, where: str) -> None:
+    """NUL characters cannot travel in SQL text (the parser stops there) and PostgreSQL
+    cannot store them, so a condition holding one is refused rather than half-compiled."""
+    if isinstance(value, str) and "\x00" in value:
+        raise UnsupportedCondition(where, "NUL characters in strings are not supported")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _refuse_nul(str(key), where)
+            _refuse_nul(item, _join(where, str(key)))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_nul(item, _join(where, str(i)))
 
 
 def _join(where: str, key: str) -> str:

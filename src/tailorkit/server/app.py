@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -168,10 +168,13 @@ def get_quality(state: Admin, days: Annotated[int, Query(ge=1, le=3650)] = 30) -
     return quality_report(state.warehouse, state.project.settings.quality, days=days)
 
 
-@admin_router.delete("/users/{user_id}")
+@admin_router.delete("/users/{user_id:path}")
 def erase_user(user_id: str, state: Admin, request: Request) -> dict[str, Any]:
     """Erase every event and identity row of a user and their merged anonymous ids."""
-    anonymous = state.warehouse.user_anonymous_ids(user_id)
+    try:
+        anonymous = state.warehouse.user_anonymous_ids(user_id)
+    except ValueError as exc:  # an id no stored row can have (NUL)
+        raise HTTPException(422, f"user_id: {exc}") from exc
     deleted = state.warehouse.erase_user(user_id)
     request.app.state.profiles.engine.forget(user_id, anonymous)  # and the online profile
     return {"user_id": user_id, "events_deleted": deleted}

@@ -26,9 +26,9 @@ import logging
 import os
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from tailorkit.collect.quality import clean_events
 from tailorkit.learn.artifacts import ArtifactStore
@@ -49,6 +49,7 @@ from tailorkit.segment.sink import ChangeSink
 from tailorkit.segment.webhooks import WebhookDispatcher
 from tailorkit.server.app import Admin, AppState
 from tailorkit.store.profiles import MemoryProfileStore, ProfileStore, RedisProfileStore
+from tailorkit.store.warehouse import check_id
 
 log = logging.getLogger(__name__)
 STORE_ENV = "TAILORKIT_PROFILE_STORE"
@@ -197,7 +198,11 @@ def _definition(definitions: Definitions) -> list[dict[str, Any]]:
 
 @router.get("/segments")
 def get_segments(
-    request: Request, state: Admin, at: datetime | None = None, days: int = 14, batch: bool = True
+    request: Request,
+    state: Admin,
+    at: datetime | None = None,
+    days: Annotated[int, Query(ge=0, le=90)] = 14,  # one subquery per day: bounded
+    batch: bool = True,
 ) -> dict[str, Any]:
     """Definitions, online sizes and the warehouse report (sizes, flags, overlap, history)."""
     service = _service(request)
@@ -219,7 +224,7 @@ def get_segments(
     return out
 
 
-@router.get("/profiles/{user_id}")
+@router.get("/profiles/{user_id:path}")
 def get_profile(request: Request, user_id: str, state: Admin) -> dict[str, Any]:
     """Features, segments and why (which condition parts held) for one person."""
     service = _service(request)
@@ -227,6 +232,10 @@ def get_profile(request: Request, user_id: str, state: Admin) -> dict[str, Any]:
     if found is not None:
         found["source"] = "online"
         return found
+    try:
+        check_id(user_id)  # a NUL cannot travel in the warehouse query
+    except ValueError as exc:
+        raise HTTPException(422, f"user_id: {exc}") from exc
     row = _batch_profile(service, state, user_id)
     if row is None:
         raise HTTPException(404, f"no profile for {user_id!r}")

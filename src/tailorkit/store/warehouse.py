@@ -85,6 +85,23 @@ def connect_url(url: str) -> ibis.BaseBackend:
     return ibis.connect(url)
 
 
+def check_id(user_id: str) -> None:
+    """Refuse an id that no stored row can have: one with a NUL character.
+
+    Ibis writes literals into SQL text, where a NUL ends the statement
+    (a syntax error, never a changed query), and PostgreSQL cannot store
+    NUL in text; ingestion refuses such ids, so this says why clearly.
+
+    >>> check_id("u1")
+    >>> check_id("u" + chr(0))
+    Traceback (most recent call last):
+    ...
+    ValueError: user id must not contain NUL characters
+    """
+    if "\x00" in user_id:
+        raise ValueError("user id must not contain NUL characters")
+
+
 class Warehouse:
     """Event store over an Ibis backend; one writer at a time per process.
 
@@ -243,6 +260,7 @@ class Warehouse:
 
     def user_anonymous_ids(self, user_id: str) -> list[str]:
         """Anonymous ids merged into ``user_id``."""
+        check_id(user_id)
         ids = self.identities
         expr = ids.filter(ids.user_id == user_id).select("anonymous_id").distinct()
         with self.lock:
