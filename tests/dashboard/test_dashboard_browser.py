@@ -174,6 +174,11 @@ def test_experiment_page_equals_tailorkit_analyze(browser: Any, demo: Any) -> No
     planned = json.loads(_cli("power", *plan, "--users", str(smallest), "--json"))
     assert page.text_content("[data-field=per-variation]") == str(planned["per_variation"])
     assert page.text_content("[data-field=users]") == str(smallest)
+    page.goto(f"{server.url}/dashboard/experiments", timeout=120_000)
+    shown_status = page.text_content("tr:has(a[href$='/checkout-layout']) [data-field=status]")
+    running = analysis["recommendation"]["action"] == "keep_running"
+    assert shown_status is not None
+    assert shown_status.startswith("running (" if running else "ready to decide (")
 
 
 def test_demo_shop_page_loads_the_sdk(browser: Any, demo: Any) -> None:

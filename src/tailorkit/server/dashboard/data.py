@@ -136,6 +136,25 @@ def experiment(state: AppState, key: str, cache: Cache) -> dict[str, Any]:
     return result
 
 
+def status(report: dict[str, Any]) -> str:
+    """One word-ish status of an experiment report: waiting, running or ready to decide.
+
+    >>> status({"users": {"analysed": 0}, "recommendation": {"action": "keep_running"}})
+    'waiting for exposures'
+    >>> status({"users": {"analysed": 9}, "start": "2024-05-01T00:00:00+00:00",
+    ...         "as_of": "2024-05-03T12:00:00+00:00", "recommendation": {"action": "ship"}})
+    'ready to decide (2.5 days)'
+    """
+    if not (report.get("users") or {}).get("analysed"):
+        return "waiting for exposures"
+    days = ""
+    if report.get("start") and report.get("as_of"):
+        span = datetime.fromisoformat(report["as_of"]) - datetime.fromisoformat(report["start"])
+        days = f" ({span.total_seconds() / 86_400:.1f} days)"
+    running = report.get("recommendation", {}).get("action") == "keep_running"
+    return ("running" if running else "ready to decide") + days
+
+
 #: the change the power section plans for: a relative lift of the primary metric
 PLANNED_LIFT = 0.10
 

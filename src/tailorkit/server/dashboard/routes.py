@@ -84,6 +84,7 @@ TEMPLATES.globals.update(
     arm_map=arm_map,
     posterior_rows=posterior_rows,
     reward_series=reward_series,
+    experiment_status=data.status,
 )
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
 LoggedIn = Annotated[None, Depends(require_login)]
