@@ -100,6 +100,21 @@ def test_feature_experiment_owns_a_rule_and_logs_its_propensity() -> None:
     assert {e["propensity"] for e in exposures} == {0.5}
 
 
+def test_an_assignment_is_logged_once_per_user_per_dedup_period() -> None:
+    clock = Clock()
+    engine, logged = build(clock=clock)
+
+    def experiment_exposures() -> int:
+        return sum(e["properties"]["kind"] == "experiment" for e in logged)
+
+    for _ in range(3):
+        engine.decide(DecideRequest(user_id="same"))
+    assert experiment_exposures() == 1
+    clock.now += 1801  # exposure_dedup defaults to 30 minutes
+    engine.decide(DecideRequest(user_id="same"))
+    assert experiment_exposures() == 2
+
+
 def test_bandit_owns_a_placement_and_logs_exact_propensities() -> None:
     engine, logged = build()
     arms = []

@@ -645,9 +645,15 @@ class DecisionEngine:
         placement: str | None,
         rule: str | None,
     ) -> None:
-        if work.req.person is None:
+        person = work.req.person
+        if person is None:
             return
+        period = self.definitions.settings.exposure_dedup_seconds
         for record in records:
+            # an assignment is deterministic: logged once per user per dedup period, like rules
+            logged_as = f"{record.experiment_key}\x1f{record.variation_key}"
+            if not self.memory.first_log(person, placement or "", logged_as, period, work.now):
+                continue
             work.exposures.append(
                 self._event(
                     work,
