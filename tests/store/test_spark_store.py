@@ -2,8 +2,8 @@
 
 The write path through the collector (dedup, identity merges, NULLs), tables
 that outlive Spark's in-memory catalog, replacing a table from a query that
-reads it (the stored bot flags), and JSON values typed exactly as DuckDB
-types them.
+reads it (the stored bot flags), erasure (``DELETE``), and JSON values
+typed exactly as DuckDB types them.
 """
 
 from __future__ import annotations
@@ -65,6 +65,10 @@ def test_collector_writes_and_tables_outlive_the_catalog(spark: Warehouse, spark
     second = current_flags(spark, QualitySettings()).order_by("person_id").to_pyarrow()
     assert second.column("person_id").to_pylist() == ["bob", "dave"]
     assert second.to_pylist()[0]["flagged_at"] == first[0]["flagged_at"]  # kept across refreshes
+
+    # erasure: Parquet tables have no DELETE in Spark, the table is rewritten without the rows
+    assert spark.erase_user("alice") == 2
+    assert spark.count_events() == 3 and spark.identities.count().execute() == 0
 
 
 DOCUMENTS = [

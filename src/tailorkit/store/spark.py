@@ -32,6 +32,8 @@ PostgreSQL (the one Spark shim; query code has no Spark branches):
   folders (above), also when the query reads the table it replaces
   (Spark refuses that); ``temp=True`` is a cached temporary view (Ibis
   refuses).
+* **Deletes.** Spark has no ``DELETE`` for Parquet tables; erasure and
+  retention rewrite the table without the deleted rows.
 * **Lifetime.** ``disconnect`` leaves the session running: there is one per
   process, it is slow to start and every warehouse of the process shares it.
 
@@ -53,6 +55,7 @@ import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.operations as ops
 import ibis.expr.types as ir
+import sqlglot as sg
 import sqlglot.expressions as sge
 from ibis.backends.pyspark import Backend as PySparkBackend
 from ibis.backends.pyspark.datatypes import PySparkSchema
@@ -224,6 +227,25 @@ class SparkBackend(PySparkBackend):
                 self.raw_sql(f"CREATE TABLE `{name}` USING parquet LOCATION {path}")
                 attached.append(name)
         return attached
+
+    def raw_sql(self, query: str | sge.Expression, **kwargs: Any) -> Any:
+        """Run SQL; a ``DELETE`` (erasure, retention) rewrites the table without the rows.
+
+        Parquet tables have no ``DELETE`` in Spark (Delta Lake and Iceberg
+        do): the rows where the condition is not true are kept and written
+        back over the table.
+        """
+        statement = query
+        if isinstance(query, str) and query.lstrip()[:6].upper() == "DELETE":
+            statement = sg.parse_one(query, dialect=self.dialect)
+        if not isinstance(statement, sge.Delete):
+            return super().raw_sql(query, **kwargs)
+        name = statement.this.name
+        where = sge.Coalesce(this=statement.args["where"].this, expressions=[sge.false()])
+        keep = sge.select("*").from_(statement.this).where(sge.not_(where))
+        frame = self._session.sql(keep.sql(self.dialect)).localCheckpoint(eager=True)
+        frame.write.insertInto(name, overwrite=True)
+        return None
 
     def to_pyarrow(
         self,
