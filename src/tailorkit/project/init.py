@@ -12,7 +12,8 @@ project: {name}
 
 store:
   # Warehouse URL. The embedded default is a DuckDB file in this folder;
-  # for PostgreSQL use postgres://user@host:5432/database.
+  # for PostgreSQL use postgres://user@host:5432/database, for Spark
+  # pyspark:///<project>/spark-warehouse (more in docs/warehouses.md).
   url: duckdb:///<project>/tailorkit.duckdb
 
 keys:

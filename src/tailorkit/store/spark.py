@@ -85,7 +85,17 @@ class SparkOptions:
 
 
 def parse_spark_url(url: str) -> SparkOptions:
-    """Master and configuration from a ``pyspark://`` URL (see the module doc)."""
+    """Master and configuration from a ``pyspark://`` URL (see the module doc).
+
+    ``<project>`` in ``tailorkit.yaml`` expands to an absolute path, hence four slashes:
+
+    >>> parse_spark_url("pyspark:////srv/shop/spark-warehouse").conf
+    {'spark.sql.warehouse.dir': '/srv/shop/spark-warehouse'}
+    >>> parse_spark_url("pyspark:///srv/wh?threads=4")
+    Traceback (most recent call last):
+    ...
+    ValueError: store URL: unknown option 'threads' (use master= or spark.*=)
+    """
     if not url.startswith(SCHEME):
         raise ValueError(f"not a Spark store URL: {url!r}")
     parts = urlsplit(url)
