@@ -46,10 +46,31 @@ def _split_chunks(path: Path) -> Iterator[tuple[str, int, int]]:
                 carry = block
                 continue
             piece, carry = block[: cut + 1], block[cut + 1 :]
-            yield piece.decode("utf-8", errors="replace"), line, len(piece)
+            yield _decode(piece), line, len(piece)
             line += piece.count(b"\n")
         if carry:
-            yield carry.decode("utf-8", errors="replace"), line, len(carry)
+            yield _decode(carry), line, len(carry)
+
+
+#: What a line with bytes that are not UTF-8 becomes: not JSON, so it is refused
+#: with its line number (as over HTTP) instead of stored with U+FFFD in place.
+_NOT_UTF8 = "\ufffd not UTF-8"
+
+
+def _decode(piece: bytes) -> str:
+    """UTF-8 text of whole lines; a line that is not UTF-8 is replaced by :data:`_NOT_UTF8`."""
+    try:
+        return piece.decode("utf-8")
+    except UnicodeDecodeError:
+        lines = piece.split(b"\n")
+        return "\n".join(_decode_line(raw) for raw in lines)
+
+
+def _decode_line(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _NOT_UTF8
 
 
 def read_ndjson(path: Path, limits: Limits) -> Iterator[RawChunk]:
