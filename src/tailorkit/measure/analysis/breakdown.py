@@ -104,17 +104,29 @@ class Corrected:
 
 
 def _family_json(ctx: Context, sizes: dict[str, int]) -> dict[str, Any]:
+    """What was corrected together, for the report ("Holm …, one family of 6 comparisons …").
+
+    >>> from tailorkit.measure.analysis.examples import example_spec
+    >>> from dataclasses import replace
+    >>> spec = replace(example_spec(), segments=())
+    >>> _family_json(Context(spec, ["a", "b"]), {"all": 2})["description"].split(", ")[1]
+    'one family of 2 comparisons across variations × metrics; guardrails uncorrected'
+    """
     spec = ctx.spec
     name = CORRECTION_NAMES[spec.correction]
-    groups = "all users and each segment" if spec.segments else "all users"
-    if spec.correction_family == "one":
-        scope = f"one family of {sizes['all']} comparisons across variations × metrics × segments"
-        scope += f" ({groups})"
-    else:
+    if spec.correction_family == "separate" and spec.segments:
         scope = (
             f"two families: {sizes['overall']} overall comparisons across variations × metrics, "
             f"{sizes['segments']} across variations × metrics × segments"
         )
+    elif spec.segments:
+        scope = (
+            f"one family of {sizes['all']} comparisons across variations × metrics × segments "
+            "(all users and each segment)"
+        )
+    else:
+        n = sizes.get("all", sizes.get("overall"))
+        scope = f"one family of {n} comparisons across variations × metrics"
     return {
         "method": spec.correction,
         "family": spec.correction_family,
