@@ -39,7 +39,7 @@ MAD_TO_SIGMA = 1.4826
 #: page asks for many decisions, and that says nothing about the person.
 SYSTEM_EVENT_TYPES = ("segment_entered", "segment_exited", "exposure")
 #: Part of the watermark: changing the rules here makes stored flags stale.
-RULES_VERSION = 1
+RULES_VERSION = 2  # 2: exact median of person-day counts on DuckDB too
 
 
 def flagged_users(wh: Warehouse, quality: QualitySettings) -> ir.Table:
