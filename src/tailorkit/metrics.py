@@ -56,3 +56,8 @@ REDIS_FALLBACKS = Counter(
     "Calls to shared Redis state that failed and used in-process state instead, by component",
     ["component"],
 )
+REDIS_FAILURES = Counter(
+    "tailorkit_redis_failures_total",
+    "Calls to shared Redis state that failed (timeout, refused, reset), by component",
+    ["component"],
+)

@@ -1,9 +1,11 @@
 """``tailorkit worker``: one member of the event bus's consumer group, until SIGTERM.
 
 It stores what servers appended to the stream (:mod:`tailorkit.collect.bus`)
-and runs the online profile executor on it, exactly as a server does on the
-in-process path (the same :class:`~tailorkit.server.routes_profiles.ProfilesService`:
-rebuild of an empty shared store, the sweeper, webhooks, segment events).
+and runs the online profile executor on it, each entry exactly once (an
+"applied" marker in the same Redis transaction as the profile writes), as a
+server does on the in-process path (the same
+:class:`~tailorkit.server.routes_profiles.ProfilesService`: rebuild of an
+empty shared store, the sweeper, webhooks, segment events).
 """
 
 from __future__ import annotations
@@ -38,14 +40,15 @@ def run_worker(
     collector = Collector(warehouse, project.settings)
     state = AppState(project, warehouse, collector, KeyChecker((), ()))
     profiles = ProfilesService(state)
-    if profiles.definitions.features.features and isinstance(profiles.store, MemoryProfileStore):
+    declared = bool(profiles.definitions.features.features)
+    if declared and isinstance(profiles.store, MemoryProfileStore):
         warehouse.close()
         raise ConfigError(
             "segments.yaml",
             "profiles.store",
             "with the event bus, profiles must live in Redis (redis://...) so servers see them",
         )
-    worker = Worker(bus, collector, name)
+    worker = Worker(bus, collector, name, profiles.engine if declared else None)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -15,6 +15,15 @@ Delivery is at least once: a worker that dies leaves its entries pending, and
 another takes them over (``XAUTOCLAIM``) once they have been idle for
 ``claim_idle_seconds``; the store's dedup makes the second delivery harmless.
 
+Profiles are applied once per entry, whatever crashes when: the profile
+writes and an "applied" marker (a digest of the entry, so a batch pushed
+twice from a spool has one marker) are one Redis transaction
+(:meth:`~tailorkit.segment.online.SegmentEngine.process_once`). An entry
+without its marker is applied with the events it stored: the store's fresh
+events, plus duplicates stored from this very batch (same ``received_at``
+and ``source``: its first delivery stored them and died before the profiles);
+duplicates of other batches (a client's retry) were applied with those.
+
 When Redis is unreachable the server appends the encoded parts to a local
 :class:`Spool` (an append-only file in ``.tailorkit/spool/`` with ``fsync``)
 and acknowledges; a background thread pushes the spool to the stream when
@@ -37,8 +46,10 @@ source, the server's receive time and the rejected/duplicate/dropped indexes
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
+import signal
 import socket
 import struct
 import threading
@@ -49,32 +60,38 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import ibis
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tailorkit import metrics
 from tailorkit.collect.pipeline import Collector, Part
 from tailorkit.collect.validate import Validated, identities_from
 from tailorkit.project.loader import BusSettings, Project
-from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA
+from tailorkit.store.redis_fallback import RedisOptions, connect
+from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA, Warehouse
+
+if TYPE_CHECKING:
+    from tailorkit.segment.online import SegmentEngine
 
 log = logging.getLogger(__name__)
 FORMAT = b"tailorkit-part-1"
 FIELD = b"part"
 _HEADER = struct.Struct(">II")  # record length, CRC-32 of the record
-TIMEOUT_SECONDS = 2.0
 SPOOL_DIR = Path(".tailorkit") / "spool"
+#: Tests only: ``n`` makes a worker SIGKILL itself right after its n-th store commit,
+#: before it updates profiles (the crash window that :meth:`Worker.handle` must survive).
+KILL_AFTER_STORE_ENV = "TAILORKIT_TEST_KILL_AFTER_STORE"
 
 
-def connect(url: str) -> Any:
-    """A ``redis.Redis`` client with bounded timeouts (a dead Redis must not hang requests)."""
-    import redis
-
-    return redis.Redis.from_url(
-        url, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS
-    )
+def bus_options(settings: BusSettings, blocking: bool = False) -> RedisOptions:
+    """Timeouts of the bus's clients: ``timeout_ms``, plus ``block_ms`` for a worker's reads."""
+    timeout = settings.timeout_ms / 1000
+    extra = settings.block_ms / 1000 if blocking else 0.0
+    return RedisOptions(timeout=timeout + extra, connect_timeout=timeout)
 
 
 # -- entries -----------------------------------------------------------------------
@@ -290,7 +307,7 @@ class Publisher:
 
     def __init__(self, settings: BusSettings, spool_dir: Path, retry_seconds: float = 0.5) -> None:
         self.settings = settings
-        self.redis = connect(settings.redis_url)
+        self.redis = connect(settings.redis_url, bus_options(settings))
         self.spool = Spool(spool_dir)
         self.retry_seconds = retry_seconds
         self.healthy = True
@@ -395,16 +412,25 @@ class WorkerStats:
 class Worker:
     """One member of the consumer group: read, store, update profiles, acknowledge.
 
-    ``collector`` stores (its ``on_stored`` hook updates profiles). Call
-    :meth:`run` with an event that, once set (SIGTERM), ends the loop after
-    the batch in hand is stored and acknowledged.
+    ``collector`` stores; ``profiles`` (if given) applies each entry to the
+    online profiles exactly once (else the collector's ``on_stored`` hook sees
+    the fresh events). Call :meth:`run` with an event that, once set
+    (SIGTERM), ends the loop after the batch in hand is stored and acknowledged.
     """
 
-    def __init__(self, settings: BusSettings, collector: Collector, name: str = "") -> None:
+    def __init__(
+        self,
+        settings: BusSettings,
+        collector: Collector,
+        name: str = "",
+        profiles: SegmentEngine | None = None,
+    ) -> None:
         self.settings = settings
         self.collector = collector
+        self.profiles = profiles
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.redis = connect(settings.redis_url)
+        self.redis = connect(settings.redis_url, bus_options(settings, blocking=True))
+        self._kill_after = int(os.environ.get(KILL_AFTER_STORE_ENV) or 0)
         self.stats = WorkerStats()
         self._own_pending = True  # first re-read what this consumer name left unacknowledged
         self._next_claim = 0.0
@@ -471,20 +497,23 @@ class Worker:
 
     def handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Store the entries' events, then acknowledge and delete the entries."""
-        parts: list[Part] = []
+        parts: dict[str, Part] = {}  # by marker: a digest of the entry
         dead: list[tuple[bytes, dict[bytes, bytes]]] = []
         for entry_id, fields in entries:
             try:
-                parts.append(decode_part(fields[FIELD]))
+                parts[hashlib.sha256(fields[FIELD]).hexdigest()[:32]] = decode_part(fields[FIELD])
             except (KeyError, ValueError) as exc:
                 log.error("entry %s is unreadable (%s): moved to the dead letters", entry_id, exc)
                 dead.append((entry_id, fields))
         if parts:
-            dups = self.collector.store_parts(parts)
-            accepted = sum(p.validated.accepted.num_rows for p in parts)
+            dups = self.collector.store_parts(list(parts.values()), notify=self.profiles is None)
+            accepted = sum(p.validated.accepted.num_rows for p in parts.values())
             self.stats.duplicates += len(dups)
             self.stats.events_stored += accepted - len(dups)
             metrics.BUS_EVENTS_STORED.inc(accepted - len(dups))
+            self._fault_point(accepted - len(dups))
+            if self.profiles is not None:
+                self._apply_profiles(self.profiles, parts, dups)
         ids = [entry_id for entry_id, _ in entries]
         with self.redis.pipeline(transaction=True) as pipe:
             for _, fields in dead:
@@ -494,3 +523,62 @@ class Worker:
             pipe.execute()
         self.stats.entries += len(entries)
         self.stats.dead_letters += len(dead)
+
+    def _fault_point(self, stored: int) -> None:
+        """Tests: die here (SIGKILL) after the configured number of commits that stored events."""
+        if self._kill_after and stored:
+            self._kill_after -= 1
+            if self._kill_after == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def _apply_profiles(
+        self, engine: SegmentEngine, parts: dict[str, Part], dups: frozenset[str]
+    ) -> None:
+        """Apply the entries not yet marked applied, with the events each stored."""
+        for _ in range(10):  # a concurrent worker marking some of them: look again
+            done = engine.store.applied(list(parts))
+            todo = {m: p for m, p in parts.items() if m not in done}
+            if not todo:
+                return
+            events = own_events(list(todo.values()), dups, self.collector.warehouse)
+            if engine.process_once(events, list(todo)):
+                return
+        raise RuntimeError("profile markers kept changing; the entries stay pending")
+
+
+def own_events(parts: list[Part], dups: frozenset[str], warehouse: Warehouse) -> pa.Table:
+    """The events ``parts`` stored: fresh ones, and duplicates whose stored row came from them.
+
+    A duplicate stored with the same ``received_at`` and ``source`` as in the
+    part was stored by this very batch (an earlier delivery of it); another
+    one came from an other batch (a retry of the client) and is left out.
+    """
+    events = pa.concat_tables([p.validated.accepted for p in parts])
+    if not dups:
+        return events
+    ids = events["event_id"]
+    is_dup = pc.is_in(ids, pa.array(list(dups), pa.string()))
+    stored = _stored_rows(warehouse, list(dups))
+    keep = [
+        not dup or stored.get(str(event_id)) == (received, source)
+        for dup, event_id, received, source in zip(
+            is_dup.to_pylist(),
+            ids.to_pylist(),
+            events["received_at"].to_pylist(),
+            events["source"].to_pylist(),
+            strict=True,
+        )
+    ]
+    return events.filter(pa.array(keep, pa.bool_()))
+
+
+def _stored_rows(warehouse: Warehouse, event_ids: list[str]) -> dict[str, tuple[Any, str]]:
+    """``received_at`` and ``source`` of stored events, by id."""
+    staging = ibis.memtable(pa.table({"event_id": pa.array(event_ids, pa.string())}))
+    stored = warehouse.events
+    found = stored.semi_join(staging, stored.event_id == staging.event_id).select(
+        "event_id", "received_at", "source"
+    )
+    with warehouse.lock:
+        table = warehouse.con.to_pyarrow(found)
+    return {row["event_id"]: (row["received_at"], row["source"]) for row in table.to_pylist()}

@@ -216,12 +216,16 @@ class Collector:
             self._fill(results, members, offsets, part.validated, dups, part.source)
         return results
 
-    def store_parts(self, parts: list[Part], dedup: bool = True) -> frozenset[str]:
+    def store_parts(
+        self, parts: list[Part], dedup: bool = True, notify: bool = True
+    ) -> frozenset[str]:
         """Store validated parts in one transaction, skipping ids already stored.
 
-        Returns the skipped ids. The dedup check and the insert hold the
-        warehouse's write lock, which on PostgreSQL also excludes other
-        processes (several ``tailorkit worker`` s), so an id is stored once.
+        Returns the skipped ids. ``notify=False`` leaves out ``on_stored``
+        (``tailorkit worker`` applies profiles itself, idempotently). The
+        dedup check and the insert hold the warehouse's write lock, which on
+        PostgreSQL also excludes other processes (several ``tailorkit
+        worker`` s), so an id is stored once.
         ``dedup=False`` is for ids minted fresh (random UUIDs) by tailorkit
         itself: the check scans every stored id, a cost that grows with the store.
         """
@@ -236,7 +240,7 @@ class Collector:
                 events = events.filter(fresh)
             stats = _stats_table(parts, dups, self.settings.quality)
             self.warehouse.insert(events, identities, stats)
-        if self.on_stored is not None and events.num_rows:
+        if notify and self.on_stored is not None and events.num_rows:
             self.on_stored(events)
         return dups
 

@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tailorkit.store.redis_fallback import Fallback, connect
+from tailorkit.store.redis_fallback import Fallback, RedisOptions, connect
 
 __all__ = ["SEEDED", "RedisBanditStats", "shared_stats"]
 
@@ -59,7 +59,9 @@ def shared_stats(settings: Any) -> RedisBanditStats | None:
     """The replicas' shared statistics for project ``settings`` (``redis.url``), if configured."""
     if not settings.redis_url:
         return None
-    return RedisBanditStats.from_url(settings.redis_url, settings.redis_prefix)
+    return RedisBanditStats.from_url(
+        settings.redis_url, settings.redis_prefix, settings.redis_options
+    )
 
 
 def _pairs(values: Mapping[str, float]) -> list[Any]:
@@ -73,16 +75,18 @@ def _pairs(values: Mapping[str, float]) -> list[Any]:
 class RedisBanditStats:
     """Sufficient statistics of every bandit in Redis hashes under ``prefix``."""
 
-    def __init__(self, client: Any, prefix: str, pause: float = 5.0) -> None:
+    def __init__(self, client: Any, prefix: str) -> None:
         self.redis = client
         self.prefix = prefix
-        self.fallback = Fallback("bandits", pause)
+        self.fallback = Fallback("bandits", client)
         self._script = client.register_script(_EXCHANGE)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, pause: float = 5.0) -> RedisBanditStats:
+    def from_url(
+        cls, url: str, prefix: str, options: RedisOptions | None = None
+    ) -> RedisBanditStats:
         """Connect to ``redis://host:port/db`` (short timeouts; nothing is sent yet)."""
-        return cls(connect(url), prefix, pause)
+        return cls(connect(url, options), prefix)
 
     def key(self, name: str) -> str:
         """The Redis key of bandit ``name`` (``<bandit key>:<fingerprint>``)."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from tailorkit.store.redis_fallback import Fallback, connect
+from tailorkit.store.redis_fallback import Fallback, RedisOptions, connect
 
 __all__ = [
     "ConsentRegistry",
@@ -209,7 +209,7 @@ class RedisUserMemory(UserMemory):
         super().__init__(max_users)
         self.client = client
         self.prefix = prefix
-        self.fallback = Fallback("decide_memory")
+        self.fallback = Fallback("decide_memory", client)
         self._save = client.register_script(_SAVE)
         self._changes: dict[str, list[str]] = {}
 
@@ -296,10 +296,12 @@ def _parse(raw: dict[bytes, bytes]) -> _User:
     return user
 
 
-def make_memory(redis_url: str, prefix: str, max_users: int) -> UserMemory:
+def make_memory(
+    redis_url: str, prefix: str, max_users: int, options: RedisOptions | None = None
+) -> UserMemory:
     """The memory the settings ask for: shared through Redis when a URL is set."""
     if redis_url:
-        return RedisUserMemory(connect(redis_url), prefix, max_users)
+        return RedisUserMemory(connect(redis_url, options), prefix, max_users)
     return UserMemory(max_users)
 
 
@@ -377,7 +379,7 @@ class RedisConsentRegistry(ConsentRegistry):
         self.client = client
         self.key = f"{prefix}consent:out"
         self.channel = f"{prefix}consent"
-        self.fallback = Fallback("consent")
+        self.fallback = Fallback("consent", client)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -426,8 +428,10 @@ class RedisConsentRegistry(ConsentRegistry):
                 self._stop.wait(self.fallback.pause)
 
 
-def make_consent(redis_url: str, prefix: str) -> ConsentRegistry:
+def make_consent(
+    redis_url: str, prefix: str, options: RedisOptions | None = None
+) -> ConsentRegistry:
     """Opt-outs shared through Redis when a URL is set, else in process."""
     if redis_url:
-        return RedisConsentRegistry(connect(redis_url), prefix)
+        return RedisConsentRegistry(connect(redis_url, options), prefix)
     return ConsentRegistry()

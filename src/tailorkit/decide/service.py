@@ -188,7 +188,10 @@ class DecideService:
         self.bandits = BanditRuntime(
             self.root / ".tailorkit" / "bandits.json", shared=shared_stats(project.settings)
         )
-        self.consent = make_consent(project.settings.redis_url, project.settings.redis_prefix)
+        settings = project.settings
+        self.consent = make_consent(
+            settings.redis_url, settings.redis_prefix, settings.redis_options
+        )
         self.exposures = ExposureLogger(self._store_exposures)
         self.last_error: ConfigError | None = None
         self.reloaded_at = time.time()
@@ -197,9 +200,11 @@ class DecideService:
         self._threads: list[threading.Thread] = []
         features_doc = self._features_document(project.definitions.get("features") or {})
         definitions = self._compile(project.definitions.get("placements") or {}, features_doc)
-        settings = project.settings
         self.memory = make_memory(
-            settings.redis_url, settings.redis_prefix, definitions.settings.users_in_memory
+            settings.redis_url,
+            settings.redis_prefix,
+            definitions.settings.users_in_memory,
+            settings.redis_options,
         )
         self.recommender = ServedRecommender(ArtifactStore.of_project(self.root))
         self._refresh_model()
@@ -380,6 +385,10 @@ class DecideService:
         engine = self.profiles.engine
         if not engine.definitions.features.features:
             return NO_PROFILE
+        # a shared store that is down: decide without the profile, at once
+        return engine.guarded(lambda: self._profile_view(engine, person), lambda: NO_PROFILE)
+
+    def _profile_view(self, engine: Any, person: str) -> ProfileView:
         canonical = engine.person_of(person)
         profile = engine.store.get(canonical)
         if profile is None:

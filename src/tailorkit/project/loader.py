@@ -18,6 +18,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from tailorkit.store.redis_fallback import RedisOptions
+
 DEFINITION_FILES = ("segments.yaml", "features.yaml", "placements.yaml")
 DEFAULT_PII_FIELDS = (
     "email",
@@ -70,6 +72,7 @@ class BusSettings:
     claim_idle_seconds: float = 30.0
     read_count: int = 32
     block_ms: int = 1000
+    timeout_ms: int = 2000  # a socket timeout on top of block_ms (docs/scale-out.md)
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,7 @@ class Settings:
     # Shared state of replicas (rate limits, dwell, caps); "" keeps it in process.
     redis_url: str = ""
     redis_prefix: str = "tailorkit:"
+    redis_options: RedisOptions = field(default_factory=RedisOptions)
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,15 @@ def _is_aes_key(text: str) -> bool:
         return False
 
 
+def _redis_options(redis: dict[str, Any]) -> RedisOptions:
+    defaults = RedisOptions()
+    return RedisOptions(
+        timeout=redis.get("timeout_ms", defaults.timeout * 1000) / 1000,
+        connect_timeout=redis.get("connect_timeout_ms", defaults.connect_timeout * 1000) / 1000,
+        retry_after=redis.get("retry_after_seconds", defaults.retry_after),
+    )
+
+
 def _bus_settings(doc: dict[str, Any]) -> BusSettings | None:
     if "bus" not in doc:
         return None
@@ -270,6 +283,7 @@ def settings_from_document(doc: dict[str, Any], root: Path) -> Settings:
         admission=AdmissionSettings(**doc.get("admission", {})),
         redis_url=os.environ.get(REDIS_ENV) or doc.get("redis", {}).get("url", ""),
         redis_prefix=doc.get("redis", {}).get("prefix", "tailorkit:"),
+        redis_options=_redis_options(doc.get("redis", {})),
     )
 
 

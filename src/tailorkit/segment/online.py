@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -73,6 +73,8 @@ from tailorkit.segment.explain import explain
 from tailorkit.segment.triggers import Atom, atoms, points, truth
 from tailorkit.store.profiles import MemoryProfileStore, Profiles, ProfileStore
 from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 NAMESPACE = uuid.UUID("6f1c2a0e-5b7d-4c1e-9a57-7e2f3b9c4d10")
@@ -554,11 +556,25 @@ class SegmentEngine:
     # -- ingestion ---------------------------------------------------------------
 
     def on_stored(self, events: pa.Table) -> None:
-        """Collector hook: never raises (the events are stored whatever happens here)."""
+        """Collector hook: never raises (the events are stored whatever happens here).
+
+        While a shared store is unreachable the batch is skipped (logged once
+        per outage by the store's fallback); ``tailorkit worker`` does not lose
+        such updates (:meth:`process_once`), the in-process path does.
+        """
         try:
-            self.process(events)
+            self.guarded(lambda: self.process(events), list)
         except Exception:
             log.exception("online segment update failed for a batch of %d events", len(events))
+
+    def guarded(self, call: Callable[[], T], fallback: Callable[[], T]) -> T:
+        """``call()``, or ``fallback()`` while a shared store is down or if it fails.
+
+        Request paths use it to answer without a profile instead of waiting
+        on (or logging a traceback for) an unreachable Redis.
+        """
+        guard = self.store.fallback
+        return call() if guard is None else guard.guard(call, fallback)
 
     def process(self, events: pa.Table) -> list[Change]:
         """Apply a batch of stored events; returns the membership changes (also reported)."""
@@ -566,12 +582,39 @@ class SegmentEngine:
         if events.num_rows == 0:
             return []
         with self._lock:
-            batch = self._resolve(self._lists(events))
-            touched = set(batch.person)
-            touched.update(anon for anon, _ in batch.merges.values())
+            batch, touched = self._batch(events)
             eff = self.store.update(touched, lambda profiles: self._apply(batch, profiles))
             self._commit(eff)
             return eff.changes + self.advance_to(self.clock_us)
+
+    def _batch(self, events: pa.Table) -> tuple[_Batch, set[str]]:
+        """The batch's columns (aliases resolved) and every person it touches."""
+        batch = self._resolve(self._lists(events))
+        touched = set(batch.person)
+        touched.update(anon for anon, _ in batch.merges.values())
+        return batch, touched
+
+    def process_once(self, events: pa.Table, markers: Sequence[str]) -> bool:
+        """:meth:`process` unless one of ``markers`` was written with an earlier batch.
+
+        The profile writes and the markers are one transaction
+        (:meth:`ProfileStore.apply_once`): a crash leaves both or neither, so
+        a redelivered batch is applied exactly once. Returns whether it was
+        applied now (False: a marker exists; nothing changed).
+        """
+        events = events.filter(pc.invert(pc.is_in(events["type"], _SYSTEM)))
+        if events.num_rows == 0:
+            return True
+        with self._lock:
+            batch, touched = self._batch(events)
+            eff = self.store.apply_once(
+                touched, lambda profiles: self._apply(batch, profiles), markers
+            )
+            if eff is None:
+                return False
+            self._report(eff)
+            self.advance_to(self.clock_us)
+            return True
 
     def _lists(self, events: pa.Table) -> _Batch:
         events = events.sort_by([("timestamp", "ascending")])
@@ -712,6 +755,9 @@ class SegmentEngine:
             self.store.schedule(eff.wakes)
         if eff.sizes:
             self.store.add_sizes(eff.sizes)
+        self._report(eff)
+
+    def _report(self, eff: _Effects) -> None:
         if eff.changes and self.on_changes is not None:
             try:
                 self.on_changes(eff.changes)

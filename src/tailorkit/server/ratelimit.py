@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tailorkit.project.loader import Rate, RateLimits
-from tailorkit.store.redis_fallback import Fallback, connect
+from tailorkit.store.redis_fallback import Fallback, RedisOptions, connect
 
 __all__ = ["KeyLimits", "RateLimiter", "RedisRateLimiter", "make_limiter"]
 
@@ -91,7 +91,7 @@ class RedisRateLimiter(RateLimiter):
         super().__init__()
         self.client = client
         self.prefix = prefix
-        self.fallback = Fallback("rate_limit")
+        self.fallback = Fallback("rate_limit", client)
         self._take = client.register_script(_TAKE)
 
     def acquire(self, bucket: str, rate: Rate) -> float:
@@ -108,10 +108,10 @@ class RedisRateLimiter(RateLimiter):
         return super().acquire(bucket, rate)
 
 
-def make_limiter(redis_url: str, prefix: str) -> RateLimiter:
+def make_limiter(redis_url: str, prefix: str, options: RedisOptions | None = None) -> RateLimiter:
     """The limiter the settings ask for: shared through Redis when a URL is set."""
     if redis_url:
-        return RedisRateLimiter(connect(redis_url), prefix)
+        return RedisRateLimiter(connect(redis_url, options), prefix)
     return RateLimiter()
 
 

@@ -96,8 +96,8 @@ def _profile_lookup(app: FastAPI) -> ProfileLookup | None:
     blank: dict[str, Any] = dict.fromkeys(features.condition_names)
     blank["segments"] = []
 
-    def lookup(person: str) -> dict[str, Any]:
-        return {**blank, **engine.attributes(person)}
+    def lookup(person: str) -> dict[str, Any]:  # a shared store that is down: no profile
+        return engine.guarded(lambda: {**blank, **engine.attributes(person)}, blank.copy)
 
     return lookup
 

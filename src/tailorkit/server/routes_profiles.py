@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -49,6 +50,7 @@ from tailorkit.segment.sink import ChangeSink
 from tailorkit.segment.webhooks import WebhookDispatcher
 from tailorkit.server.app import Admin, AppState
 from tailorkit.store.profiles import MemoryProfileStore, ProfileStore, RedisProfileStore
+from tailorkit.store.redis_fallback import RedisOptions
 from tailorkit.store.warehouse import check_id
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,9 @@ REFRESH_SECONDS = 900.0
 router = APIRouter(prefix="/v1/admin", tags=["profiles"])
 
 
-def open_store(definitions: Definitions, raw: dict[str, Any]) -> ProfileStore:
+def open_store(
+    definitions: Definitions, raw: dict[str, Any], options: RedisOptions | None = None
+) -> ProfileStore:
     """The configured profile store; Redis keys carry a fingerprint of the definitions."""
     settings = definitions.features.settings
     url = os.environ.get(STORE_ENV) or settings.store
@@ -67,7 +71,7 @@ def open_store(definitions: Definitions, raw: dict[str, Any]) -> ProfileStore:
     digest = hashlib.sha256(
         json.dumps({k: raw.get(k) for k in ("features", "rfm")}, sort_keys=True).encode()
     ).hexdigest()[:12]
-    return RedisProfileStore.from_url(url, f"{settings.key_prefix}{digest}:")
+    return RedisProfileStore.from_url(url, f"{settings.key_prefix}{digest}:", options)
 
 
 class ProfilesService:
@@ -77,7 +81,7 @@ class ProfilesService:
         raw = state.project.definitions.get("segments", {})
         self.state = state
         self.definitions = parse_definitions(raw)
-        self.store = open_store(self.definitions, raw)
+        self.store = open_store(self.definitions, raw, state.project.settings.redis_options)
         self.webhooks = WebhookDispatcher(
             dead_letter_path=state.project.root / "webhooks-dead-letter.jsonl"
         )
@@ -145,8 +149,8 @@ class ProfilesService:
         last_refresh = datetime.now(UTC)
         while not self._stop.wait(interval):
             now = datetime.now(UTC)
-            try:
-                self.engine.advance_to(now)
+            try:  # a shared store that is down: skipped (logged once per outage)
+                self.engine.guarded(partial(self.engine.advance_to, now), list)
             except Exception:
                 log.exception("segment sweep failed")
             scores = self._scores_version()  # a build published new scores: load them now

@@ -8,6 +8,11 @@ wheel and a hash of segment sizes. Updates are optimistic transactions
 than lose an update; the update function must therefore be free of side
 effects and return what should happen once it has committed.
 
+:meth:`ProfileStore.apply_once` is the idempotent form used by ``tailorkit
+worker``: the profiles, the aliases, the timer wheel, the sizes *and* an
+"applied" marker per stream entry are written in one transaction (Redis
+``MULTI``/``EXEC``), and a batch whose marker exists is not applied again.
+
 >>> store = MemoryProfileStore()
 >>> store.set_aliases({"anon-1": "u1"})
 >>> store.aliases(["anon-1", "anon-2"])
@@ -19,18 +24,50 @@ from __future__ import annotations
 import heapq
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from typing import Any, TypeVar
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from tailorkit.profile.online import Profile
+from tailorkit.store.redis_fallback import Fallback, RedisOptions, connect
 
 T = TypeVar("T")
 #: Profiles by person for one update; assign ``None`` to delete.
 Profiles = MutableMapping[str, Profile | None]
+#: How long an "applied" marker is kept: longer than any entry can wait to be redelivered.
+APPLIED_TTL_SECONDS = 24 * 3600
+
+
+class Writes(Protocol):
+    """What :meth:`ProfileStore.apply_once` writes besides the profiles."""
+
+    @property
+    def aliases(self) -> Mapping[str, str]: ...
+    @property
+    def wakes(self) -> Mapping[str, int]: ...
+    @property
+    def sizes(self) -> Mapping[str, int]: ...
+
+
+W = TypeVar("W", bound=Writes)
 
 
 class ProfileStore(ABC):
     """What the online executor needs from a store."""
+
+    #: Set by stores on a network service: whether to call it now (see ``redis_fallback``).
+    fallback: Fallback | None = None
+
+    @abstractmethod
+    def apply_once(
+        self, persons: Iterable[str], fn: Callable[[Profiles], W], markers: Sequence[str]
+    ) -> W | None:
+        """Like :meth:`update`, also writing ``fn``'s aliases, wakes and sizes and the
+        ``markers``, all atomically; ``None`` (nothing done) if a marker already exists."""
+
+    @abstractmethod
+    def applied(self, markers: Sequence[str]) -> set[str]:
+        """The ``markers`` already written by :meth:`apply_once`."""
 
     @abstractmethod
     def update(self, persons: Iterable[str], fn: Callable[[Profiles], T]) -> T:
@@ -90,6 +127,7 @@ class MemoryProfileStore(ProfileStore):
         self._heap: list[tuple[int, str]] = []  # (minute, person), lazily superseded
         self._pending: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
+        self._applied: OrderedDict[str, None] = OrderedDict()  # the latest 100k markers
         self._lock = threading.RLock()
 
     def update(self, persons: Iterable[str], fn: Callable[[Profiles], T]) -> T:
@@ -103,6 +141,28 @@ class MemoryProfileStore(ProfileStore):
                 else:
                     self._profiles[person] = profile
             return result
+
+    def apply_once(
+        self, persons: Iterable[str], fn: Callable[[Profiles], W], markers: Sequence[str]
+    ) -> W | None:
+        """Under the lock: skip if a marker is known, else update and remember the markers."""
+        with self._lock:
+            if self.applied(markers):
+                return None
+            result = self.update(persons, fn)
+            self.set_aliases(result.aliases)
+            self.schedule(result.wakes)
+            self.add_sizes(result.sizes)
+            for marker in markers:
+                self._applied[marker] = None
+            while len(self._applied) > 100_000:
+                self._applied.popitem(last=False)
+            return result
+
+    def applied(self, markers: Sequence[str]) -> set[str]:
+        """Markers among the latest 100k applied."""
+        with self._lock:
+            return {m for m in markers if m in self._applied}
 
     def get(self, person: str) -> Profile | None:
         """The live profile (do not change it outside :meth:`update`)."""
@@ -165,6 +225,7 @@ class MemoryProfileStore(ProfileStore):
             self._heap.clear()
             self._pending.clear()
             self._sizes.clear()
+            self._applied.clear()
 
 
 class RedisProfileStore(ProfileStore):
@@ -183,19 +244,23 @@ class RedisProfileStore(ProfileStore):
     def __init__(self, client: Any, prefix: str) -> None:
         self.redis = client
         self.prefix = prefix
+        self.fallback = Fallback("profiles", client)
         self._alias_key = f"{prefix}alias"
         self._wheel_key = f"{prefix}wheel"
         self._sizes_key = f"{prefix}sizes"
 
     @classmethod
-    def from_url(cls, url: str, prefix: str) -> RedisProfileStore:
-        """Connect to ``redis://host:port/db``."""
-        import redis
-
-        return cls(redis.Redis.from_url(url), prefix)
+    def from_url(
+        cls, url: str, prefix: str, options: RedisOptions | None = None
+    ) -> RedisProfileStore:
+        """Connect to ``redis://host:port/db`` (short timeouts: :func:`connect`)."""
+        return cls(connect(url, options), prefix)
 
     def _key(self, person: str) -> str:
         return f"{self.prefix}p:{person}"
+
+    def _marker(self, marker: str) -> str:
+        return f"{self.prefix}applied:{marker}"
 
     def update(self, persons: Iterable[str], fn: Callable[[Profiles], T]) -> T:
         """Optimistic transaction: re-run ``fn`` on fresh data if another writer interfered."""
@@ -215,6 +280,12 @@ class RedisProfileStore(ProfileStore):
     ) -> T:
         if keys:
             pipe.watch(*keys)
+        result = self._run(pipe, people, keys, fn)
+        pipe.execute()
+        return result
+
+    def _run(self, pipe: Any, people: list[str], keys: list[str], fn: Callable[[Profiles], T]) -> T:
+        """Load (watched), run ``fn``, start the transaction and queue the profile writes."""
         raw = pipe.mget(keys) if keys else []
         loaded: dict[str, Profile | None] = {
             p: (Profile.from_bytes(b) if b is not None else None)
@@ -229,8 +300,52 @@ class RedisProfileStore(ProfileStore):
                     pipe.delete(self._key(person))
             else:
                 pipe.set(self._key(person), profile.to_bytes())
-        pipe.execute()
         return result
+
+    def apply_once(
+        self, persons: Iterable[str], fn: Callable[[Profiles], W], markers: Sequence[str]
+    ) -> W | None:
+        """One ``MULTI``/``EXEC`` with everything, watched with the markers (``WATCH``).
+
+        Another worker setting a marker (or changing a profile) meanwhile
+        aborts the transaction; it is tried again and then finds the marker.
+        """
+        import redis
+
+        people = list(dict.fromkeys(persons))
+        keys = [self._key(p) for p in people]
+        marker_keys = [self._marker(m) for m in markers]
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(*keys, *marker_keys)
+                    if marker_keys and any(pipe.mget(marker_keys)):
+                        pipe.unwatch()
+                        return None
+                    result = self._run(pipe, people, keys, fn)
+                    self._queue_writes(pipe, result)
+                    for key in marker_keys:
+                        pipe.set(key, b"1", ex=APPLIED_TTL_SECONDS)
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue
+
+    def _queue_writes(self, pipe: Any, writes: Writes) -> None:
+        for anon, user in writes.aliases.items():
+            pipe.hsetnx(self._alias_key, anon, user)
+        if writes.wakes:
+            pipe.zadd(self._wheel_key, dict(writes.wakes), lt=True)
+        for key, delta in writes.sizes.items():
+            if delta:
+                pipe.hincrby(self._sizes_key, key, delta)
+
+    def applied(self, markers: Sequence[str]) -> set[str]:
+        """``MGET`` of the marker keys."""
+        if not markers:
+            return set()
+        found = self.redis.mget([self._marker(m) for m in markers])
+        return {m for m, v in zip(markers, found, strict=True) if v is not None}
 
     def get(self, person: str) -> Profile | None:
         """One profile (a fresh copy)."""
