@@ -313,10 +313,12 @@ def client_main(port: int, key: str, rate: float, seconds: float, warmup: float)
     print(json.dumps(asyncio.run(offered_load(port, key, rate, seconds, warmup))))
 
 
-def run_wrk(port: int, key: str, rate: float, seconds: float) -> dict[str, Any]:
+def run_wrk(
+    port: int, key: str, rate: float, seconds: float, connections: int = CONNECTIONS
+) -> dict[str, Any]:
     """One fixed-rate wrk run (``rate`` 0: as fast as the connections go)."""
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s",
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
          "--timeout", f"{max(1, round(TIMEOUT))}s",
          "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}/"],
         capture_output=True, text=True, timeout=seconds + 60,
@@ -331,6 +333,8 @@ def run_wrk(port: int, key: str, rate: float, seconds: float) -> dict[str, Any]:
         "sent": raw["requests"],
         "ok": raw["requests"] - errors,
         "errors": errors,
+        "errors_status": raw["errors_status"],  # HTTP >= 400
+        "errors_socket": raw["errors_socket"],  # connect, read, write, timeout
         "late": raw["late"],
         "achieved": round(raw["requests"] / raw["seconds"], 1),
         "p50_ms": round(raw["p50_ms"], 2),
