@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from tailorkit.project import ConfigError, load_project
 from tailorkit.store.warehouse import Warehouse
@@ -37,6 +38,16 @@ def test_init_writes_a_valid_commented_project(tmp_path: Path) -> None:
         assert (tmp_path / "p" / name).exists()
     again = cli("init", str(tmp_path / "p"), "--json", check=False)
     assert again.returncode == 2 and "already exists" in json.loads(again.stdout)["error"]
+
+
+@pytest.mark.parametrize("name", ["on", "null", "2024", "it's: a #project"])
+def test_init_keeps_any_folder_name_a_string(tmp_path: Path, name: str) -> None:
+    from tailorkit.project.init import write_project
+
+    root = write_project(tmp_path / "p", name=name)
+    load_project(root)  # the schema wants a string
+    text = (root / "tailorkit.yaml").read_text()
+    assert yaml.safe_load(text)["project"] == name
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 
@@ -117,7 +118,8 @@ def write_project(directory: str | Path, name: str | None = None) -> Path:
     (root / "templates").mkdir(parents=True, exist_ok=True)
     main.write_text(
         TAILORKIT_YAML.format(
-            name=name or root.name,
+            # quoted: a folder named `on` or `null` would otherwise load as a bool/None
+            name=json.dumps(name or root.name),
             ingest_key="tk_ingest_" + secrets.token_hex(16),
             admin_key="tk_admin_" + secrets.token_hex(16),
             sdk_key="tk_sdk_" + secrets.token_hex(16),
