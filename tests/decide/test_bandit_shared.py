@@ -111,7 +111,9 @@ def test_a_new_replica_starts_from_the_shared_totals(prefix: str) -> None:
 def test_decisions_and_learning_go_on_while_redis_is_down() -> None:
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    runtime = BanditRuntime(seed=3, shared=RedisBanditStats.from_url(url, "t:", RedisOptions(retry_after=0.2)))
+    runtime = BanditRuntime(
+        seed=3, shared=RedisBanditStats.from_url(url, "t:", RedisOptions(retry_after=0.2))
+    )
     runtime.sync({"promo": spec()})
     started = time.monotonic()
     picks = [runtime.choose(spec(), f"u{i}", ["vip"], {}, "promo", now=0.0) for i in range(200)]

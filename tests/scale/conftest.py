@@ -83,13 +83,16 @@ def bus_project(
     return project
 
 
-def start_worker(project: Path, log_path: Path, name: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    project: Path, log_path: Path, name: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``tailorkit worker --json`` as a subprocess (its summary goes to ``log_path``)."""
     log = log_path.open("ab")
     return subprocess.Popen(
         [*CLI, "worker", "--project", str(project), "--name", name, "--json"],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env=env,
     )
 
 
