@@ -447,11 +447,26 @@ class FeatureService:
             if name not in PAYLOAD_SECTIONS:
                 raise ConfigError("request", name, f"only {', '.join(PAYLOAD_SECTIONS)} here")
         with self._lock:
-            merged = validate_features({**self._snapshot.document, **document})
-            if persist and self.path is not None:
-                self._write(merged)
-            self._install(merged)
+            self._put(validate_features({**self._snapshot.document, **document}), persist)
             return self._snapshot
+
+    def apply(self, document: Mapping[str, Any], *, persist: bool = True) -> bool:
+        """Replace the whole definitions with ``document`` (validated as features.yaml is);
+        ``True`` when they changed. Another replica's published features arrive here.
+
+        Raises :class:`~tailorkit.project.ConfigError` (and keeps the
+        current definitions) when the document is invalid.
+
+        >>> FeatureService(None).apply({"features": {"f": {"defaultValue": 3}}}, persist=False)
+        True
+        """
+        with self._lock:
+            return self._put(validate_features(dict(document)), persist)
+
+    def _put(self, document: dict[str, Any], persist: bool) -> bool:
+        if persist and self.path is not None:
+            self._write(document)
+        return self._install(document)
 
     def _install(self, document: dict[str, Any]) -> bool:
         """Swap in a new snapshot; payload-identical documents keep the version."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from tailorkit.store.redis_fallback import Fallback, RedisOptions, connect
+from tailorkit.store.redis_fallback import Fallback, Listener, RedisOptions, connect
 
 __all__ = [
     "ConsentRegistry",
@@ -380,8 +380,9 @@ class RedisConsentRegistry(ConsentRegistry):
         self.key = f"{prefix}consent:out"
         self.channel = f"{prefix}consent"
         self.fallback = Fallback("consent", client)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._listener = Listener(
+            self.fallback, self.channel, self._merge, self._apply, "tk-consent"
+        )
 
     def set(self, ids: Iterable[str], personalization: bool) -> None:
         ids = list(ids)
@@ -398,34 +399,18 @@ class RedisConsentRegistry(ConsentRegistry):
             self.fallback.failed(exc)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._listen, name="tk-consent", daemon=True)
-            self._thread.start()
+        self._listener.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        self._listener.stop()
 
-    def _listen(self) -> None:
-        while not self._stop.is_set():
-            try:
-                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self.channel)
-                # subscribed first, then merged: nothing published in between is missed
-                members = self.client.smembers(self.key)
-                self.load(m.decode() for m in members)
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.5)
-                    if message is not None and message.get("type") == "message":
-                        change = orjson.loads(message["data"])
-                        ConsentRegistry.set(self, change["ids"], change["personalization"])
-                pubsub.close()
-            except Exception as exc:  # Redis down or a bad message: retry after a pause
-                self.fallback.failed(exc)
-                self._stop.wait(self.fallback.pause)
+    def _merge(self) -> None:
+        members = self.client.smembers(self.key)
+        self.load(m.decode() for m in members)
+
+    def _apply(self, data: bytes) -> None:
+        change = orjson.loads(data)
+        ConsentRegistry.set(self, change["ids"], change["personalization"])
 
 
 def make_consent(

@@ -43,6 +43,7 @@ from tailorkit.decide.engine import NO_PROFILE, DecisionEngine, ProfileView
 from tailorkit.decide.log import store_exposures
 from tailorkit.decide.memory import make_consent, make_memory
 from tailorkit.decide.placements import FILE, PlacementDefinitions, compile_definitions
+from tailorkit.decide.shared_definitions import Apply, make_shared_definitions
 from tailorkit.evaluate import Evaluator
 from tailorkit.learn.artifacts import ArtifactStore
 from tailorkit.learn.recommender import ServedRecommender
@@ -221,6 +222,14 @@ class DecideService:
             recommender=self.recommender,
         )
         self._signature = self._files_signature()
+        # other replicas' accepted definitions, through Redis (None: files only)
+        self.shared = make_shared_definitions(
+            settings.redis_url,
+            settings.redis_prefix,
+            self.root,
+            self._appliers(),
+            settings.redis_options,
+        )
 
     # -- life -------------------------------------------------------------------------
 
@@ -237,6 +246,8 @@ class DecideService:
             thread.start()
             self._threads.append(thread)
         self.consent.start()  # other replicas' opt-outs (Redis), as they happen
+        if self.shared is not None:
+            self.shared.start()  # newer published definitions now, then as they come
 
     def stop(self) -> None:
         """Stop threads, flush the exposure log, save bandit state."""
@@ -244,6 +255,8 @@ class DecideService:
         for thread in self._threads:
             thread.join(10)
         self.consent.stop()
+        if self.shared is not None:
+            self.shared.stop()
         self.exposures.stop()
         self.bandits.sweep(time.time())
         self.bandits.save(force=bool(self.engine.definitions.bandits))
@@ -303,6 +316,35 @@ class DecideService:
             metrics.DEFINITION_RELOADS.labels(FILE, "applied").inc()
             log.info("placements %s are live", definitions.version)
             return ReloadResult(True, definitions.version)
+
+    def share(self, kind: str) -> int | None:
+        """Publish the live ``placements`` or ``features`` to the other replicas (after an
+        admin change was accepted); the publish number, or None without (reachable) Redis."""
+        if self.shared is None:
+            return None
+        if kind == "placements":
+            definitions = self.engine.definitions
+            return self.shared.publish(kind, definitions.document, definitions.version)
+        snapshot = self.features.snapshot
+        return self.shared.publish(kind, snapshot.document, snapshot.version)
+
+    def _appliers(self) -> dict[str, Apply]:
+        """How published definitions are applied here: the validated reload paths."""
+        appliers: dict[str, Apply] = {}
+        features = self.features
+        if features is not None:
+
+            def apply_features(document: dict[str, Any], persist: bool) -> bool:
+                try:
+                    features.apply(document, persist=persist)
+                except ConfigError as exc:
+                    log.warning("published features refused, previous ones stay live: %s", exc)
+                    return False
+                return True
+
+            appliers["features"] = apply_features  # first: placements may refer to features
+        appliers["placements"] = lambda document, persist: self.reload(document, persist).applied
+        return appliers
 
     def _compile(
         self, document: Mapping[str, Any], features: Mapping[str, Any]

@@ -353,7 +353,10 @@ def get_placements(request: Request, state: Admin) -> Response:
 @router.post("/v1/admin/placements/reload", tags=["admin"])
 def reload_placements(request: Request, state: Admin) -> Response:
     """Reload definitions from the project files now (422 with file/key/reason if refused)."""
-    result = _service(request).reload()
+    service = _service(request)
+    result = service.reload()
+    if result.applied:
+        service.share("placements")  # the other replicas apply it too (Redis)
     return _json(result.to_dict(), 200 if result.applied else 422)
 
 
@@ -369,6 +372,8 @@ async def put_placements(request: Request, state: Admin) -> Response:
         raise PayloadError(422, "body must be a mapping")
     service = _service(request)
     result = await asyncio.to_thread(service.reload, document, True)
+    if result.applied:
+        await asyncio.to_thread(service.share, "placements")  # the other replicas too (Redis)
     return _json(result.to_dict(), 200 if result.applied else 422)
 
 

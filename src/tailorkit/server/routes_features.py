@@ -349,6 +349,7 @@ def admin_put_features(request: Request, state: Admin, document: dict[str, Any])
         service.replace(document)
     except ConfigError as exc:
         return _config_error(exc)
+    _share(request)
     return JSONResponse(_describe(service))
 
 
@@ -360,7 +361,16 @@ def admin_reload_features(request: Request, state: Admin) -> Response:
         changed = service.reload()
     except ConfigError as exc:
         return _config_error(exc)
+    if changed:
+        _share(request)
     return JSONResponse({"changed": changed, **_describe(service)})
+
+
+def _share(request: Request) -> None:
+    """Publish the accepted features to the other replicas (Redis configured)."""
+    decide = getattr(request.app.state, "decide", None)  # owns the shared definitions
+    if decide is not None:
+        decide.share("features")
 
 
 def _config_error(exc: ConfigError) -> JSONResponse:

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from tailorkit import metrics
 
-__all__ = ["Fallback", "RedisOptions", "connect"]
+__all__ = ["Fallback", "Listener", "RedisOptions", "connect"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -179,3 +179,58 @@ class Fallback:
         except (redis.RedisError, OSError) as exc:
             self.failed(exc)
             return fallback()
+
+
+class Listener:
+    """A thread following the channel ``channel`` of ``fallback.client``.
+
+    After each (re)connection it subscribes, then calls ``catch_up()`` (what
+    was missed while disconnected: nothing published in between is lost), then
+    ``handle(data)`` for each message. Redis down or a bad message: a pause of
+    ``fallback.pause``, then it starts over.
+    """
+
+    def __init__(
+        self,
+        fallback: Fallback,
+        channel: str,
+        catch_up: Callable[[], None],
+        handle: Callable[[bytes], None],
+        name: str,
+    ) -> None:
+        self.fallback = fallback
+        self.channel = channel
+        self.catch_up = catch_up
+        self.handle = handle
+        self.name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (within about half a second)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pubsub = self.fallback.client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.channel)
+                self.catch_up()
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None and message.get("type") == "message":
+                        self.handle(message["data"])
+                pubsub.close()
+            except Exception as exc:  # Redis down or a bad message: retry after a pause
+                self.fallback.failed(exc)
+                self._stop.wait(self.fallback.pause)
