@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,10 +14,10 @@ from pathlib import Path
 import pyarrow.compute as pc
 import yaml
 
-from tailorkit.cli.demo import FAST_MODELS, start_models
+from tailorkit.cli.demo import FAST_MODELS, build_options
 from tailorkit.demo import generate_shop
 from tailorkit.learn.artifacts import ArtifactStore
-from tailorkit.learn.background import training_status
+from tailorkit.learn.background import train_in_background, training_status
 from tailorkit.project import load_project
 from tailorkit.store.warehouse import Warehouse
 from tests.test_cli import cli
@@ -68,13 +70,16 @@ def test_demo_models_train_in_the_background(tmp_path: Path) -> None:
     root = tmp_path / "d"
     args = ("--users", "500", "--days", "10", "--models", "none", "--dir", str(root))
     cli("demo", "--no-serve", *args, "--json")
-    thread = start_models(root, "fast")
-    assert thread is not None
+    gate = threading.Event()  # as `tailorkit demo` waits for its server to be up
+    thread = train_in_background(load_project(root), build_options("fast"), gate.wait)
     status = training_status(root)
     assert status is not None and status["steps"] == FAST_MODELS
+    store = ArtifactStore.of_project(root)
+    time.sleep(0.5)
+    assert not any(store.current(step) for step in FAST_MODELS)  # still waiting
+    gate.set()
     thread.join(300)
     assert training_status(root) is None
-    store = ArtifactStore.of_project(root)
     assert all(store.current(step) for step in FAST_MODELS)
     summary = json.loads((root / "models" / "last_build.json").read_text())
     assert summary["failed"] == []

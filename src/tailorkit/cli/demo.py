@@ -180,13 +180,32 @@ def _train(project: Project, console: Console, quiet: bool, models: str) -> dict
     return {step: str(r.get("status")) for step, r in summary["steps"].items()}
 
 
-def start_models(directory: Path, models: str) -> threading.Thread | None:
-    """Train the demo's models in a background thread (the dashboard shows "training…")."""
+def start_models(directory: Path, models: str, after: str | None = None) -> threading.Thread | None:
+    """Train the demo's models in a background thread (the dashboard shows "training…").
+
+    With ``after`` (the server's URL), training waits until ``/healthz``
+    answers: the server's start (replaying the history into the online
+    profiles) is pure Python and would share the interpreter with it.
+    """
     if models == "none":
         return None
     from tailorkit.learn.background import train_in_background
 
-    return train_in_background(load_project(directory), build_options(models))
+    wait = (lambda: wait_until_up(after)) if after else None
+    return train_in_background(load_project(directory), build_options(models), wait)
+
+
+def wait_until_up(url: str, poll: float = 1.0) -> None:
+    """Return once ``GET url/healthz`` answers 200."""
+    import httpx
+
+    while True:
+        try:
+            if httpx.get(url.rstrip("/") + "/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll)
 
 
 def start_traffic(url: str, ingest_key: str) -> subprocess.Popen[bytes]:

@@ -245,11 +245,11 @@ def demo(
         console.print(f"serving on {summary['url']}  (admin key: {summary['admin_key']})")
         console.print(
             "the server answers once the stored events are replayed into the online profiles; "
-            "models train meanwhile"
+            "the models train after that"
         )
         from tailorkit.cli.demo import start_models, start_traffic
 
-        start_models(directory, models)
+        start_models(directory, models, after=summary["url"])
         traffic = start_traffic(summary["url"], summary["ingest_key"])
         try:
             serve(project=directory, host="127.0.0.1", port=port)

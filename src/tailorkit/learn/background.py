@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,11 +49,15 @@ def training_status(project_root: Path) -> dict[str, Any] | None:
     return doc
 
 
-def train_in_background(project: Project, options: BuildOptions) -> threading.Thread:
+def train_in_background(
+    project: Project, options: BuildOptions, wait: Callable[[], None] | None = None
+) -> threading.Thread:
     """Start :func:`~tailorkit.learn.build.build` in a daemon thread; returns the thread.
 
-    The summary goes to ``models/last_build.json``; failed steps keep their
-    previous version, as with ``tailorkit build``.
+    The thread first calls ``wait`` (e.g. until the server is up, so that
+    training does not slow its start). The summary goes to
+    ``models/last_build.json``; failed steps keep their previous version, as
+    with ``tailorkit build``.
     """
     from tailorkit.learn.build import build  # late: the learning stack (readers need none of it)
 
@@ -64,6 +69,8 @@ def train_in_background(project: Project, options: BuildOptions) -> threading.Th
 
     def run() -> None:
         try:
+            if wait is not None:
+                wait()
             summary = build(project, options)
             (marker.parent / "last_build.json").write_text(json.dumps(summary, default=str))
             if summary["failed"]:
