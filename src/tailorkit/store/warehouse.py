@@ -132,7 +132,12 @@ class Warehouse:
             (INGEST_STATS, INGEST_STATS_SCHEMA),
         ):
             if name not in existing:
-                self.con.create_table(name, schema=schema)
+                try:
+                    self.con.create_table(name, schema=schema)
+                except Exception:
+                    # another process (a worker started beside a server) won the race
+                    if name not in self.con.list_tables():
+                        raise
 
     @property
     def events(self) -> ir.Table:
