@@ -60,6 +60,18 @@ def test_erase_removes_user_and_merged_anonymous_history(warehouse: Warehouse) -
     assert warehouse.identities.count().execute() == 0
 
 
+def test_erase_removes_the_persons_model_scores(warehouse: Warehouse) -> None:
+    import pandas as pd
+
+    from tailorkit.learn.scores import score_rows, write_scores
+
+    ingest(warehouse, [event(type="identify", user_id="alice", anonymous_id="anon-1")])
+    scores = pd.Series({"alice": 0.9, "anon-1": 0.8, "bob": 0.1})
+    write_scores(warehouse, "churn_risk", scores, "churn@v1")
+    warehouse.erase_user("alice")
+    assert set(score_rows(warehouse)) == {"bob"}
+
+
 def test_purge_removes_only_events_older_than_cutoff(warehouse: Warehouse) -> None:
     old = (datetime.now(UTC) - timedelta(days=400)).isoformat()
     ingest(warehouse, [event(timestamp=old), event(timestamp=datetime.now(UTC).isoformat())])

@@ -38,9 +38,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tailorkit.store.warehouse import Warehouse
+from tailorkit.store.warehouse import PROFILE_SCORES, Warehouse
 
-PROFILE_SCORES = "profile_scores"
 #: The ``tailorkit build`` step that writes each score (a new version = new scores).
 SCORE_STEPS = {"cluster": "clusters", "propensity_to_buy": "propensity", "churn_risk": "churn"}
 SCHEMA = pa.schema(

@@ -24,6 +24,9 @@ IDENTITIES = "identities"
 INGEST_STATS = "ingest_stats"
 #: Stored bot/outlier flags and their watermark (written by ``tailorkit.collect.quality``)
 FLAGGED_USERS = "flagged_users"
+PROFILE_SCORES = "profile_scores"  # written by tailorkit.learn.scores
+#: Derived tables keyed by ``person_id``: erasure deletes the person's rows there too.
+PERSON_TABLES = (FLAGGED_USERS, PROFILE_SCORES)
 FLAGS_STATE = "flagged_users_state"
 
 EVENT_SCHEMA = ibis.schema(
@@ -286,9 +289,11 @@ class Warehouse:
             self._delete(EVENTS, events, cond)
             ids = self.identities
             self._delete(IDENTITIES, ids, ids.user_id == user_id)
-            if FLAGGED_USERS in self.con.list_tables():  # derived, but it names the person
-                flags = self.con.table(FLAGGED_USERS)
-                self._delete(FLAGGED_USERS, flags, flags.person_id.isin([user_id, *anon]))
+            existing = set(self.con.list_tables())
+            for name in PERSON_TABLES:  # derived, but they name the person
+                if name in existing:
+                    rows = self.con.table(name)
+                    self._delete(name, rows, rows.person_id.isin([user_id, *anon]))
             return n
 
     def purge_before(self, cutoff: datetime) -> int:
