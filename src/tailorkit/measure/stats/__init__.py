@@ -85,6 +85,7 @@ from tailorkit.measure.stats.variance_reduction import (
     cuped_theta,
     expected_variance_reduction,
     regression_adjustment,
+    regression_adjustment_cells,
 )
 
 __all__ = [
@@ -147,6 +148,7 @@ __all__ = [
     "ratio_estimate",
     "recommend",
     "regression_adjustment",
+    "regression_adjustment_cells",
     "relative_lift",
     "sample_size_binomial",
     "sample_size_mean",

@@ -21,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import statsmodels.api as sm
+from scipy.stats import norm
 
-from tailorkit.measure.stats._types import Real, as_array, check_alpha, unwrap
+from tailorkit.measure.stats._types import FloatArray, Real, as_array, check_alpha, unwrap
 from tailorkit.measure.stats.frequentist import Interval
 from tailorkit.measure.stats.metrics import Estimate
 from tailorkit.measure.stats.sufficient import PairedStats
@@ -159,3 +160,79 @@ def regression_adjustment(
         )
         for v in variations
     ]
+
+
+def _dummies(codes: npt.ArrayLike, keep: Sequence[object] | None = None) -> list[FloatArray]:
+    """0/1 columns, one per level in ``keep`` (default: every sorted level but the first)."""
+    values = np.asarray(codes)
+    levels = list(keep) if keep is not None else sorted(set(values.tolist()))[1:]
+    return [(values == level).astype(np.float64) for level in levels]
+
+
+def regression_adjustment_cells(
+    variation: npt.ArrayLike,
+    covariates: Sequence[npt.ArrayLike],
+    n: npt.ArrayLike,
+    sum_y: npt.ArrayLike,
+    sum_y2: npt.ArrayLike,
+    names: Sequence[str],
+    control: int = 0,
+    cov_type: str = "HC1",
+    alpha: float = 0.05,
+) -> list[RegressionEffect]:
+    """:func:`regression_adjustment` from cell sums: categorical covariates only.
+
+    Each row is a cell (or part of one): a variation index, one level per
+    covariate, and the cell's ``n``, ``Σy``, ``Σy²``. Every regressor is
+    constant within a cell, so ``X'X``, ``X'y`` and the robust "meat"
+    ``Σ eᵢ² xᵢxᵢ'`` follow from the sums: a cell with fitted value ``f`` has
+    ``Σ eᵢ² = Σy² − 2f·Σy + n·f²``. ``cov_type`` is ``HC0`` (White) or ``HC1``
+    (HC0 × n / (n − p)), as in statsmodels; intervals and p-values are normal
+    (z), as statsmodels uses for robust covariances. ``names`` has one entry
+    per variation (its length is the number of variations).
+
+    >>> effects = regression_adjustment_cells(
+    ...     [0, 0, 1, 1, 0, 1], [["m", "d", "m", "d", "m", "d"]], [1, 1, 1, 1, 1, 1],
+    ...     [1.0, 2.0, 3.0, 5.0, 2.0, 4.0], [1.0, 4.0, 9.0, 25.0, 4.0, 16.0], ["c", "t"])
+    >>> [round(e.effect, 4) for e in effects]
+    [2.0]
+    """
+    check_alpha(alpha)
+    if cov_type not in ("HC0", "HC1"):
+        raise ValueError(f"cov_type must be HC0 or HC1, got {cov_type!r}")
+    cells = as_array(n)
+    used = cells > 0
+    arm = np.asarray(variation)[used]
+    count, sy, syy = cells[used], as_array(sum_y)[used], as_array(sum_y2)[used]
+    treated = [v for v in range(len(names)) if v != control]
+    columns = [np.ones(arm.shape), *_dummies(arm, treated)]
+    for codes in covariates:
+        columns += _dummies(np.asarray(codes)[used])
+    x = np.column_stack(columns)
+    root = np.sqrt(count)
+    # one weighted row per cell: the same normal equations as the raw rows
+    bread = np.linalg.pinv((x * count[:, None]).T @ x)
+    beta = bread @ (x.T @ sy)
+    fitted = x @ beta
+    squared = np.maximum(syy - 2.0 * fitted * sy + count * fitted * fitted, 0.0)
+    meat = (x * squared[:, None]).T @ x
+    cov = bread @ meat @ bread
+    total = float(count.sum())
+    if cov_type == "HC1":
+        cov = cov * total / (total - np.linalg.matrix_rank(x * root[:, None]))
+    z = float(norm.ppf(1.0 - alpha / 2.0))
+    out = []
+    for j, v in enumerate(treated, start=1):
+        effect, se = float(beta[j]), float(np.sqrt(max(cov[j, j], 0.0)))
+        out.append(
+            RegressionEffect(
+                variation=names[v],
+                effect=effect,
+                se=se,
+                ci=Interval(effect - z * se, effect + z * se),
+                p_value=float(2.0 * norm.sf(abs(effect / se))) if se > 0 else float("nan"),
+                nobs=int(total),
+                cov_type=cov_type,
+            )
+        )
+    return out
