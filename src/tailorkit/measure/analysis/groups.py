@@ -17,7 +17,7 @@ mask has the segment's bit) and the cumulative results by day are all
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
@@ -41,6 +41,8 @@ class Groups:
     n_multi: int
     n_flagged: int
     n_unknown_variation: int
+    #: covariate levels of the included groups by query column (``cov_device``, ...)
+    levels: dict[str, npt.NDArray[np.object_]] = field(default_factory=dict)
 
     @classmethod
     def from_arrow(cls, table: pa.Table, n_variations: int) -> Groups:
@@ -68,12 +70,19 @@ class Groups:
             ),
             days=days,
             columns={
-                k: np.asarray(v, dtype=np.float64)[keep] for k, v in cols.items() if k not in skip
+                k: np.asarray(v, dtype=np.float64)[keep]
+                for k, v in cols.items()
+                if k not in skip and not k.startswith("cov_")
             },
             variation_keys=keys,
             n_multi=int(n[multi & ~flagged].sum()),
             n_flagged=int(n[flagged].sum()),
             n_unknown_variation=int(n[~known & ~multi & ~flagged].sum()),
+            levels={
+                k: np.asarray(v, dtype=object)[keep]
+                for k, v in cols.items()
+                if k.startswith("cov_")
+            },
         )
 
     def _rows(self, segment: int | None) -> npt.NDArray[np.bool_]:
@@ -87,6 +96,10 @@ class Groups:
         return np.bincount(
             self.variation[rows], weights=self.columns[column][rows], minlength=self.n_variations
         ).astype(np.float64)
+
+    def weekdays(self) -> npt.NDArray[np.int64]:
+        """Weekday (Monday 0) of each group's first-exposure day (UTC)."""
+        return np.array([d.weekday() for d in self.days], dtype=np.int64)[self.day]
 
     def cumulative(self, column: str) -> Floats:
         """``(variations, days)`` running sums of ``column`` by first-exposure day."""

@@ -115,6 +115,7 @@ def _settings(
         "min_users": spec.min_users,
         "guardrail_margin": spec.guardrail_margin,
         "exclude_flagged_users": quality.exclude_flagged_users,
+        "adjust_for": list(spec.adjust_for),
     }
 
 

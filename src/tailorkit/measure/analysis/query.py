@@ -58,7 +58,7 @@ import pyarrow as pa
 
 from tailorkit.collect.quality import current_flags
 from tailorkit.measure.analysis.jsonfields import JsonFields
-from tailorkit.measure.analysis.spec import EventAggregate, ExperimentSpec, MetricSpec
+from tailorkit.measure.analysis.spec import COVARIATES, EventAggregate, ExperimentSpec, MetricSpec
 from tailorkit.project.loader import QualitySettings
 from tailorkit.segment.definitions import ENTERED, EXITED
 from tailorkit.store.warehouse import Warehouse
@@ -66,6 +66,21 @@ from tailorkit.store.warehouse import Warehouse
 EXPOSURE = "exposure"
 SEGMENT_TYPES = (ENTERED, EXITED)
 GROUP_KEYS = ("variation", "multi", "flagged", "mask", "day")
+#: level of a covariate whose context field is missing (or not a string)
+MISSING_LEVEL = "(none)"
+
+
+def covariate_columns(spec: ExperimentSpec) -> dict[str, str]:
+    """Query column → context path of the covariates read from the exposure's ``context``.
+
+    ``weekday`` needs no column: it follows from the exposure ``day``.
+
+    >>> from dataclasses import replace
+    >>> from tailorkit.measure.analysis.examples import example_spec
+    >>> covariate_columns(replace(example_spec(), adjust_for=("device", "weekday")))
+    {'cov_device': 'device.type'}
+    """
+    return {f"cov_{c}": path for c in spec.adjust_for if (path := COVARIATES[c]) is not None}
 
 
 def where_clause(fields: JsonFields, where: Sequence[tuple[str, Any]]) -> ir.BooleanValue:
@@ -110,7 +125,12 @@ def exposures(events: ir.Table, spec: ExperimentSpec, end: datetime, backend: st
     e = e.filter(key == key_value, kind == kind_value)
     # the logged variation keys name the variations only when the definition does not
     vkey = props.text("variation_key") if spec.variations is None else ibis.null("string")
-    e = e.mutate(_v=props.integer("variation"), _vk=vkey)
+    context = JsonFields(e.context, backend)
+    covariates = covariate_columns(spec)
+    levels = {
+        f"_{c}": context.text(path).fill_null(MISSING_LEVEL) for c, path in covariates.items()
+    }
+    e = e.mutate(_v=props.integer("variation"), _vk=vkey, **levels)
     # exposures without a valid variation are ignored inside the aggregates (a row
     # filter would make the engine extract the variation twice)
     valid = e._v.notnull()
@@ -119,6 +139,8 @@ def exposures(events: ir.Table, spec: ExperimentSpec, end: datetime, backend: st
         variation=e._v.min(),
         _vmax=e._v.max(),
         vkey=e._vk.min(where=valid),
+        # covariates as of the first exposure
+        **{c: e[f"_{c}"].argmin(e.timestamp, where=valid) for c in covariates},
     )
     first = first.filter(first.variation.notnull())
     return first.select(
@@ -129,6 +151,7 @@ def exposures(events: ir.Table, spec: ExperimentSpec, end: datetime, backend: st
         multi=first.variation != first._vmax,
         # days since 1970-01-01 (UTC): cheaper than a time-zone-aware cast to DATE
         day=(first.first_ts.epoch_seconds() // 86400).cast("int64"),
+        **{c: first[c] for c in covariates},
     )
 
 
@@ -288,7 +311,7 @@ def user_table(
         columns[f"x{i}"] = users[f"_x{i}"].fill_null(0.0).cast("float64")
         if mt.paired:
             columns[f"y{i}"] = users[f"_y{i}"].fill_null(0.0).cast("float64")
-    return users.select("variation", "multi", "day", "vkey", **columns)
+    return users.select("variation", "multi", "day", "vkey", *covariate_columns(spec), **columns)
 
 
 def cap_expr(users: ir.Table, spec: ExperimentSpec) -> dict[str, ir.Value]:
@@ -332,7 +355,8 @@ def stats_expr(users: ir.Table, spec: ExperimentSpec, caps: dict[str, float | No
         if mt.paired:
             y = users[f"y{i}"]
             sums[f"y{i}"], sums[f"yy{i}"], sums[f"xy{i}"] = y.sum(), (y * y).sum(), (x * y).sum()
-    return users.group_by(list(GROUP_KEYS)).aggregate(**sums).order_by(list(GROUP_KEYS))
+    keys = [*GROUP_KEYS, *covariate_columns(spec)]
+    return users.group_by(keys).aggregate(**sums).order_by(keys)
 
 
 @contextmanager

@@ -54,6 +54,7 @@ from tailorkit.measure.stats import (
     minimum_data_checks,
     multiple_exposure_check,
     recommend,
+    regression_adjustment_cells,
     sequential_lift,
     srm_check,
 )
@@ -220,6 +221,57 @@ def _cuped_json(ctx: Context, metric: MetricSpec, i: int, sums: Sums) -> dict[st
     }
 
 
+REGRESSION_COV_TYPE = "HC1"
+
+
+def regression_method(spec: ExperimentSpec) -> str:
+    """How the regression-adjusted effects were computed, for the report.
+
+    >>> from dataclasses import replace
+    >>> from tailorkit.measure.analysis.examples import example_spec
+    >>> regression_method(replace(example_spec(), adjust_for=("device", "weekday")))
+    'regression adjustment (OLS, HC1) for device, weekday'
+    """
+    return f"regression adjustment (OLS, {REGRESSION_COV_TYPE}) for {', '.join(spec.adjust_for)}"
+
+
+def _regression_json(ctx: Context, i: int, g: Groups) -> dict[str, Any]:
+    """Treatment effects of metric ``i`` adjusted for the experiment's covariates.
+
+    The query's groups are cells (variation × covariate levels, split further
+    by day and segment mask, which leaves the normal equations unchanged).
+    """
+    spec = ctx.spec
+    levels = [g.weekdays() if c == "weekday" else g.levels[f"cov_{c}"] for c in spec.adjust_for]
+    with np.errstate(all="ignore"):
+        effects = regression_adjustment_cells(
+            g.variation,
+            levels,
+            g.columns["n"],
+            g.columns[f"x{i}"],
+            g.columns[f"xx{i}"],
+            ctx.names,
+            control=spec.control,
+            cov_type=REGRESSION_COV_TYPE,
+            alpha=spec.alpha,
+        )
+    return {
+        "method": regression_method(spec),
+        "covariates": list(spec.adjust_for),
+        "cov_type": REGRESSION_COV_TYPE,
+        "by_variation": [
+            {
+                "variation": e.variation,
+                "absolute": num(e.effect),
+                "se": num(e.se),
+                "absolute_ci": _ci(e.ci),
+                "p_value": num(e.p_value),
+            }
+            for e in effects
+        ],
+    }
+
+
 def _prior_json(metric: MetricSpec) -> dict[str, Any]:
     """The Bayesian prior in use (the engine's default when none is configured)."""
     if metric.type == "binomial":
@@ -262,6 +314,8 @@ def metric_json(
     out["correction"] = a.correction
     if metric.cuped is not None:
         out["cuped"] = _cuped_json(ctx, metric, i, g.pooled)
+    if ctx.spec.adjust_for and metric.type != "ratio":
+        out["regression_adjustment"] = _regression_json(ctx, i, g)
     return out
 
 

@@ -32,6 +32,15 @@ Role = Literal["primary", "secondary", "guardrail"]
 #: ``one``: variations × metrics × segments (overall included) corrected as one family;
 #: ``separate``: the overall comparisons and the segment breakdown as two families
 Family = Literal["one", "separate"]
+#: covariates for regression adjustment, taken at the first exposure: the dotted path
+#: in the exposure event's ``context`` (``None``: derived from the exposure time)
+COVARIATES: dict[str, str | None] = {
+    "device": "device.type",
+    "utm_source": "utm.source",
+    "utm_medium": "utm.medium",
+    "utm_campaign": "utm.campaign",
+    "weekday": None,
+}
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,8 @@ class ExperimentSpec:
     min_users: int = 100
     #: factorial design: (factor, levels) pairs (:mod:`tailorkit.measure.analysis.factorial`)
     factors: tuple[tuple[str, int], ...] = ()
+    #: regression adjustment for these :data:`COVARIATES` (empty: none)
+    adjust_for: tuple[str, ...] = ()
 
     @property
     def primary(self) -> MetricSpec:
@@ -264,6 +275,13 @@ def parse_experiment(
     for i, seg in enumerate(segments):
         if known_segments is not None and seg not in known_segments:
             raise ConfigError(FILE, f"{path}.segments.{i}", f"unknown segment {seg!r}")
+    adjust_for = tuple(doc.get("adjust_for", []))
+    for i, name in enumerate(adjust_for):
+        if name not in COVARIATES:
+            known = ", ".join(COVARIATES)
+            raise ConfigError(
+                FILE, f"{path}.adjust_for.{i}", f"unknown covariate {name!r} ({known})"
+            )
     names, weights = _from_rule(
         find_rule(features_doc.get("features") or {}, key, doc.get("feature"))
     )
@@ -288,6 +306,7 @@ def parse_experiment(
         planned_per_variation=doc.get("planned_users_per_variation"),
         min_users=int(doc.get("min_users", 100)),
         factors=tuple((str(k), int(v)) for k, v in (doc.get("factors") or {}).items()),
+        adjust_for=adjust_for,
     )
     _check_variations(spec, path)
     return spec
