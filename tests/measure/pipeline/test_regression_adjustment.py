@@ -14,6 +14,7 @@ import statsmodels.api as sm
 import yaml
 
 from tailorkit.measure.analysis import parse_experiment
+from tailorkit.measure.analysis.html import render_html
 from tailorkit.measure.analysis.pipeline import analyze_experiment
 from tailorkit.project import ConfigError, load_project
 from tailorkit.project.init import write_project
@@ -125,6 +126,7 @@ def test_adjusted_effect_in_report_equals_statsmodels_on_stored_rows(tmp_path: P
     raw = revenue["variations"][0]["absolute_ci"]
     assert v["absolute_ci"][1] - v["absolute_ci"][0] < 0.9 * (raw[1] - raw[0])
     assert v["absolute_ci"][0] < 0.4 < v["absolute_ci"][1]
+    assert "regression adjustment (OLS, HC1) for device, weekday: v1" in render_html(report)
 
 
 def test_unknown_covariate_is_a_clear_error() -> None:
