@@ -200,10 +200,12 @@ def _user_value(
 ) -> ir.Value:
     """Per user: did ``agg`` happen (indicator), its count or its value's sum, within ``when``."""
     hit = cols.hit(j, agg) & when
+    # an integer cast to double: PostgreSQL reads the literal 1.0 as numeric (Decimal sums)
+    one = ibis.ifelse(hit, 1, 0).cast("float64")
     if indicator:
-        return ibis.ifelse(hit, 1.0, 0.0).max()
+        return one.max()
     if agg.value is None:
-        return ibis.ifelse(hit, 1.0, 0.0).sum()
+        return one.sum()
     return j[f"_val{cols.index(agg)}"].sum(where=hit)
 
 
