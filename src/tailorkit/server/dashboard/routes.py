@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -246,4 +247,13 @@ def profile(request: Request, _: LoggedIn, user: str = "") -> HTMLResponse:
 def demo_shop(request: Request) -> HTMLResponse:
     """A small shop page using ``/sdk.js`` (ingest keys are browser-safe)."""
     key = _state(request).project.settings.ingest_keys[0]
-    return render("shop.html", "shop", ingest_key=key)
+    return render("shop.html", "shop", ingest_key=key, products=shop_products())
+
+
+@cache
+def shop_products(n: int = 6) -> list[dict[str, Any]]:
+    """``n`` products of the demo catalog, spread over it (the ids the demo data uses)."""
+    from tailorkit.demo.catalog import build_catalog
+
+    rows = build_catalog().table().to_pylist()
+    return [rows[i * len(rows) // n] for i in range(n)]
