@@ -25,6 +25,7 @@ from tests.helpers import event
 SPENT_INGEST = "tk_ingest_spent_0000000000"
 SPENT_ADMIN = "tk_admin_spent_00000000000"
 SLOW_INGEST = "tk_ingest_slow_00000000000"
+SPENT_SDK = "tk_sdk_spent_000000000000000"
 
 
 def limit_keys(project: Path) -> None:
@@ -33,9 +34,15 @@ def limit_keys(project: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     doc["keys"]["ingest"] += [SPENT_INGEST, SLOW_INGEST]
     doc["keys"]["admin"].append(SPENT_ADMIN)
+    doc["keys"]["sdk"] = [*doc["keys"].get("sdk", []), SPENT_SDK]
     spent = {"per_second": 0.0001, "burst": 1}
     doc["rate_limits"] = {
-        "keys": {SPENT_INGEST: spent, SPENT_ADMIN: spent, SLOW_INGEST: {"per_second": 1}}
+        "keys": {
+            SPENT_INGEST: spent,
+            SPENT_ADMIN: spent,
+            SPENT_SDK: spent,
+            SLOW_INGEST: {"per_second": 1},
+        }
     }
     path.write_text(yaml.safe_dump(doc))
 
@@ -172,6 +179,16 @@ def test_rate_limit_answers_429_with_retry_after_and_recovers(server: LiveServer
         assert client.post("/v1/decide", json=body, headers=server.ingest_headers).is_success
         after = _metric(client, 'tailorkit_rate_limited_total{scope="ingest"}')
     assert after - before == len(refused)
+
+
+def test_sdk_client_keys_are_rate_limited_too(server: LiveServer) -> None:
+    with server.client() as client:
+        before = _metric(client, 'tailorkit_rate_limited_total{scope="sdk"}')
+        first, second = (client.get(f"/api/features/{SPENT_SDK}") for _ in range(2))
+        after = _metric(client, 'tailorkit_rate_limited_total{scope="sdk"}')
+    assert first.status_code == 200  # burst 1
+    assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
+    assert after - before == 1
 
 
 def _metric(client: httpx.Client, name: str) -> float:

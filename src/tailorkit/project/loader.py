@@ -303,10 +303,12 @@ def load_project(root: str | Path) -> Project:
         raise ConfigError(
             "tailorkit.yaml", "pii.hmac_key", "no PII key: set pii.hmac_key or the env variable"
         )
-    unknown = set(settings.rate_limits.keys) - {*settings.ingest_keys, *settings.admin_keys}
-    if unknown:
+    known = {*settings.ingest_keys, *settings.admin_keys, *settings.sdk_keys}
+    if set(settings.rate_limits.keys) - known:
         raise ConfigError(
-            "tailorkit.yaml", "rate_limits.keys", "a key listed here is not an ingest or admin key"
+            "tailorkit.yaml",
+            "rate_limits.keys",
+            "a key listed here is not an ingest, admin or SDK key",
         )
     if settings.sdk.encryption_key and not _is_aes_key(settings.sdk.encryption_key):
         raise ConfigError(

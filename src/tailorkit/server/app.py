@@ -216,7 +216,9 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
     warehouse = warehouse or Warehouse(settings.store_url)
     collector = Collector(warehouse, settings)
     limiter = make_limiter(settings.redis_url, settings.redis_prefix, settings.redis_options)
-    keys = KeyChecker(settings.ingest_keys, settings.admin_keys, limiter, settings.rate_limits)
+    keys = KeyChecker(
+        settings.ingest_keys, settings.admin_keys, limiter, settings.rate_limits, settings.sdk_keys
+    )
     state = AppState(project, warehouse, collector, keys)
     from tailorkit.server import routes_features, routes_profiles  # import this module: late
 

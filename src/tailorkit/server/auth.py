@@ -65,11 +65,12 @@ class KeyChecker:
         admin_keys: tuple[str, ...],
         limiter: RateLimiter | None = None,
         limits: RateLimits | None = None,
+        sdk_keys: tuple[str, ...] = (),
     ) -> None:
         self.ingest_keys = ingest_keys
         self.admin_keys = admin_keys
         self.limiter = limiter
-        self.limits = KeyLimits(limits or RateLimits(), ingest_keys, admin_keys)
+        self.limits = KeyLimits(limits or RateLimits(), ingest_keys, admin_keys, sdk_keys)
 
     def scope_of(self, request: Request) -> Scope | None:
         """The scope of the key presented with ``request``, or ``None``."""
@@ -85,6 +86,19 @@ class KeyChecker:
             return Scope.INGEST
         return None
 
+    def throttle(self, key: str, label: str) -> None:
+        """Raise 429 with ``Retry-After`` when the known ``key`` is past its rate."""
+        if self.limiter is None:
+            return
+        wait = self.limiter.acquire(*self.limits.of(key))
+        if wait > 0:
+            metrics.RATE_LIMITED.labels(label).inc()
+            raise HTTPException(
+                429,
+                "rate limit of this API key exceeded",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+
     def check(self, request: Request, needed: Scope) -> Scope:
         """Raise 401 without a valid key, 429 past its rate, 403 when its scope is too small."""
         key = _presented_key(request)
@@ -93,15 +107,7 @@ class KeyChecker:
             raise HTTPException(
                 401, "missing or unknown API key", headers={"WWW-Authenticate": "Bearer"}
             )
-        if self.limiter is not None:
-            wait = self.limiter.acquire(*self.limits.of(key))
-            if wait > 0:
-                metrics.RATE_LIMITED.labels(scope.value).inc()
-                raise HTTPException(
-                    429,
-                    "rate limit of this API key exceeded",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                )
+        self.throttle(key, scope.value)
         if needed is Scope.ADMIN and scope is not Scope.ADMIN:
             raise HTTPException(403, "this endpoint needs an admin key")
         return scope

@@ -124,10 +124,16 @@ class KeyLimits:
     """
 
     def __init__(
-        self, limits: RateLimits, ingest_keys: tuple[str, ...], admin_keys: tuple[str, ...]
+        self,
+        limits: RateLimits,
+        ingest_keys: tuple[str, ...],
+        admin_keys: tuple[str, ...],
+        sdk_keys: tuple[str, ...] = (),
     ) -> None:
         self._by_key: dict[str, tuple[str, Rate]] = {}
-        for keys, rate in ((ingest_keys, limits.ingest), (admin_keys, limits.admin)):
+        # SDK client keys are public like ingest keys, and limited like them
+        public = (*sdk_keys, *ingest_keys)
+        for keys, rate in ((public, limits.ingest), (admin_keys, limits.admin)):
             for key in keys:
                 bucket = hashlib.sha256(key.encode()).hexdigest()[:24]
                 self._by_key[key] = (bucket, limits.keys.get(key, rate))

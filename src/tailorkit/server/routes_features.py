@@ -143,6 +143,7 @@ def get_sdk_payload(client_key: str, request: Request) -> Response:
         raise HTTPException(403, "admin keys are secret: use an SDK client key (keys.sdk)")
     if not _is_key(client_key, settings.sdk_keys + settings.ingest_keys):
         raise HTTPException(401, "unknown client key")
+    state.keys.throttle(client_key, "sdk")
     snapshot = _service(request).snapshot
     headers = {
         "ETag": snapshot.etag,
