@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,9 @@ import redis
 import yaml
 
 from tailorkit.project.init import write_project
-from tests.conftest import free_port, throwaway_database
+from tests.conftest import REDIS_URL, free_port, throwaway_database
 
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
+SHARED_REDIS = REDIS_URL
 CLI = (sys.executable, "-m", "tailorkit.cli.main")
 
 
@@ -31,15 +30,9 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
+def prefix(redis_prefix: str) -> str:
     """A key prefix on the shared Redis (stream, profiles); its keys are deleted afterwards."""
-    value = f"tk-bus-test-{uuid.uuid4().hex[:10]}:"
-    yield value
-    client = redis.Redis.from_url(SHARED_REDIS)
-    keys = list(client.scan_iter(match=f"{value}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    return redis_prefix
 
 
 @pytest.fixture
