@@ -49,7 +49,8 @@ def _presented_key(request: Request) -> str | None:
     )
 
 
-def _matches(key: str, candidates: tuple[str, ...]) -> bool:
+def key_in(key: str, candidates: tuple[str, ...]) -> bool:
+    """Constant-time membership (no early exit that would leak which key matched)."""
     found = False
     for candidate in candidates:
         found |= hmac.compare_digest(key.encode(), candidate.encode())
@@ -80,9 +81,9 @@ class KeyChecker:
         """The scope of ``key`` (dashboard login form), or ``None``."""
         if not key:
             return None
-        if _matches(key, self.admin_keys):
+        if key_in(key, self.admin_keys):
             return Scope.ADMIN
-        if _matches(key, self.ingest_keys):
+        if key_in(key, self.ingest_keys):
             return Scope.INGEST
         return None
 

@@ -22,7 +22,6 @@ The :class:`~tailorkit.decide.features.FeatureService` lives in
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -38,6 +37,7 @@ from tailorkit.decide.log import store_exposures
 from tailorkit.evaluate import FeatureResult
 from tailorkit.project.loader import ConfigError
 from tailorkit.server.app import Admin, AppState, Ingest, read_bounded
+from tailorkit.server.auth import key_in
 
 __all__ = ["install", "ofrep_failure", "ofrep_success", "router"]
 
@@ -123,14 +123,6 @@ def _service(request: Request) -> FeatureService:
 # ------------------------------------------------------------ SDK payload
 
 
-def _is_key(key: str, candidates: tuple[str, ...]) -> bool:
-    """Constant-time membership (no early exit that would leak which key matched)."""
-    found = False
-    for candidate in candidates:
-        found |= hmac.compare_digest(key.encode(), candidate.encode())
-    return found
-
-
 @router.get("/api/features/{client_key}", tags=["features"])
 def get_sdk_payload(client_key: str, request: Request) -> Response:
     """GrowthBook SDK payload for ``apiHost`` + ``clientKey`` (GrowthBook's SDKs fetch it).
@@ -139,9 +131,9 @@ def get_sdk_payload(client_key: str, request: Request) -> Response:
     """
     state: AppState = request.app.state.tk
     settings = state.project.settings
-    if _is_key(client_key, settings.admin_keys):
+    if key_in(client_key, settings.admin_keys):
         raise HTTPException(403, "admin keys are secret: use an SDK client key (keys.sdk)")
-    if not _is_key(client_key, settings.sdk_keys + settings.ingest_keys):
+    if not key_in(client_key, settings.sdk_keys + settings.ingest_keys):
         raise HTTPException(401, "unknown client key")
     state.keys.throttle(client_key, "sdk")
     snapshot = _service(request).snapshot
