@@ -475,12 +475,13 @@ class DecideService:
         warehouse = getattr(self.collector, "warehouse", None)
         if warehouse is None:
             return 0
-        events = warehouse.events
-        person = events.user_id.fill_null(events.anonymous_id)
-        latest = events.group_by(person=person).aggregate(
-            personalization=events.personalization.argmax(events.timestamp)
-        )
+        # the table look-up queries the connection too: the writer thread shares it
         with warehouse.lock:
+            events = warehouse.events
+            person = events.user_id.fill_null(events.anonymous_id)
+            latest = events.group_by(person=person).aggregate(
+                personalization=events.personalization.argmax(events.timestamp)
+            )
             table: pa.Table = latest.filter(~latest.personalization).to_pyarrow()
         opted_out = [p for p in table.column("person").to_pylist() if p]
         self.consent.load(opted_out)
