@@ -110,7 +110,7 @@ class LiveServer:
 
 
 def start_server(project_dir: Path, log_path: Path, port: int | None = None) -> LiveServer:
-    """Start ``tailorkit serve`` and wait until /healthz answers."""
+    """Start ``tailorkit serve`` and wait until /healthz answers with profiles rebuilt."""
     port = port or free_port()
     log = log_path.open("ab")
     process = subprocess.Popen(
@@ -133,10 +133,12 @@ def start_server(project_dir: Path, log_path: Path, port: int | None = None) -> 
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            health = httpx.get(f"{url}/healthz", timeout=1)
+            if health.status_code == 200 and health.json()["profiles"] == "ready":
                 return LiveServer(load_project(project_dir), url, process, log_path)
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     process.kill()
     raise RuntimeError("server did not start")
 

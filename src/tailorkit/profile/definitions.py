@@ -162,6 +162,9 @@ class ProfileSettings:
     key_prefix: str = "tailorkit:"
     max_distinct: int = 1000
     sweep_seconds: float = 10.0
+    #: How long a starting server waits for the replay of stored events before it
+    #: answers; the replay goes on in the background after that.
+    startup_wait_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,7 @@ def parse_settings(doc: Mapping[str, Any] | None) -> ProfileSettings:
         key_prefix=str(doc.get("key_prefix", "tailorkit:")),
         max_distinct=int(doc.get("max_distinct", 1000)),
         sweep_seconds=float(doc.get("sweep_seconds", 10.0)),
+        startup_wait_seconds=float(doc.get("startup_wait_seconds", 5.0)),
     )
 
 

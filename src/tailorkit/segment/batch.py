@@ -232,14 +232,12 @@ def model_score_rows(features: FeatureSet, scores: ir.Table) -> dict[str, dict[s
     return out
 
 
-def stored_event_batches(warehouse: Warehouse, chunk: int = 50_000) -> Iterator[pa.Table]:
-    """Every stored event in time order, in chunks (to rebuild online state)."""
+def stored_events(warehouse: Warehouse) -> pa.Table:
+    """Every stored event in time order, read whole (a snapshot to rebuild online state)."""
     with warehouse.lock:
         events = warehouse.con.table(EVENTS)
         # a fully read result: a streaming reader would hold the connection's pending query
-        table = warehouse.con.to_pyarrow(events.order_by([events.timestamp, events.event_id]))
-    for start in range(0, table.num_rows, chunk):
-        yield table.slice(start, chunk)
+        return warehouse.con.to_pyarrow(events.order_by([events.timestamp, events.event_id]))
 
 
 def rebuild_online(
@@ -247,20 +245,22 @@ def rebuild_online(
     warehouse: Warehouse,
     until: datetime,
     on_changes: Callable[[list[Change]], None] | None = None,
+    events: pa.Table | None = None,
+    chunk: int = 50_000,
 ) -> int:
-    """Replay the warehouse into ``engine``; returns events read.
+    """Replay the warehouse (or ``events``, a :func:`stored_events` snapshot) into ``engine``.
 
-    The replay's membership changes go to ``on_changes`` (by default nowhere:
-    a restart must not report them again), not to the engine's own receiver.
+    Returns events read. The replay's membership changes go to ``on_changes``
+    (by default nowhere: a restart must not report them again), not to the
+    engine's own receiver.
     """
+    table = stored_events(warehouse) if events is None else events
     report_to, engine.on_changes = engine.on_changes, on_changes
     try:
-        total = 0
-        for batch in stored_event_batches(warehouse):
-            engine.process(batch)
-            total += batch.num_rows
+        for start in range(0, table.num_rows, chunk):
+            engine.process(table.slice(start, chunk))
         engine.advance_to(to_us(until))
-        return total
+        return table.num_rows
     finally:
         engine.on_changes = report_to
 

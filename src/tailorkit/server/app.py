@@ -192,12 +192,13 @@ ops_router = APIRouter(tags=["ops"])
 
 @ops_router.get("/healthz")
 def healthz(request: Request) -> dict[str, Any]:
-    """Liveness, the store backend and, with an event bus, its state."""
+    """Liveness, the store backend, whether profiles are rebuilt and the event bus's state."""
     state = _state(request)
     out: dict[str, Any] = {
         "status": "ok",
         "version": __version__,
         "store": state.warehouse.backend,
+        "profiles": "ready" if request.app.state.profiles.ready.is_set() else "replaying",
     }
     if request.app.state.bus is not None:
         out["bus"] = request.app.state.bus.status()
@@ -227,7 +228,9 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(profiles.start)  # before the writer: no event applied twice
+        # before the writer, so no batch escapes the hook; a long replay goes on in the background
+        wait = profiles.definitions.features.settings.startup_wait_seconds
+        await asyncio.to_thread(profiles.start, wait)
         if publisher is not None:
             publisher.start()
         collector.start()

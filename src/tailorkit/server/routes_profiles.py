@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from tailorkit.collect.quality import clean_events
@@ -43,6 +45,7 @@ from tailorkit.segment.batch import (
     rebuild_online,
     refresh_online,
     report,
+    stored_events,
 )
 from tailorkit.segment.definitions import Definitions, parse_definitions
 from tailorkit.segment.online import SegmentEngine
@@ -90,28 +93,70 @@ class ProfilesService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()
+        # batches stored while the start-up replay runs (None once it is done)
+        self._pending: list[pa.Table] | None = []
+        self._pending_lock = threading.Lock()
         self._scores_seen: tuple[str | None, ...] = ()
 
-    def start(self) -> None:
-        """Rebuild in-process profiles, then hook into the collector and start the sweeper.
+    def start(self, wait: float | None = None) -> None:
+        """Hook into the collector, then rebuild profiles and start the sweeper in the background.
 
-        Called before the collector's writer starts, so no event is applied twice.
+        Called before the collector's writer starts, so that every batch the
+        writer commits reaches the hook. Until the replay of the stored events
+        is done, those batches wait in a buffer; then the ones the replay had
+        not read are applied in order and the hook applies batches directly.
+        Returns when the replay is done (:attr:`ready`) or after ``wait``
+        seconds (None: wait for it), so a large store does not keep the
+        server from answering; decisions meanwhile see the profiles built so far.
         """
         self.webhooks.start()
-        now = datetime.now(UTC)
         if not self.definitions.features.features:
             self.ready.set()
             return  # nothing declared: stay out of the ingestion path
-        # a shared store outlives servers: rebuild only when it is empty
-        if isinstance(self.store, MemoryProfileStore) or next(self.store.persons(), None) is None:
-            count = rebuild_online(self.engine, self.state.warehouse, now, self._backfill())
-            log.info("rebuilt online profiles from %d stored events", count)
-        self.state.collector.on_stored = self.engine.on_stored
+        self.state.collector.on_stored = self._on_stored
+        self._thread = threading.Thread(target=self._replay_then_run, name="tk-profiles")
+        self._thread.daemon = True
+        self._thread.start()
+        self.ready.wait(wait)
+
+    def _on_stored(self, events: pa.Table) -> None:
+        with self._pending_lock:
+            if self._pending is not None:
+                self._pending.append(events)
+                return
+        self.engine.on_stored(events)
+
+    def _replay_then_run(self) -> None:
+        now = datetime.now(UTC)
+        replayed = pa.array([], pa.string())
+        try:  # a shared store outlives servers: rebuild only when it is empty
+            if isinstance(self.store, MemoryProfileStore) or self._shared_store_is_empty():
+                snapshot = stored_events(self.state.warehouse)
+                rebuild_online(self.engine, self.state.warehouse, now, self._backfill(), snapshot)
+                replayed = snapshot["event_id"].combine_chunks()
+                log.info("rebuilt online profiles from %d stored events", len(replayed))
+        except Exception:
+            log.exception("rebuilding online profiles failed; they start from new events")
+        self._apply_pending(replayed)
         self._scores_seen = self._scores_version()
         self._refresh(now)
         self.ready.set()
-        self._thread = threading.Thread(target=self._run, name="tk-profiles", daemon=True)
-        self._thread.start()
+        self._run()
+
+    def _shared_store_is_empty(self) -> bool:
+        return next(self.store.persons(), None) is None
+
+    def _apply_pending(self, replayed: pa.ChunkedArray | pa.Array) -> None:
+        """Apply the batches stored during the replay, minus those it read; then go live."""
+        while True:
+            with self._pending_lock:
+                batches, self._pending = self._pending or [], []
+                if not batches:
+                    self._pending = None  # the hook applies batches directly from now on
+                    return
+            for events in batches:
+                fresh = events.filter(pc.invert(pc.is_in(events["event_id"], replayed)))
+                self.engine.on_stored(fresh)
 
     def _backfill(self) -> ChangeSink | None:
         """Where the start-up replay's changes go: stored when no change ever was, else nowhere.
@@ -119,8 +164,8 @@ class ProfilesService:
         History loaded in bulk (``tailorkit ingest``, the demo) has no
         membership events; storing the replay's changes (the same events a
         live server would have written, no webhooks) lets analyses read the
-        segments users held at exposure time. The writer thread is not
-        running yet, so they are stored synchronously.
+        segments users held at exposure time. They are stored synchronously
+        (the replay thread waits for each commit).
         """
         if has_segment_events(self.state.warehouse):
             return None
@@ -145,6 +190,7 @@ class ProfilesService:
         return self.state.project.settings.quality
 
     def _run(self) -> None:
+        """The sweeper: window expiry, and batch inputs refreshed when due or after a build."""
         interval = self.definitions.features.settings.sweep_seconds
         last_refresh = datetime.now(UTC)
         while not self._stop.wait(interval):
