@@ -14,7 +14,8 @@ one-row ``flagged_users_state`` table keeps the watermark it was computed at
 — the number of events and identity merges, the latest of each, and the
 rules. When the watermark no longer matches the store (or the table is
 missing) the flags are recomputed and stored again, so analysis results are
-those of a fresh scan.
+those of a fresh scan. Profiles and segments (:func:`clean_events`) read the
+stored flags while fresh and compute them in the query otherwise.
 """
 
 from __future__ import annotations
@@ -44,16 +45,18 @@ RULES_VERSION = 2  # 2: exact median of person-day counts on DuckDB too
 
 def flagged_users(wh: Warehouse, quality: QualitySettings) -> ir.Table:
     """Person ids flagged as bots or rate outliers, with the reason."""
-    events = wh.resolved_events()
-    # Our own membership events would inflate event rates and move the flags
-    events = events.filter(events.type.notin(SYSTEM_EVENT_TYPES))
-    agent = events.context.cast("json")["user_agent"].str
-    bots = (
-        events.filter(agent.re_search(BOT_PATTERN))
-        .select("person_id")
-        .distinct()
-        .mutate(reason=ibis.literal("bot_user_agent"))
+    # Our own membership events would inflate event rates and move the flags; filtered
+    # before the identity join, this is a scan of its own beside other uses of the events
+    events = wh.resolved_events(without=SYSTEM_EVENT_TYPES)
+    # A person has few distinct agents: each event gives only the agent's JSON text (one
+    # extraction); unescaping it and matching the pattern happen once per person and agent
+    agent_json = events.context.cast("json")["user_agent"].cast("string")
+    agents = events.select("person_id", _agent=agent_json).distinct()
+    # an aggregate, not a filter: the engine would push a filter down to every event
+    bots = agents.group_by("person_id").aggregate(
+        _bot=agents._agent.cast("json").str.re_search(BOT_PATTERN).any()
     )
+    bots = bots.filter(bots._bot).select("person_id", reason=ibis.literal("bot_user_agent"))
     daily = events.group_by(["person_id", events.timestamp.date().name("day")]).aggregate(
         n=events.count()
     )
@@ -152,11 +155,18 @@ def current_flags(wh: Warehouse, quality: QualitySettings) -> ir.Table:
 
 
 def clean_events(wh: Warehouse, quality: QualitySettings) -> ir.Table:
-    """Resolved events without flagged users (or all of them when disabled)."""
+    """Resolved events without flagged users (or all of them when disabled).
+
+    The flags are the stored ones when their watermark matches the store
+    (the same rows as a scan, without its cost), else computed in the query
+    (always for a view of part of the events, ``wh.complete`` false);
+    nothing is written (this runs beside the writer, on reader connections).
+    """
     events = wh.resolved_events()
     if not quality.exclude_flagged_users:
         return events
-    flagged = flagged_users(wh, quality)
+    stored = stored_flags(wh, quality) if wh.complete else None
+    flagged = stored if stored is not None else flagged_users(wh, quality)
     # .view(): both sides derive from the same tables; Ibis 12 needs them told apart
     return events.view().anti_join(flagged, "person_id")
 

@@ -78,14 +78,21 @@ class AsOf(Warehouse):
         self.until = until
         self._resolved = resolved
 
-    def resolved_events(self, types: Sequence[str] | None = None) -> ir.Table:
+    #: resolved events stop at ``until``: the stored flags (of every event) do not apply
+    complete = False
+
+    def resolved_events(
+        self, types: Sequence[str] | None = None, without: Sequence[str] | None = None
+    ) -> ir.Table:
         """Resolved events with ``timestamp < until`` (optionally only ``types``)."""
         if self._resolved is not None:
             events = self._resolved
             if types is not None:
                 events = events.filter(events.type.isin(list(types)))
+            if without is not None:
+                events = events.filter(events.type.notin(list(without)))
         else:
-            events = super().resolved_events(types)
+            events = super().resolved_events(types, without)
         if self.until is None:
             return events
         return events.filter(events.timestamp < ibis.literal(self.until))

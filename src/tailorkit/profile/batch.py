@@ -65,12 +65,13 @@ def base_events(events: ir.Table, at: datetime) -> ir.Table:
     )
 
 
-def consenting_persons(base: ir.Table) -> ir.Table:
-    """``person_id`` of persons whose latest event (ties: all of them) has consent."""
-    last = base.group_by("person_id").aggregate(_last=base.timestamp.max())
-    latest = base.join(last, [base.person_id == last.person_id, base.timestamp == last._last])
-    flags = latest.group_by("person_id").aggregate(_consent=latest.personalization.all())
-    return flags.filter(flags._consent).select("person_id")
+def _consent(rows: ir.Table) -> dict[str, ir.Value]:
+    """Latest consented and latest refused event of a person (compared after aggregation)."""
+    yes = rows.personalization
+    return {
+        "_consent_at": rows.timestamp.max(where=yes),
+        "_refusal_at": rows.timestamp.max(where=~yes),
+    }
 
 
 _SLOTS = {"n": "float64", "s": "string", "b": "boolean", "j": "string", "t": "boolean"}
@@ -94,19 +95,23 @@ class _Paths:
         self.types[path] = None if known is None or not types else known | set(types)
         self.slots.setdefault(path, set()).update(slots)
 
-    def project(self, table: ir.Table) -> ir.Table:
-        """Two steps: each path's JSON text once, then every slot from that text."""
+    def project(self, table: ir.Table, rows: ir.BooleanValue) -> ir.Table:
+        """Two steps: each path's JSON text once, then every slot from that text.
+
+        Only ``rows`` (and of those only the event types whose features read
+        a path) are parsed; the others get nulls.
+        """
         texts: dict[str, ir.Value] = {}
         json = table.properties.cast("json")
         for path, name in self.paths.items():
             node: Any = json
             for part in path.split("."):
                 node = node[part]
-            text = node.cast("string")
             types = self.types[path]
-            if types is not None:  # parse only the rows whose features read this path
-                text = ibis.cases((table.type.isin(sorted(types)), text), else_=ibis.null("string"))
-            texts[f"{name}_j"] = text
+            wanted = rows if types is None else rows & table.type.isin(sorted(types))
+            texts[f"{name}_j"] = ibis.cases(
+                (wanted, node.cast("string")), else_=ibis.null("string")
+            )
         if not texts:
             return table
         table = table.mutate(**texts)
@@ -117,6 +122,10 @@ class _Paths:
             for slot in sorted(self.slots[self._path_of(name)] - {"j"}):
                 columns[f"{name}_{slot}"] = derived[slot]
         return table.mutate(**columns) if columns else table
+
+    def columns(self) -> list[str]:
+        """Names of the columns :meth:`project` adds."""
+        return [f"{name}_{slot}" for path, name in self.paths.items() for slot in self.slots[path]]
 
     def _path_of(self, name: str) -> str:
         return next(p for p, n in self.paths.items() if n == name)
@@ -202,7 +211,7 @@ def _units(number: ir.NumericValue) -> ir.IntegerValue:
 
 
 def _aggregate(f: Aggregate, table: ir.Table, paths: _Paths, at: datetime, cap: int) -> ir.Value:
-    cond = _matches(table, paths, f.filter)
+    cond = table.personalization & _matches(table, paths, f.filter)
     if f.window is not None:
         cond = cond & (table.timestamp >= ibis.literal(window_start(at, f.window)))
     if f.kind == "count":
@@ -262,41 +271,41 @@ def _derived(feature: Ratio | Recency | Score, t: ir.Table, at: datetime) -> ir.
     return total if total is not None else ibis.literal(0.0)
 
 
-def _rfm(rfm: Rfm, table: ir.Table, paths: _Paths, at: datetime) -> ir.Table:
-    """Quintile scores: ``ceil(5 * share)``, share = fraction of buyers doing no better."""
-    cond = _matches(table, paths, rfm.filter)
+def _rfm_sums(rfm: Rfm, table: ir.Table, paths: _Paths, at: datetime) -> dict[str, ir.Value]:
+    """Per-person aggregates the RFM scores rank: latest purchase, frequency, money."""
+    cond = table.personalization & _matches(table, paths, rfm.filter)
     if rfm.window is not None:
         cond = cond & (table.timestamp >= ibis.literal(window_start(at, rfm.window)))
     number = paths.value(table, rfm.prop).number
     assert number is not None
-    sums = (
-        table.filter(cond)
-        .group_by("person_id")
-        .aggregate(
-            _last=table.timestamp.max(),
-            _f=table.person_id.count(),
-            _m=_units(number).sum().fill_null(0),
-        )
-    )
-    sums = sums.mutate(_r=_recency(sums._last, at), _n=sums.person_id.count().over())
+    return {
+        "_rfm_last": table.timestamp.max(where=cond),
+        "_rfm_f": table.person_id.count(where=cond),
+        "_rfm_m": _units(number).sum(where=cond).fill_null(0),
+    }
 
-    def score(column: str, better_low: bool) -> ir.IntegerValue:
-        col = sums[column]
+
+def _with_rfm(sums: ir.Table, at: datetime) -> ir.Table:
+    """Quintile scores: ``ceil(5 * share)``, share = fraction of buyers doing no better.
+
+    Buyers are the persons with a counted purchase (also those whose consent
+    is withdrawn later: they stay in the ranking, as they do online).
+    """
+    buyer = sums._rfm_f > 0
+    sums = sums.mutate(_buyer=buyer, _r=_recency(sums._rfm_last, at))
+    n = sums.person_id.count().over(group_by=sums._buyer)
+
+    def score(col: ir.Column, better_low: bool) -> ir.IntegerValue:
         # how many buyers are strictly better: ranks, exact integers (no float quantiles)
-        ahead = ibis.rank().over(order_by=col.asc() if better_low else col.desc())
-        no_better = sums._n - ahead
-        return (RFM_SCORES * no_better + sums._n - 1) // sums._n
+        order = col.asc() if better_low else col.desc()
+        ahead = ibis.rank().over(group_by=sums._buyer, order_by=order)
+        value = ((RFM_SCORES * (n - ahead) + n - 1) // n).cast("int64")
+        return ibis.cases((sums._buyer, value), else_=ibis.null("int64"))
 
     scored = sums.mutate(
-        rfm_r=score("_r", True), rfm_f=score("_f", False), rfm_m=score("_m", False)
+        rfm_r=score(sums._r, True), rfm_f=score(sums._rfm_f, False), rfm_m=score(sums._rfm_m, False)
     )
-    return scored.select(
-        "person_id",
-        rfm_r=scored.rfm_r.cast("int64"),
-        rfm_f=scored.rfm_f.cast("int64"),
-        rfm_m=scored.rfm_m.cast("int64"),
-        rfm_score=(scored.rfm_r + scored.rfm_f + scored.rfm_m).cast("int64"),
-    )
+    return scored.mutate(rfm_score=scored.rfm_r + scored.rfm_f + scored.rfm_m)
 
 
 def scores_beside(events: ir.Table) -> ir.Table:
@@ -358,27 +367,33 @@ def profile_table(
     """
     base = base_events(events, at)
     paths = _register_paths(features)
-    consented = paths.project(base.filter(base.personalization))
+    # One pass over the events: consent, features and RFM sums are aggregates of the same
+    # group-by (features count consented events only, consent looks at all of them)
+    rows = paths.project(base, base.personalization)
+    rows = rows.select(
+        "person_id", "type", "timestamp", "event_id", "personalization", *paths.columns()
+    )
     cap = features.settings.max_distinct
     aggregates = {
-        name: _aggregate(f, consented, paths, at, cap)
+        name: _aggregate(f, rows, paths, at, cap)
         for name, f in features.features.items()
         if isinstance(f, Aggregate)
     }
-    persons = consenting_persons(base)
-    table = (
-        consented.group_by("person_id").aggregate(**aggregates)
-        if aggregates
-        else (consented.select("person_id").distinct())
+    if features.rfm is not None:
+        aggregates.update(_rfm_sums(features.rfm, rows, paths, at))
+    table = rows.group_by("person_id").aggregate(**aggregates, **_consent(rows))
+    if features.rfm is not None:
+        table = _with_rfm(table, at)
+    # profiled: the latest event has consent (a refusal at the same instant wins)
+    table = table.filter(
+        table._consent_at.notnull()
+        & (table._refusal_at.isnull() | (table._refusal_at < table._consent_at))
     )
-    table = table.semi_join(persons, "person_id")
+    consented = rows.filter(rows.personalization)
     for f in features.features.values():
         if isinstance(f, Trait):
             traits = _trait(f, consented, paths)
             table = table.left_join(traits, "person_id").drop("person_id_right")
-    if features.rfm is not None:
-        rfm = _rfm(features.rfm, consented, paths, at)
-        table = table.left_join(rfm, "person_id").drop("person_id_right")
     table = _with_model_scores(features, table, events, scores)
     return _with_derived(features, table, at)
 

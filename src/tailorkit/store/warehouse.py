@@ -113,6 +113,10 @@ class Warehouse:
     0
     """
 
+    #: ``resolved_events()`` holds every stored event, so tables derived from all of them
+    #: (the stored ``flagged_users``) describe it; a view that hides some events says False
+    complete = True
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.con = connect_url(url)
@@ -152,18 +156,23 @@ class Warehouse:
         """Anonymous id → user id merges from ``identify`` and ``alias``."""
         return self.con.table(IDENTITIES)
 
-    def resolved_events(self, types: Sequence[str] | None = None) -> ir.Table:
+    def resolved_events(
+        self, types: Sequence[str] | None = None, without: Sequence[str] | None = None
+    ) -> ir.Table:
         """Events with ``person_id``: the known user id, merging anonymous history.
 
         An anonymous id that was later identified or aliased resolves to that
         user, so a user's profile includes what they did before logging in.
         ``types`` keeps only those event types, filtered *before* the identity
         join (two differently filtered uses in one query then stay two cheap
-        scans instead of one shared, materialized join of the whole table).
+        scans instead of one shared, materialized join of the whole table);
+        ``without`` leaves those types out the same way.
         """
         events = self.events
         if types is not None:
             events = events.filter(events.type.isin(list(types)))
+        if without is not None:
+            events = events.filter(events.type.notin(list(without)))
         ids = self.identities.group_by("anonymous_id").aggregate(
             merged_user_id=self.identities.user_id.max()
         )
