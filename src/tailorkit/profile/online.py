@@ -384,6 +384,7 @@ class Profile:
         "members",
         "person",
         "streams",
+        "timers",
         "traits",
         "wake",
     )
@@ -401,6 +402,8 @@ class Profile:
         self.wake: int | None = None
         # Feature values as last computed (in process only, never serialized)
         self.cache: dict[str, Any] | None = None
+        # The online engine's next wake per timer source, never late (in process only)
+        self.timers: dict[int, int] | None = None
 
     def note_consent(self, ts_us: int, personalization: bool) -> None:
         """Consent follows the person's latest event; at a tie, a refusal wins."""
@@ -759,6 +762,7 @@ def merge_profiles(plan: ProfilePlan, source: Profile, target: Profile, clock_mi
     target.bot = target.bot or source.bot
     target.known = target.known or source.known
     target.cache = None  # the merged history changes every feature
+    target.timers = None
 
 
 def _merge_windows(a: WindowState, b: WindowState, cap: int) -> None:

@@ -70,7 +70,7 @@ from tailorkit.profile.online import Profile, ProfilePlan, merge_profiles
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, iso, to_us
 from tailorkit.segment.definitions import ENTERED, EXITED, Definitions, time_dependent
 from tailorkit.segment.explain import explain
-from tailorkit.segment.triggers import Atom, atoms, points, truth
+from tailorkit.segment.triggers import Atom, atoms, flip_mask, points
 from tailorkit.store.profiles import MemoryProfileStore, Profiles, ProfileStore
 from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA
 
@@ -135,8 +135,9 @@ class _Effects:
     sizes: Counter[str] = field(default_factory=Counter)
 
 
-#: (feature, reader, [(segment bit, thresholds or None)]) per cached feature to refresh
-_Steps = tuple[tuple[str, Any, tuple[tuple[int, tuple[Atom, ...] | None], ...]], ...]
+#: Recomputes some cached features of a profile as of a minute; returns the
+#: segments whose conditions may have flipped (see :func:`_compile_refresh`).
+_Steps = Callable[[Profile, int, dict[str, Any]], int]
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,7 @@ class SegmentEngine:
                 numeric = features.value_type(name) in ("int", "float")
                 found = atoms(seg.condition, name) if numeric else None
                 self.direct[name] = (*self.direct.get(name, ()), (bit, found))
+        self._flips = {name: flip_mask(entries) for name, entries in self.direct.items()}
         self._refresh_names: dict[tuple[int, ...], tuple[str, ...]] = {}
         self._touched_steps: dict[tuple[int, ...], _Steps] = {}
         self._step_cache: dict[tuple[str, ...], _Steps] = {}
@@ -289,6 +291,26 @@ class SegmentEngine:
                 index = self.plan.stream_of[f.of].index
                 entry = (base.kind, tuple(sorted(offsets)))
                 self.recency_offsets.setdefault(index, []).append(entry)
+        self._compile_timers()
+
+    def _compile_timers(self) -> None:
+        """Timer sources (:attr:`Profile.timers` keys): wake windows, then recency entries."""
+        #: source -> (stream index, res, span) for the wake windows
+        self.window_sources = list(self.wake_windows.items())
+        self.window_source = {index: j for j, (index, _) in enumerate(self.window_sources)}
+        #: stream index -> [(source, kind, offsets)] for the recency entries
+        self.recency_sources: dict[int, list[tuple[int, str, tuple[int, ...]]]] = {}
+        source = len(self.window_sources)
+        for index, entries in self.recency_offsets.items():
+            for kind, offsets in entries:
+                self.recency_sources.setdefault(index, []).append((source, kind, offsets))
+                source += 1
+        self.recency_by_source = {
+            j: (index, kind, offsets)
+            for index, entries in self.recency_sources.items()
+            for j, kind, offsets in entries
+        }
+        self._timer_steps: dict[tuple[int, ...], _Steps] = {}
 
     def _threshold_mode(self, index: int) -> tuple[str, tuple[float, ...]] | None:
         """``("count"|"distinct", thresholds)`` when only thresholds of the count matter.
@@ -383,34 +405,18 @@ class SegmentEngine:
         return p.cache
 
     def _steps(self, names: tuple[str, ...]) -> _Steps:
-        """Readers and trigger entries for these cached features (memoized)."""
+        """The refresh of these cached features, compiled (memoized)."""
         steps = self._step_cache.get(names)
         if steps is None:
-            readers = self.plan.readers
-            steps = tuple((n, readers[n], self.direct.get(n, ())) for n in names)
-            self._step_cache[names] = steps
+            steps = self._step_cache[names] = _compile_refresh(
+                [(n, self.plan.readers[n], self._flips.get(n)) for n in names]
+            )
         return steps
 
     def _refresh(self, p: Profile, steps: _Steps, minute: int) -> int:
         """Recompute cached features; return the segments whose conditions may have flipped."""
-        cache = p.cache
-        assert cache is not None
-        mask = 0
-        for name, reader, direct in steps:
-            new = reader(p, minute, cache)
-            old = cache[name]
-            if new == old and (new is None) == (old is None):
-                continue
-            cache[name] = new
-            for bit, found in direct:
-                if found is None:
-                    mask |= 1 << bit
-                    continue
-                for atom in found:  # only a comparison that changes truth can flip it
-                    if truth(atom, old) != truth(atom, new):
-                        mask |= 1 << bit
-                        break
-        return mask
+        assert p.cache is not None
+        return steps(p, minute, p.cache)
 
     def _evaluate(
         self, p: Profile, mask: int, minute: int, ts_us: int, reason: str, eff: _Effects
@@ -449,10 +455,13 @@ class SegmentEngine:
             eff.sizes[key] += 1 if entered else -1
 
     def _next_wake(self, p: Profile, minute: int) -> int | None:
-        """The next minute after ``minute`` at which the clock alone may move a segment."""
-        best: int | None = None
+        """The next minute after ``minute`` at which the clock alone may move a segment.
+
+        Also sets every timer source's own next minute (:attr:`Profile.timers`).
+        """
+        timers: dict[int, int] = {}
         streams = p.streams
-        for index, (res, span) in self.wake_windows.items():
+        for j, (index, (res, span)) in enumerate(self.window_sources):
             state = streams[index]
             if state is None:
                 continue
@@ -463,14 +472,55 @@ class SegmentEngine:
             ):
                 state.expire(cutoff)
             candidate = self._stream_wake(state, index, res, span)
-            if candidate is not None and (best is None or candidate < best):
-                best = candidate
-        for index, entries in self.recency_offsets.items():
-            for kind, offsets in entries:
+            if candidate is not None:
+                timers[j] = candidate
+        for index, entries in self.recency_sources.items():
+            for j, kind, offsets in entries:
                 candidate = _recency_wake(streams[index], kind, offsets, minute)
-                if candidate is not None and (best is None or candidate < best):
-                    best = candidate
-        return best
+                if candidate is not None:
+                    timers[j] = candidate
+        p.timers = timers
+        return min(timers.values()) if timers else None
+
+    def _timer_step(self, p: Profile, at: int, timers: dict[int, int], eff: _Effects) -> None:
+        """The clock reached ``at``, the earliest timer: refresh what is due, re-arm those.
+
+        Timers are never later than their source's next change (events only
+        lower them), so the due ones cover every window that can move a
+        segment now. A count stream whose buckets expire before its threshold
+        timer keeps its cached value until then: every reader compares it with
+        thresholds only, and none is crossed before the timer.
+        """
+        due = [j for j, t in timers.items() if t <= at]
+        n_windows = len(self.window_sources)
+        touched = tuple(sorted(self.window_sources[j][0] for j in due if j < n_windows))
+        steps = self._timer_steps.get(touched)
+        if steps is None:
+            names = self._names_for(touched)
+            names += tuple(n for n in self.volatile_names if n not in names)
+            steps = self._timer_steps[touched] = self._steps(names)
+        assert p.cache is not None
+        mask = steps(p, at, p.cache)
+        if mask:
+            self._evaluate(p, mask, at, at * MINUTE_US, "window", eff)
+        streams = p.streams
+        for j in due:
+            if j < n_windows:
+                index, (res, span) = self.window_sources[j]
+                state = streams[index]
+                candidate = None
+                if state is not None:
+                    cutoff = at // res - span
+                    state.trim(cutoff)
+                    candidate = self._stream_wake(state, index, res, span)
+            else:
+                index, kind, offsets = self.recency_by_source[j]
+                candidate = _recency_wake(streams[index], kind, offsets, at)
+            if candidate is None:
+                del timers[j]
+            else:
+                timers[j] = candidate
+        p.wake = min(timers.values()) if timers else None
 
     def _due_names(self, p: Profile, minute: int) -> tuple[str, ...]:
         """Cached features that the clock reaching ``minute`` may change."""
@@ -493,6 +543,9 @@ class SegmentEngine:
         start = p.wake
         while p.wake is not None and p.wake <= minute:
             at = p.wake
+            if p.timers is not None and p.cache is not None:
+                self._timer_step(p, at, p.timers, eff)
+                continue
             if p.cache is None:
                 self._fill(p, at)
                 self._evaluate(p, self.time_mask, at, at * MINUTE_US, "window", eff)
@@ -532,6 +585,7 @@ class SegmentEngine:
 
     def _wake_after_event(self, p: Profile, touched: list[int], ts_us: int, minute: int) -> bool:
         best = p.wake
+        timers = p.timers
         event_minute = ts_us // MINUTE_US
         for index in touched:
             window = self.wake_windows.get(index)
@@ -542,12 +596,18 @@ class SegmentEngine:
                     expiry: int | None = (event_minute // res + span) * res
                 else:
                     expiry = self._band_wake(p.streams[index], mode, res, span)
-                if expiry is not None and (best is None or expiry < best):
-                    best = expiry
-            for kind, offsets in self.recency_offsets.get(index, ()):
+                if expiry is not None:
+                    if best is None or expiry < best:
+                        best = expiry
+                    if timers is not None:
+                        _lower(timers, self.window_source[index], expiry)
+            for j, kind, offsets in self.recency_sources.get(index, ()):
                 candidate = _recency_wake(p.streams[index], kind, offsets, minute)
-                if candidate is not None and (best is None or candidate < best):
-                    best = candidate
+                if candidate is not None:
+                    if best is None or candidate < best:
+                        best = candidate
+                    if timers is not None:
+                        _lower(timers, j, candidate)
         if best != p.wake:
             p.wake = best
             return True
@@ -671,6 +731,7 @@ class SegmentEngine:
             fresh = p is None
             if p is None:
                 p = profiles[person] = plan.new_profile(person)
+                p.timers = {}  # no history: no timer
                 self._fill(p, minute)
             elif p.cache is None or (p.wake is not None and p.wake <= minute):
                 self._prepare(p, minute, clock, eff)
@@ -965,6 +1026,35 @@ class SegmentEngine:
         """Online segment sizes."""
         sizes = self.store.sizes()
         return {key: sizes.get(key, 0) for key in self.keys}
+
+
+def _compile_refresh(steps: list[tuple[str, Any, Any]]) -> _Steps:
+    """One function recomputing these features in order (readers see earlier results).
+
+    ``steps``: ``(feature, reader, flip mask function or None)``. A value that
+    did not change (``None`` differs from everything) costs no flip test.
+    """
+    names: dict[str, Any] = {}
+    lines = ["def refresh(p, minute, cache):", "    mask = 0"]
+    for i, (name, reader, flip) in enumerate(steps):
+        names[f"k{i}"], names[f"r{i}"], names[f"f{i}"] = name, reader, flip
+        lines += [
+            f"    new = r{i}(p, minute, cache)",
+            f"    old = cache[k{i}]",
+            "    if not (new == old) or (new is None) != (old is None):",
+            f"        cache[k{i}] = new",
+        ]
+        if flip is not None:
+            lines.append(f"        mask |= f{i}(old, new)")
+    lines.append("    return mask")
+    exec("\n".join(lines), names)  # source built above from names and indexes only
+    return names["refresh"]
+
+
+def _lower(timers: dict[int, int], source: int, minute: int) -> None:
+    held = timers.get(source)
+    if held is None or minute < held:
+        timers[source] = minute
 
 
 def _bits(mask: int) -> Iterable[int]:

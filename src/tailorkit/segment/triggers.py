@@ -153,3 +153,51 @@ def _operator(op: str, arg: Any, out: list[Atom]) -> None:
         _value(arg, out)
     else:
         raise _Unsafe
+
+
+#: The Python expression of each atom kind over a value ``v`` (``x``: ``v`` with null as 0).
+_EXPRESSIONS = {
+    "null": "({v} is None)",
+    "truthy": "({v} is not None and {v} != 0)",
+    "seq": "({v} is not None and {v} == {c})",
+    "gt": "({x} > {c})",
+    "ge": "({x} >= {c})",
+    "lt": "({x} < {c})",
+    "le": "({x} <= {c})",
+    "eq": "({x} == {c})",
+}
+
+
+def flip_mask(readers: tuple[tuple[int, tuple[Atom, ...] | None], ...]) -> Any:
+    """``fn(old, new) -> mask``: the bits whose atoms change truth from ``old`` to ``new``.
+
+    ``readers``: ``(bit, atoms or None)`` per segment reading the feature;
+    ``None`` (unsafe) flips on any change. Compiled once, so that a refresh
+    tests each distinct comparison once instead of walking the atoms.
+
+    >>> f = flip_mask(((0, (("gt", 3.0),)), (2, (("gt", 3.0), ("null", 0.0))), (3, None)))
+    >>> f(2, 3), f(3, 4), f(None, 0)
+    (8, 13, 12)
+    """
+    constant = 0
+    by_atom: dict[Atom, int] = {}
+    for bit, found in readers:
+        if found is None:
+            constant |= 1 << bit
+        else:
+            for atom in found:
+                by_atom[atom] = by_atom.get(atom, 0) | 1 << bit
+    lines = ["def flip(o, n):", f"    m = {constant}"]
+    if any(kind not in ("null", "truthy", "seq") for kind, _ in by_atom):
+        lines.append("    xo = 0.0 if o is None else o")
+        lines.append("    xn = 0.0 if n is None else n")
+    names: dict[str, Any] = {}
+    for i, ((kind, c), bits) in enumerate(by_atom.items()):
+        names[f"c{i}"] = c  # passed by name: no repr round trip of the number
+        before = _EXPRESSIONS[kind].format(v="o", x="xo", c=f"c{i}")
+        after = _EXPRESSIONS[kind].format(v="n", x="xn", c=f"c{i}")
+        lines.append(f"    if {before} != {after}:")
+        lines.append(f"        m |= {bits}")
+    lines.append("    return m")
+    exec("\n".join(lines), names)  # source built above from atom kinds only
+    return names["flip"]
