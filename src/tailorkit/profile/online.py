@@ -477,6 +477,8 @@ class ProfilePlan:
         ]
         self._by_type: dict[str, tuple[Stream, ...]] = {}
         self._needs_props: dict[str, bool] = {}
+        self._adders: dict[str, Callable[[list[Any], int, int, Any], list[int]]] = {}
+        self.touched: list[int] = []
         self.readers = {name: self._reader(name) for name in features.names}
 
     def _build_streams(self) -> None:
@@ -531,28 +533,10 @@ class ProfilePlan:
         knows no stream needs it). The touched stream indexes are in
         :attr:`touched` until the next call.
         """
-        minute = ts_us // MINUTE_US
-        touched: list[int] = []
-        streams = profile.streams
-        for stream in self.candidates(event_type):
-            where = stream.where
-            if where is not None and not where(props if props is not None else _EMPTY):
-                continue
-            index = stream.index
-            state = streams[index]
-            if state is None:
-                state = streams[index] = stream.new_state()
-            if stream.window is None:
-                stream.feed(state, minute, ts_us, props)
-            else:
-                res = stream.res
-                cutoff = clock_minute // res - stream.span
-                bucket = minute // res if res != 1 else minute
-                if bucket <= cutoff:
-                    continue  # older than the window already
-                stream.feed(state, bucket, ts_us, props)
-                state.trim(cutoff)  # keeps memory bounded even if nobody reads
-            touched.append(index)
+        adder = self._adders.get(event_type)
+        if adder is None:
+            adder = self._adders[event_type] = _compile_adder(self.candidates(event_type))
+        touched = adder(profile.streams, ts_us, clock_minute, props)
         if event_type == "identify" and self.traits:
             self._traits(profile, ts_us, event_id, props)
         self.touched = touched
@@ -618,12 +602,119 @@ class ProfilePlan:
         assert isinstance(feature, Trait)
         return lambda p, m, done: (p.traits.get(name) or (None, None, None))[2]
 
+    def reader_source(self, name: str, tag: str) -> tuple[list[str], dict[str, Any]] | None:
+        """The reader of ``name`` as Python lines, for compiled refreshes; ``None``: call it.
+
+        The lines set ``new`` from ``p`` (the profile), ``minute`` and
+        ``cache`` (the features read before), exactly as the reader would;
+        names they need are returned with the ``tag`` prefix.
+        """
+        feature = self.features.features.get(name)
+        if name in RFM_FEATURES or feature is None:
+            return None
+        if isinstance(feature, Aggregate):
+            return self._aggregate_source(feature)
+        if isinstance(feature, Recency):
+            return [
+                f"v = cache[{tag}of]",
+                "new = None if v is None else (minute - v // MINUTE_US) / MINUTES_PER_DAY",
+            ], {f"{tag}of": feature.of, "MINUTE_US": MINUTE_US, "MINUTES_PER_DAY": MINUTES_PER_DAY}
+        if isinstance(feature, Ratio):
+            return [
+                f"n = cache[{tag}num]",
+                f"d = cache[{tag}den]",
+                "new = None if n is None or not d else float(n) / float(d)",
+            ], {f"{tag}num": feature.numerator, f"{tag}den": feature.denominator}
+        if isinstance(feature, Score):
+            return _score_source(feature, tag)
+        return None
+
+    def _aggregate_source(self, feature: Aggregate) -> tuple[list[str], dict[str, Any]] | None:
+        stream = self.stream_of[feature.name]
+        i, kind = stream.index, feature.kind
+        if stream.window is not None and kind == "count":
+            return [
+                f"s = p.streams[{i}]",
+                "if s is None:",
+                "    new = 0",
+                "else:",
+                f"    c = minute // {stream.res} - {stream.span}",
+                "    b = s.buckets",
+                "    if b and b[0][0] <= c:",
+                "        s.expire(c)",
+                "    new = int(s.count)",
+            ], {}
+        if stream.window is None and kind in ("count", "first_seen", "last_seen"):
+            attr = {"count": "count", "first_seen": "first", "last_seen": "last"}[kind]
+            empty = "0" if kind == "count" else "None"
+            return [f"s = p.streams[{i}]", f"new = {empty} if s is None else s.{attr}"], {}
+        return None
+
     def _aggregate_reader(self, feature: Aggregate) -> Reader:
         stream = self.stream_of[feature.name]
         index, kind = stream.index, feature.kind
         if stream.window is None:
             return _lifetime_reader(index, kind)
         return _window_reader(index, stream.res, stream.span, kind, stream.new_state())
+
+
+def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int, Any], list[int]]:
+    """``add(states, ts_us, clock_minute, props) -> touched``: one event type's feeds, inlined.
+
+    The same steps as feeding each candidate stream in turn: the property
+    filter, the state created on first use, events older than the window
+    skipped, the feed, and the trim that bounds memory. Plain counts in a
+    window (most streams) are updated in place without a call.
+    """
+    names: dict[str, Any] = {"EMPTY": _EMPTY, "MINUTE_US": MINUTE_US}
+    lines = [
+        "def add(states, ts_us, clock_minute, props):",
+        "    minute = ts_us // MINUTE_US",
+        "    touched = []",
+    ]
+    for stream in streams:
+        i = stream.index
+        names[f"new{i}"], names[f"feed{i}"], names[f"where{i}"] = (
+            stream.new_state,
+            stream.feed,
+            stream.where,
+        )
+        pad = "    "
+        if stream.where is not None:
+            lines.append(f"    if where{i}(props if props is not None else EMPTY):")
+            pad = "        "
+        body = [
+            f"state = states[{i}]",
+            "if state is None:",
+            f"    state = states[{i}] = new{i}()",
+        ]
+        if stream.window is None:
+            body += [f"feed{i}(state, minute, ts_us, props)", f"touched.append({i})"]
+        else:
+            res, span = stream.res, stream.span
+            body += [
+                f"cutoff = clock_minute // {res} - {span}",
+                "bucket = minute" if res == 1 else f"bucket = minute // {res}",
+                "if bucket > cutoff:",  # else: older than the window already
+            ]
+            if not stream.path:  # a count: the inlined count_in_window
+                body += [
+                    "    buckets = state.buckets",
+                    "    if buckets and buckets[-1][0] == bucket:",
+                    "        buckets[-1][1] += 1",
+                    "        state.count += 1",
+                    "    else:",
+                    "        state.add(bucket, None, None, 0)",
+                    "    if buckets[0][0] <= cutoff:",
+                    "        state.expire(cutoff)",
+                ]
+            else:
+                body += [f"    feed{i}(state, bucket, ts_us, props)", "    state.trim(cutoff)"]
+            body.append(f"    touched.append({i})")
+        lines += [pad + line for line in body]
+    lines.append("    return touched")
+    exec("\n".join(lines), names)  # source built above from stream indexes and numbers only
+    return names["add"]
 
 
 def _window_reader(index: int, res: int, span: int, kind: str, empty: Any) -> Reader:
@@ -697,6 +788,19 @@ def _recency(ts_us: int | None, clock_minute: int) -> float | None:
     if ts_us is None:
         return None
     return (clock_minute - ts_us // MINUTE_US) / MINUTES_PER_DAY
+
+
+def _score_source(feature: Score, tag: str) -> tuple[list[str], dict[str, Any]]:
+    """:func:`_score_reader` as lines (the same operations in the same order)."""
+    names: dict[str, Any] = {"log": math.log}
+    lines = ["t = 0.0"]
+    for j, (name, weight) in enumerate(feature.weights):
+        names[f"{tag}in{j}"], names[f"{tag}w{j}"] = name, weight
+        lines.append(f"x = float(cache[{tag}in{j}] or 0)")
+        if feature.transform == "log1p":
+            lines.append("x = log(1.0 + (x if x > 0.0 else 0.0))")
+        lines.append(f"t = t + {tag}w{j} * x")
+    return [*lines, "new = t"], names
 
 
 def _score_reader(feature: Score) -> Reader:

@@ -42,6 +42,7 @@ not flagged them (:meth:`set_flagged`); otherwise they are in no segment.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import math
 import re
@@ -138,6 +139,9 @@ class _Effects:
 #: Recomputes some cached features of a profile as of a minute; returns the
 #: segments whose conditions may have flipped (see :func:`_compile_refresh`).
 _Steps = Callable[[Profile, int, dict[str, Any]], int]
+#: What an event that fed a stream may change in the timers: (stream index, has a wake
+#: window, res, span, threshold mode, window source, [(recency source, kind, offsets)])
+_Wake = tuple[int, bool, int, int, Any, int, tuple[tuple[int, str, tuple[int, ...]], ...]]
 
 
 @dataclass(frozen=True)
@@ -311,6 +315,7 @@ class SegmentEngine:
             for j, kind, offsets in entries
         }
         self._timer_steps: dict[tuple[int, ...], _Steps] = {}
+        self._event_plans: dict[tuple[int, ...], tuple[_Steps, tuple[_Wake, ...]]] = {}
 
     def _threshold_mode(self, index: int) -> tuple[str, tuple[float, ...]] | None:
         """``("count"|"distinct", thresholds)`` when only thresholds of the count matter.
@@ -341,20 +346,21 @@ class SegmentEngine:
             oldest = _oldest(state, None)
             return None if oldest is None else (oldest + span) * res
         kind, marks = mode
-        if kind == "count":
-            value, items = state.count, (b[1] for b in state.buckets)
-            minutes = (b[0] for b in state.buckets)
-        else:
-            value, items = len(state.values), (1 for _ in state.values)
-            minutes = iter(state.values.values())
+        value = state.count if kind == "count" else len(state.values)
         at = bisect.bisect_right(marks, value)
         if at == 0 or value == 0:
             return None  # only decreases until the next event: no threshold below
-        need, dropped = value - marks[at - 1], 0
-        for steps, (count, minute) in enumerate(zip(items, minutes, strict=False)):
-            dropped += count
-            if dropped >= need or steps >= 255:  # a long walk resumes at the next wake
-                return (minute + span) * res
+        need = value - marks[at - 1]
+        # a long walk stops at the 256th bucket or value and resumes at the next wake
+        if kind != "count":  # one per value: the value whose expiry drops `need`
+            skip = max(0, min(math.ceil(need) - 1, 255))
+            minute = next(itertools.islice(state.values.values(), skip, None), None)
+            return None if minute is None else (minute + span) * res
+        dropped = 0
+        for steps, bucket in enumerate(state.buckets):
+            dropped += bucket[1]
+            if dropped >= need or steps >= 255:
+                return (bucket[0] + span) * res
         return None
 
     def _names_for(self, touched: tuple[int, ...]) -> tuple[str, ...]:
@@ -409,7 +415,15 @@ class SegmentEngine:
         steps = self._step_cache.get(names)
         if steps is None:
             steps = self._step_cache[names] = _compile_refresh(
-                [(n, self.plan.readers[n], self._flips.get(n)) for n in names]
+                [
+                    (
+                        n,
+                        self.plan.readers[n],
+                        self._flips.get(n),
+                        self.plan.reader_source(n, f"x{i}_"),
+                    )
+                    for i, n in enumerate(names)
+                ]
             )
         return steps
 
@@ -583,31 +597,35 @@ class SegmentEngine:
         oldest = _oldest(state, None)
         return None if oldest is None else (oldest + span) * res
 
-    def _wake_after_event(self, p: Profile, touched: list[int], ts_us: int, minute: int) -> bool:
+    def _wake_after_event(
+        self, p: Profile, wakes: tuple[_Wake, ...], ts_us: int, minute: int
+    ) -> bool:
         best = p.wake
         timers = p.timers
         event_minute = ts_us // MINUTE_US
-        for index in touched:
-            window = self.wake_windows.get(index)
-            if window is not None:
-                res, span = window
-                mode = self.wake_modes.get(index)
+        streams = p.streams
+        for index, windowed, res, span, mode, source, recency in wakes:
+            if windowed:
                 if mode is None:
                     expiry: int | None = (event_minute // res + span) * res
                 else:
-                    expiry = self._band_wake(p.streams[index], mode, res, span)
+                    expiry = self._band_wake(streams[index], mode, res, span)
                 if expiry is not None:
                     if best is None or expiry < best:
                         best = expiry
                     if timers is not None:
-                        _lower(timers, self.window_source[index], expiry)
-            for j, kind, offsets in self.recency_sources.get(index, ()):
-                candidate = _recency_wake(p.streams[index], kind, offsets, minute)
+                        held = timers.get(source)
+                        if held is None or expiry < held:
+                            timers[source] = expiry
+            for j, kind, offsets in recency:
+                candidate = _recency_wake(streams[index], kind, offsets, minute)
                 if candidate is not None:
                     if best is None or candidate < best:
                         best = candidate
                     if timers is not None:
-                        _lower(timers, j, candidate)
+                        held = timers.get(j)
+                        if held is None or candidate < held:
+                            timers[j] = candidate
         if best != p.wake:
             p.wake = best
             return True
@@ -751,27 +769,49 @@ class SegmentEngine:
     ) -> None:
         if batch.user_id[i] == p.person:
             p.known = True
-        was = self._visible(p)
+        was = p.consent and not p.bot and p.person not in self.flagged
         consent = batch.consent[i]
-        p.note_consent(batch.ts[i], consent)
+        ts = batch.ts[i]
+        p.note_consent(ts, consent)
         if self.detect_bots and not p.bot and self._is_bot(batch.context[i]):
             p.bot = True
-        mask, touched = 0, []
+        mask = 0
+        touched: tuple[int, ...] = ()
+        wakes: tuple[_Wake, ...] = ()
         kind = batch.type[i]
         if consent:
             plan = self.plan
             props = _parse(batch.properties[i]) if plan.needs_properties(kind) else None
-            if plan.add_event(p, kind, batch.ts[i], minute, props, batch.event_id[i]):
-                touched = plan.touched
-                mask = self._refresh(p, self._steps_for(tuple(touched)), minute)
+            if plan.add_event(p, kind, ts, minute, props, batch.event_id[i]):
+                touched = tuple(plan.touched)
+                steps, wakes = self._event_plan(touched)
+                assert p.cache is not None
+                mask = steps(p, minute, p.cache)
             if kind == "identify" and self.trait_names:
                 mask |= self._refresh(p, self._steps(self.trait_names), minute)
-        if fresh or was != self._visible(p):
+        if fresh or was != (p.consent and not p.bot and p.person not in self.flagged):
             mask = self.all_mask  # a new profile may match with nothing changed
         if mask:
             self._evaluate(p, mask, minute, clock, "event", eff)
-        if touched and self._wake_after_event(p, touched, batch.ts[i], minute):
+        if touched and self._wake_after_event(p, wakes, ts, minute):
             eff.wakes[p.person] = p.wake  # type: ignore[assignment]
+
+    def _event_plan(self, touched: tuple[int, ...]) -> tuple[_Steps, tuple[_Wake, ...]]:
+        """The refresh and the timer entries of an event that fed these streams (memoized)."""
+        found = self._event_plans.get(touched)
+        if found is None:
+            wakes = []
+            for index in touched:
+                window = self.wake_windows.get(index)
+                recency = tuple(self.recency_sources.get(index, ()))
+                if window is None and not recency:
+                    continue
+                res, span = window if window is not None else (0, 0)
+                source = self.window_source.get(index, -1)
+                wakes.append((index, window is not None, res, span, self.wake_modes.get(index),
+                              source, recency))  # fmt: skip
+            found = self._event_plans[touched] = (self._steps_for(touched), tuple(wakes))
+        return found
 
     def _merge(
         self, profiles: Profiles, anon: str, user: str, minute: int, clock: int, eff: _Effects
@@ -1028,18 +1068,23 @@ class SegmentEngine:
         return {key: sizes.get(key, 0) for key in self.keys}
 
 
-def _compile_refresh(steps: list[tuple[str, Any, Any]]) -> _Steps:
+def _compile_refresh(steps: list[tuple[str, Any, Any, Any]]) -> _Steps:
     """One function recomputing these features in order (readers see earlier results).
 
-    ``steps``: ``(feature, reader, flip mask function or None)``. A value that
-    did not change (``None`` differs from everything) costs no flip test.
+    ``steps``: ``(feature, reader, flip mask function or None, reader source or
+    None)``; readers with a source are inlined. A value that did not change
+    (``None`` differs from everything) costs no flip test.
     """
     names: dict[str, Any] = {}
     lines = ["def refresh(p, minute, cache):", "    mask = 0"]
-    for i, (name, reader, flip) in enumerate(steps):
+    for i, (name, reader, flip, source) in enumerate(steps):
         names[f"k{i}"], names[f"r{i}"], names[f"f{i}"] = name, reader, flip
+        if source is None:
+            lines.append(f"    new = r{i}(p, minute, cache)")
+        else:
+            lines += ["    " + line for line in source[0]]
+            names.update(source[1])
         lines += [
-            f"    new = r{i}(p, minute, cache)",
             f"    old = cache[k{i}]",
             "    if not (new == old) or (new is None) != (old is None):",
             f"        cache[k{i}] = new",
@@ -1049,12 +1094,6 @@ def _compile_refresh(steps: list[tuple[str, Any, Any]]) -> _Steps:
     lines.append("    return mask")
     exec("\n".join(lines), names)  # source built above from names and indexes only
     return names["refresh"]
-
-
-def _lower(timers: dict[int, int], source: int, minute: int) -> None:
-    held = timers.get(source)
-    if held is None or minute < held:
-        timers[source] = minute
 
 
 def _bits(mask: int) -> Iterable[int]:
