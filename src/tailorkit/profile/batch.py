@@ -285,25 +285,32 @@ def _rfm_sums(rfm: Rfm, table: ir.Table, paths: _Paths, at: datetime) -> dict[st
     }
 
 
-def _with_rfm(sums: ir.Table, at: datetime) -> ir.Table:
+def _rfm_scores(sums: ir.Table, at: datetime) -> ir.Table:
     """Quintile scores: ``ceil(5 * share)``, share = fraction of buyers doing no better.
 
-    Buyers are the persons with a counted purchase (also those whose consent
-    is withdrawn later: they stay in the ranking, as they do online).
+    Buyers are the persons with a counted purchase, whatever their latest
+    consent says (the ranking population does not depend on who is profiled).
     """
-    buyer = sums._rfm_f > 0
-    sums = sums.mutate(_buyer=buyer, _r=_recency(sums._rfm_last, at))
-    n = sums.person_id.count().over(group_by=sums._buyer)
+    buyers = sums.filter(sums._rfm_f > 0)
+    buyers = buyers.select(
+        "person_id",
+        _r=_recency(buyers._rfm_last, at),
+        _f=buyers._rfm_f,
+        _m=buyers._rfm_m,
+        _n=buyers.person_id.count().over(),
+    )
 
     def score(col: ir.Column, better_low: bool) -> ir.IntegerValue:
         # how many buyers are strictly better: ranks, exact integers (no float quantiles)
-        order = col.asc() if better_low else col.desc()
-        ahead = ibis.rank().over(group_by=sums._buyer, order_by=order)
-        value = ((RFM_SCORES * (n - ahead) + n - 1) // n).cast("int64")
-        return ibis.cases((sums._buyer, value), else_=ibis.null("int64"))
+        ahead = ibis.rank().over(order_by=col.asc() if better_low else col.desc())
+        no_better = buyers._n - ahead
+        return ((RFM_SCORES * no_better + buyers._n - 1) // buyers._n).cast("int64")
 
-    scored = sums.mutate(
-        rfm_r=score(sums._r, True), rfm_f=score(sums._rfm_f, False), rfm_m=score(sums._rfm_m, False)
+    scored = buyers.select(
+        "person_id",
+        rfm_r=score(buyers._r, True),
+        rfm_f=score(buyers._f, False),
+        rfm_m=score(buyers._m, False),
     )
     return scored.mutate(rfm_score=scored.rfm_r + scored.rfm_f + scored.rfm_m)
 
@@ -383,7 +390,8 @@ def profile_table(
         aggregates.update(_rfm_sums(features.rfm, rows, paths, at))
     table = rows.group_by("person_id").aggregate(**aggregates, **_consent(rows))
     if features.rfm is not None:
-        table = _with_rfm(table, at)
+        rfm = _rfm_scores(table, at)
+        table = table.left_join(rfm, "person_id").drop("person_id_right")
     # profiled: the latest event has consent (a refusal at the same instant wins)
     table = table.filter(
         table._consent_at.notnull()
@@ -398,8 +406,21 @@ def profile_table(
     return _with_derived(features, table, at)
 
 
+def _inputs(feature: Ratio | Recency | Score) -> set[str]:
+    if isinstance(feature, Ratio):
+        return {feature.numerator, feature.denominator}
+    if isinstance(feature, Recency):
+        return {feature.of}
+    return {name for name, _ in feature.weights}
+
+
 def _with_derived(features: FeatureSet, table: ir.Table, at: datetime) -> ir.Table:
-    for name, f in features.features.items():
-        if isinstance(f, Ratio | Recency | Score):
-            table = table.mutate(**{name: _derived(f, table, at)})
+    pending = {n: f for n, f in features.features.items() if isinstance(f, Ratio | Recency | Score)}
+    # one projection per level of dependency, not per feature: compiling a deep stack of
+    # projections costs Ibis more than the query costs the warehouse
+    while pending:
+        ready = {n: f for n, f in pending.items() if _inputs(f) <= set(table.columns)}
+        assert ready, f"derived features without their inputs: {sorted(pending)}"
+        table = table.mutate(**{n: _derived(f, table, at) for n, f in ready.items()})
+        pending = {n: f for n, f in pending.items() if n not in ready}
     return table.select("person_id", *features.names)
