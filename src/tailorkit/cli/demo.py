@@ -184,8 +184,8 @@ def start_models(directory: Path, models: str, after: str | None = None) -> thre
     """Train the demo's models in a background thread (the dashboard shows "training…").
 
     With ``after`` (the server's URL), training waits until ``/healthz``
-    answers: the server's start (replaying the history into the online
-    profiles) is pure Python and would share the interpreter with it.
+    says the profiles are rebuilt: that replay of the history is pure Python
+    and would share the interpreter with it.
     """
     if models == "none":
         return None
@@ -196,12 +196,13 @@ def start_models(directory: Path, models: str, after: str | None = None) -> thre
 
 
 def wait_until_up(url: str, poll: float = 1.0) -> None:
-    """Return once ``GET url/healthz`` answers 200."""
+    """Return once ``GET url/healthz`` answers 200 with the online profiles rebuilt."""
     import httpx
 
     while True:
         try:
-            if httpx.get(url.rstrip("/") + "/healthz", timeout=5).status_code == 200:
+            health = httpx.get(url.rstrip("/") + "/healthz", timeout=5)
+            if health.status_code == 200 and health.json().get("profiles") == "ready":
                 return
         except httpx.HTTPError:
             pass

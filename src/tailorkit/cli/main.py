@@ -244,8 +244,8 @@ def demo(
     if serve_after:
         console.print(f"serving on {summary['url']}  (admin key: {summary['admin_key']})")
         console.print(
-            "the server answers once the stored events are replayed into the online profiles; "
-            "the models train after that"
+            "the server answers within seconds; the online profiles are rebuilt from the "
+            "stored events in the background (/healthz says when), then the models train"
         )
         from tailorkit.cli.demo import start_models, start_traffic
 

@@ -154,9 +154,9 @@ class ProfilesService:
                 if not batches:
                     self._pending = None  # the hook applies batches directly from now on
                     return
-            for events in batches:
-                fresh = events.filter(pc.invert(pc.is_in(events["event_id"], replayed)))
-                self.engine.on_stored(fresh)
+            # one look-up per round: each builds a hash table of every replayed id
+            events = pa.concat_tables(batches, promote_options="permissive")
+            self.engine.on_stored(events.filter(pc.invert(pc.is_in(events["event_id"], replayed))))
 
     def _backfill(self) -> ChangeSink | None:
         """Where the start-up replay's changes go: stored when no change ever was, else nowhere.
@@ -164,12 +164,12 @@ class ProfilesService:
         History loaded in bulk (``tailorkit ingest``, the demo) has no
         membership events; storing the replay's changes (the same events a
         live server would have written, no webhooks) lets analyses read the
-        segments users held at exposure time. They are stored synchronously
-        (the replay thread waits for each commit).
+        segments users held at exposure time. They are queued for the writer
+        thread, the only user of the collector's parsing connection.
         """
         if has_segment_events(self.state.warehouse):
             return None
-        return ChangeSink(self.definitions, self.state.collector, None, asynchronous=False)
+        return ChangeSink(self.definitions, self.state.collector, None)
 
     def stop(self) -> None:
         """Stop the sweeper and the webhook workers."""
