@@ -166,8 +166,8 @@ class WindowState:
         self.count = 0
         self.total = 0
         extremes = stream is not None and stream.extremes
-        self.lo: deque[list[int]] | None = deque() if extremes else None
-        self.hi: deque[list[int]] | None = deque() if extremes else None
+        self.lo: deque[tuple[int, int]] | None = deque() if extremes else None
+        self.hi: deque[tuple[int, int]] | None = deque() if extremes else None
         distinct = stream is not None and stream.distinct
         self.values: OrderedDict[Any, int] | None = OrderedDict() if distinct else None
         self.newest = -(1 << 62)  # the latest bucket a distinct value was seen in
@@ -224,10 +224,10 @@ class WindowState:
         assert lo is not None and hi is not None
         while lo and lo[-1][1] >= units:
             lo.pop()
-        lo.append([minute, units])
+        lo.append((minute, units))
         while hi and hi[-1][1] <= units:
             hi.pop()
-        hi.append([minute, units])
+        hi.append((minute, units))
 
     def rebuild_wedges(self) -> None:
         """Recompute the min/max wedges from the buckets (after a late event or a merge)."""
@@ -240,10 +240,10 @@ class WindowState:
                 continue
             while self.lo and self.lo[-1][1] >= low:
                 self.lo.pop()
-            self.lo.append([minute, low])
+            self.lo.append((minute, low))
             while self.hi and self.hi[-1][1] <= high:
                 self.hi.pop()
-            self.hi.append([minute, high])
+            self.hi.append((minute, high))
 
     def _distinct(self, key: Any, minute: int, cap: int) -> None:
         values = self.values
@@ -666,7 +666,7 @@ def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int
     skipped, the feed, and the trim that bounds memory. Plain counts in a
     window (most streams) are updated in place without a call.
     """
-    names: dict[str, Any] = {"EMPTY": _EMPTY, "MINUTE_US": MINUTE_US}
+    names: dict[str, Any] = {"EMPTY": _EMPTY, "MINUTE_US": MINUTE_US, "floor": math.floor}
     lines = [
         "def add(states, ts_us, clock_minute, props):",
         "    minute = ts_us // MINUTE_US",
@@ -688,8 +688,15 @@ def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int
             "if state is None:",
             f"    state = states[{i}] = new{i}()",
         ]
+        if stream.path:
+            names.update({f"p{i}_{j}": part for j, part in enumerate(stream.path)})
+            body += _value_source(stream)
         if stream.window is None:
-            body += [f"feed{i}(state, minute, ts_us, props)", f"touched.append({i})"]
+            if stream.path:
+                body.append(f"state.add(ts_us, u, k, {stream.cap})")
+            else:
+                body.append(f"feed{i}(state, minute, ts_us, props)")
+            body.append(f"touched.append({i})")
         else:
             res, span = stream.res, stream.span
             body += [
@@ -708,13 +715,37 @@ def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int
                     "    if buckets[0][0] <= cutoff:",
                     "        state.expire(cutoff)",
                 ]
+            elif stream.distinct and not stream.amounts and stream.only_distinct:
+                body += [
+                    "    if k is not None:",
+                    f"        state._distinct(k, bucket, {stream.cap})",
+                    "    state.trim(cutoff)",
+                ]
             else:
-                body += [f"    feed{i}(state, bucket, ts_us, props)", "    state.trim(cutoff)"]
+                body += [f"    state.add(bucket, u, k, {stream.cap})", "    state.trim(cutoff)"]
             body.append(f"    touched.append({i})")
         lines += [pad + line for line in body]
     lines.append("    return touched")
     exec("\n".join(lines), names)  # source built above from stream indexes and numbers only
     return names["add"]
+
+
+def _value_source(stream: Stream) -> list[str]:
+    """Lines setting ``u`` (:func:`to_units`) and ``k`` (:func:`distinct_key`) of the
+    stream's property value (:meth:`Stream.value_of`), as its feeder computes them."""
+    i = stream.index
+    lines = ["v = props"]
+    lines += [f"v = v.get(p{i}_{j}) if type(v) is dict else None" for j in range(len(stream.path))]
+    lines.append("t = type(v)")
+    if stream.amounts:
+        lines.append("u = floor(v * 1e6 + 0.5) if t is int or t is float else None")
+    else:
+        lines.append("u = None")
+    if stream.distinct:
+        lines.append("k = str(v) if t is str else (float(v) if t is int or t is float else None)")
+    else:
+        lines.append("k = None")
+    return lines
 
 
 def _window_reader(index: int, res: int, span: int, kind: str, empty: Any) -> Reader:
