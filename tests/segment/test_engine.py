@@ -279,3 +279,39 @@ def test_an_event_from_the_future_does_not_move_everybodys_windows(
     engine.process(events_table([ev("page_view", now + timedelta(days=3), user="u2")]))
     assert engine.clock_us <= to_us(now) + 6 * MINUTE_US
     assert engine.features("u1")["views_24h"] == 1  # not expired by the bogus date
+
+
+SCORED = parse_definitions(
+    {
+        "features": {
+            "views_1h": {"count": {"events": ["product_view"], "window": "60m"}},
+            "carts_2h": {"count": {"events": ["add_to_cart"], "window": "120m"}},
+            "activity": {"score": {"weights": {"views_1h": 1, "carts_2h": 1}}},
+        },
+        "segments": {"active": {"condition": {"activity": {"$gte": 3}}}},
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("views", "carts"),
+    [
+        ([0, 0], [30]),  # the last event (a cart) reaches the bound
+        ([0], [50, 50]),  # carts reach it while the views (no timer below it) expire first
+    ],
+)
+def test_a_score_that_windows_lower_leaves_when_its_first_input_expires(
+    rec: Recorder, views: list[int], carts: list[int]
+) -> None:
+    engine = SegmentEngine(SCORED, on_changes=rec)
+    assert engine.falling_scores == {"activity"}  # expiry checked only above the bound
+    rows = [ev("product_view", T0 + timedelta(minutes=m)) for m in views]
+    rows += [ev("add_to_cart", T0 + timedelta(minutes=m)) for m in carts]
+    engine.process(events_table(sorted(rows, key=lambda r: r["timestamp"])))
+    engine.advance_to(T0 + timedelta(hours=5))
+    entered = T0 + timedelta(minutes=max(views + carts))
+    # views leave 60 minutes after 10:00: the score falls to 1 or 2 then
+    assert rec.of("active") == [
+        ("u1", "entered", entered, "event"),
+        ("u1", "exited", T0 + timedelta(minutes=60), "window"),
+    ]

@@ -50,6 +50,9 @@ DOC: dict[str, Any] = {
         "age_days": {"recency": "first_seen"},
         "cart_rate": {"ratio": ["carts_24h", "views_2d"]},
         "score": {"score": {"weights": {"views_2d": 1.5, "spend": 0.1}, "transform": "log1p"}},
+        # counts read only by a score (and by thresholds): expiry checked only above its bound
+        "pages_1d": {"count": {"events": ["page"], "window": "1d"}},
+        "activity": {"score": {"weights": {"pages_1d": 1, "views_30m": 0.5}}},
         "tier": {"trait": {"key": "tier", "type": "string"}},
         "vip_flag": {"trait": {"key": "vip", "type": "boolean"}},
     },
@@ -76,6 +79,7 @@ DOC: dict[str, Any] = {
         "red": {"condition": {"red_views": {"$in": [1, 2]}}},
         "gold": {"condition": {"tier": {"$in": ["gold", "platinum"]}, "vip_flag": {"$ne": False}}},
         "engaged": {"condition": {"score": {"$gte": 2.2}}},
+        "active": {"condition": {"activity": {"$gte": 2}}},
     },
 }
 DEFS = parse_definitions(DOC)

@@ -65,13 +65,14 @@ from tailorkit.profile.definitions import (
     SYSTEM_EVENT_TYPES,
     Aggregate,
     Recency,
+    Score,
     Trait,
 )
 from tailorkit.profile.online import Profile, ProfilePlan, merge_profiles
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, iso, to_us
 from tailorkit.segment.definitions import ENTERED, EXITED, Definitions, time_dependent
 from tailorkit.segment.explain import explain
-from tailorkit.segment.triggers import Atom, atoms, flip_mask, points
+from tailorkit.segment.triggers import Atom, atoms, flip_mask, points, truth
 from tailorkit.store.profiles import MemoryProfileStore, Profiles, ProfileStore
 from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA
 
@@ -142,6 +143,8 @@ _Steps = Callable[[Profile, int, dict[str, Any]], int]
 #: What an event that fed a stream may change in the timers: (stream index, has a wake
 #: window, res, span, threshold mode, window source, [(recency source, kind, offsets)])
 _Wake = tuple[int, bool, int, int, Any, int, tuple[tuple[int, str, tuple[int, ...]], ...]]
+#: ("count"|"distinct", thresholds, ((falling score, its lower bounds), ...))
+_Mode = tuple[str, tuple[float, ...], tuple[tuple[str, tuple[Atom, ...]], ...]]
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,8 @@ class SegmentEngine:
             if stream.window is not None and self.stream_mask[stream.index]:
                 self.wake_windows[stream.index] = (stream.res, stream.span)
         # streams whose expiry matters only when a count reaches a threshold
-        self.wake_modes: dict[int, tuple[str, tuple[float, ...]]] = {}
+        self.wake_modes: dict[int, _Mode] = {}
+        self.falling_scores: set[str] = set()
         for index in self.wake_windows:
             mode = self._threshold_mode(index)
             if mode is not None:
@@ -315,14 +319,29 @@ class SegmentEngine:
             for j, kind, offsets in entries
         }
         self._timer_steps: dict[tuple[int, ...], _Steps] = {}
+        # streams to re-arm when segments reading their falling scores may have flipped
+        self.rearm: list[tuple[int, int, int, int, int]] = []
+        for index, mode in self.wake_modes.items():
+            bits = 0
+            for score, _ in mode[2]:
+                for bit, _ in self.direct.get(score, ()):
+                    bits |= 1 << bit
+            if bits:
+                res, span = self.wake_windows[index]
+                self.rearm.append((bits, index, res, span, self.window_source[index]))
+        self.falling_bits = 0
+        for bits, *_ in self.rearm:
+            self.falling_bits |= bits
         self._event_plans: dict[tuple[int, ...], tuple[_Steps, tuple[_Wake, ...]]] = {}
 
-    def _threshold_mode(self, index: int) -> tuple[str, tuple[float, ...]] | None:
-        """``("count"|"distinct", thresholds)`` when only thresholds of the count matter.
+    def _threshold_mode(self, index: int) -> _Mode | None:
+        """``("count"|"distinct", thresholds, scores)`` when only thresholds matter.
 
         True when every feature of the stream is a count (or every one a
         distinct count), read by segment conditions directly and only through
-        numeric comparisons, and not used by any derived feature.
+        numeric comparisons, and otherwise only by :meth:`_falling_score` s:
+        expiry lowers those, so it matters only while one of their lower
+        bounds holds (``scores``: each with its comparisons).
         """
         features = self.definitions.features
         names = self.plan.stream_features(index)
@@ -330,22 +349,56 @@ class SegmentEngine:
         if kinds not in ({"count"}, {"distinct"}):
             return None
         numbers: set[float] = set()
+        scores: dict[str, tuple[Atom, ...]] = {}
         for name in names:
-            if any(n != name and n in self.users for n in self.plan.downstream([name])):
-                return None  # a ratio or score reads it: every expiry matters
+            for n in self.plan.downstream([name]):
+                if n == name or n not in self.users:
+                    continue
+                bounds = self._falling_score(n)
+                if bounds is None:
+                    return None  # a ratio or score reads it: every expiry matters
+                scores[n] = bounds
             for _, found in self.direct.get(name, ()):
                 if found is None:
                     return None
                 numbers.update(points(found))
-        return (kinds.pop(), tuple(sorted(numbers)))
+        self.falling_scores.update(scores)
+        return (kinds.pop(), tuple(sorted(numbers)), tuple(sorted(scores.items())))
 
-    def _stream_wake(self, state: Any, index: int, res: int, span: int) -> int | None:
+    def _falling_score(self, name: str) -> tuple[Atom, ...] | None:
+        """The comparisons of a score that expiry can only lower, if it is one.
+
+        A score of aggregates with non-negative weights only falls when a
+        window count expires; read by segments only through lower bounds
+        (``$gt``/``$gte``) and by no other feature, a fall matters only while
+        a bound holds. ``None`` otherwise.
+        """
+        features = self.definitions.features
+        f = features.features.get(name)
+        if not isinstance(f, Score) or f.transform not in ("linear", "log1p"):
+            return None
+        if any(not (w >= 0.0 and math.isfinite(w)) for _, w in f.weights):
+            return None
+        if not all(isinstance(features.features.get(n), Aggregate) for n, _ in f.weights):
+            return None
+        if any(n != name and n in self.users for n in self.plan.downstream([name])):
+            return None
+        bounds: set[Atom] = set()
+        for _, found in self.direct.get(name, ()):
+            if found is None or any(kind not in ("gt", "ge") for kind, _ in found):
+                return None
+            bounds.update(found)
+        return tuple(sorted(bounds))
+
+    def _stream_wake(
+        self, state: Any, index: int, res: int, span: int, cache: dict[str, Any] | None
+    ) -> int | None:
         """The first minute at which this stream's expiry may change a segment."""
         mode = self.wake_modes.get(index)
-        if mode is None:
+        if mode is None or _holds(mode[2], cache):
             oldest = _oldest(state, None)
             return None if oldest is None else (oldest + span) * res
-        kind, marks = mode
+        kind, marks, _ = mode
         value = state.count if kind == "count" else len(state.values)
         at = bisect.bisect_right(marks, value)
         if at == 0 or value == 0:
@@ -368,7 +421,12 @@ class SegmentEngine:
         names = self._refresh_names.get(touched)
         if names is None:
             fed = [n for i in touched for n in self.plan.stream_features(i)]
-            names = tuple(n for n in self.plan.downstream(fed) if n in self.users)
+            wanted = {n for n in self.plan.downstream(fed) if n in self.users}
+            # a falling score is recomputed from fresh inputs: theirs may lag (see _timer_step)
+            features = self.definitions.features
+            for n in wanted & self.falling_scores:
+                wanted.update(features.inputs(n))
+            names = tuple(n for n in features.names if n in wanted)
             self._refresh_names[touched] = names
         return names
 
@@ -485,7 +543,7 @@ class SegmentEngine:
                 values and next(iter(values.values())) <= cutoff
             ):
                 state.expire(cutoff)
-            candidate = self._stream_wake(state, index, res, span)
+            candidate = self._stream_wake(state, index, res, span, p.cache)
             if candidate is not None:
                 timers[j] = candidate
         for index, entries in self.recency_sources.items():
@@ -526,7 +584,7 @@ class SegmentEngine:
                 if state is not None:
                     cutoff = at // res - span
                     state.trim(cutoff)
-                    candidate = self._stream_wake(state, index, res, span)
+                    candidate = self._stream_wake(state, index, res, span, p.cache)
             else:
                 index, kind, offsets = self.recency_by_source[j]
                 candidate = _recency_wake(streams[index], kind, offsets, at)
@@ -534,6 +592,8 @@ class SegmentEngine:
                 del timers[j]
             else:
                 timers[j] = candidate
+        if mask & self.falling_bits:
+            self._rearm(p, mask, at)
         p.wake = min(timers.values()) if timers else None
 
     def _due_names(self, p: Profile, minute: int) -> tuple[str, ...]:
@@ -581,27 +641,30 @@ class SegmentEngine:
             self._evaluate(p, self.all_mask, minute, clock, "window", eff)
 
     def _band_wake(
-        self, state: Any, mode: tuple[str, tuple[float, ...]], res: int, span: int
+        self, state: Any, mode: _Mode, res: int, span: int, cache: dict[str, Any] | None
     ) -> int | None:
         """After one more event: an earlier check is due only if a threshold was just reached.
 
         Otherwise the count only moved away from the thresholds below it and
-        the check already scheduled comes no later than the crossing.
+        the check already scheduled comes no later than the crossing (a
+        score's bound that holds arms the first expiry, as it may not have been).
         """
         value = state.count if mode[0] == "count" else len(state.values)
         marks = mode[1]
         at = bisect.bisect_right(marks, value)
         reached = at > 0 and marks[at - 1] > value - 1
-        if not reached and value != 1:
-            return None
+        if not reached and (value != 1 or at == 0) and not _holds(mode[2], cache):
+            return None  # (at 1 with every threshold above: nothing to cross)
         oldest = _oldest(state, None)
         return None if oldest is None else (oldest + span) * res
 
     def _wake_after_event(
         self, p: Profile, wakes: tuple[_Wake, ...], ts_us: int, minute: int
-    ) -> bool:
-        best = p.wake
+    ) -> None:
         timers = p.timers
+        if timers is None:
+            self._lower_wake(p, wakes, ts_us, minute)
+            return
         event_minute = ts_us // MINUTE_US
         streams = p.streams
         for index, windowed, res, span, mode, source, recency in wakes:
@@ -609,27 +672,35 @@ class SegmentEngine:
                 if mode is None:
                     expiry: int | None = (event_minute // res + span) * res
                 else:
-                    expiry = self._band_wake(streams[index], mode, res, span)
+                    expiry = self._band_wake(streams[index], mode, res, span, p.cache)
                 if expiry is not None:
-                    if best is None or expiry < best:
-                        best = expiry
-                    if timers is not None:
-                        held = timers.get(source)
-                        if held is None or expiry < held:
-                            timers[source] = expiry
-            for j, kind, offsets in recency:
+                    held = timers.get(source)
+                    if held is None or expiry < held:
+                        timers[source] = expiry
+            for j, kind, offsets in recency:  # exact from the new first/last: replaced
                 candidate = _recency_wake(streams[index], kind, offsets, minute)
-                if candidate is not None:
-                    if best is None or candidate < best:
-                        best = candidate
-                    if timers is not None:
-                        held = timers.get(j)
-                        if held is None or candidate < held:
-                            timers[j] = candidate
-        if best != p.wake:
-            p.wake = best
-            return True
-        return False
+                if candidate is None:
+                    timers.pop(j, None)
+                else:
+                    timers[j] = candidate
+        p.wake = min(timers.values()) if timers else None
+
+    def _lower_wake(self, p: Profile, wakes: tuple[_Wake, ...], ts_us: int, minute: int) -> None:
+        """Without timers (a profile loaded from a shared store): only ever earlier."""
+        best = p.wake
+        event_minute = ts_us // MINUTE_US
+        streams = p.streams
+        for index, windowed, res, span, mode, _, recency in wakes:
+            candidates = [_recency_wake(streams[index], k, o, minute) for _, k, o in recency]
+            if windowed:
+                if mode is None:
+                    candidates.append((event_minute // res + span) * res)
+                else:
+                    candidates.append(self._band_wake(streams[index], mode, res, span, p.cache))
+            for candidate in candidates:
+                if candidate is not None and (best is None or candidate < best):
+                    best = candidate
+        p.wake = best
 
     # -- ingestion ---------------------------------------------------------------
 
@@ -793,8 +864,31 @@ class SegmentEngine:
             mask = self.all_mask  # a new profile may match with nothing changed
         if mask:
             self._evaluate(p, mask, minute, clock, "event", eff)
-        if touched and self._wake_after_event(p, wakes, ts, minute):
-            eff.wakes[p.person] = p.wake  # type: ignore[assignment]
+        start = p.wake
+        if touched:
+            self._wake_after_event(p, wakes, ts, minute)
+        if mask & self.falling_bits:
+            self._rearm(p, mask, minute)
+        if p.wake != start and p.wake is not None:
+            eff.wakes[p.person] = p.wake
+
+    def _rearm(self, p: Profile, mask: int, minute: int) -> None:
+        """A falling score may have risen to a bound: its streams' expiry matters again."""
+        timers = p.timers
+        for bits, index, res, span, source in self.rearm:
+            state = p.streams[index]
+            if not mask & bits or state is None:
+                continue
+            state.trim(minute // res - span)
+            candidate = self._stream_wake(state, index, res, span, p.cache)
+            if candidate is None:
+                continue
+            if timers is not None:
+                held = timers.get(source)
+                if held is None or candidate < held:
+                    timers[source] = candidate
+            if p.wake is None or candidate < p.wake:
+                p.wake = candidate
 
     def _event_plan(self, touched: tuple[int, ...]) -> tuple[_Steps, tuple[_Wake, ...]]:
         """The refresh and the timer entries of an event that fed these streams (memoized)."""
@@ -1066,6 +1160,15 @@ class SegmentEngine:
         """Online segment sizes."""
         sizes = self.store.sizes()
         return {key: sizes.get(key, 0) for key in self.keys}
+
+
+def _holds(scores: tuple[tuple[str, tuple[Atom, ...]], ...], cache: dict[str, Any] | None) -> bool:
+    """Whether a lower bound of one of these scores holds (unknown: assume it does)."""
+    if not scores:
+        return False
+    if cache is None:
+        return True
+    return any(truth(atom, cache.get(name)) for name, found in scores for atom in found)
 
 
 def _compile_refresh(steps: list[tuple[str, Any, Any, Any]]) -> _Steps:
