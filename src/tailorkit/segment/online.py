@@ -72,7 +72,7 @@ from tailorkit.profile.online import Profile, ProfilePlan, merge_profiles
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, iso, to_us
 from tailorkit.segment.definitions import ENTERED, EXITED, Definitions, time_dependent
 from tailorkit.segment.explain import explain
-from tailorkit.segment.triggers import Atom, atoms, flip_mask, points, truth
+from tailorkit.segment.triggers import Atom, atoms, flip_mask, points
 from tailorkit.store.profiles import MemoryProfileStore, Profiles, ProfileStore
 from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA
 
@@ -143,8 +143,8 @@ _Steps = Callable[[Profile, int, dict[str, Any]], int]
 #: What an event that fed a stream may change in the timers: (stream index, has a wake
 #: window, res, span, threshold mode, window source, [(recency source, kind, offsets)])
 _Wake = tuple[int, bool, int, int, Any, int, tuple[tuple[int, str, tuple[int, ...]], ...]]
-#: ("count"|"distinct", thresholds, ((falling score, its lower bounds), ...))
-_Mode = tuple[str, tuple[float, ...], tuple[tuple[str, tuple[Atom, ...]], ...]]
+#: ("count"|"distinct", thresholds, ((falling score, lowest >= bound, lowest > bound), ...))
+_Mode = tuple[str, tuple[float, ...], tuple[tuple[str, float, float], ...]]
 
 
 @dataclass(frozen=True)
@@ -323,7 +323,7 @@ class SegmentEngine:
         self.rearm: list[tuple[int, int, int, int, int]] = []
         for index, mode in self.wake_modes.items():
             bits = 0
-            for score, _ in mode[2]:
+            for score, *_ in mode[2]:
                 for bit, _ in self.direct.get(score, ()):
                     bits |= 1 << bit
             if bits:
@@ -363,7 +363,8 @@ class SegmentEngine:
                     return None
                 numbers.update(points(found))
         self.falling_scores.update(scores)
-        return (kinds.pop(), tuple(sorted(numbers)), tuple(sorted(scores.items())))
+        bounds = tuple((n, _lowest(f, "ge"), _lowest(f, "gt")) for n, f in sorted(scores.items()))
+        return (kinds.pop(), tuple(sorted(numbers)), bounds)
 
     def _falling_score(self, name: str) -> tuple[Atom, ...] | None:
         """The comparisons of a score that expiry can only lower, if it is one.
@@ -653,7 +654,8 @@ class SegmentEngine:
         marks = mode[1]
         at = bisect.bisect_right(marks, value)
         reached = at > 0 and marks[at - 1] > value - 1
-        if not reached and (value != 1 or at == 0) and not _holds(mode[2], cache):
+        scores = mode[2]
+        if not reached and (value != 1 or at == 0) and not (scores and _holds(scores, cache)):
             return None  # (at 1 with every threshold above: nothing to cross)
         oldest = _oldest(state, None)
         return None if oldest is None else (oldest + span) * res
@@ -1162,13 +1164,26 @@ class SegmentEngine:
         return {key: sizes.get(key, 0) for key in self.keys}
 
 
-def _holds(scores: tuple[tuple[str, tuple[Atom, ...]], ...], cache: dict[str, Any] | None) -> bool:
-    """Whether a lower bound of one of these scores holds (unknown: assume it does)."""
+def _holds(scores: tuple[tuple[str, float, float], ...], cache: dict[str, Any] | None) -> bool:
+    """Whether a lower bound (``>= ge`` or ``> gt``) of one of these scores holds.
+
+    Unknown (no cache): assume it does. Null is 0, as in :func:`truth`.
+    """
     if not scores:
         return False
     if cache is None:
         return True
-    return any(truth(atom, cache.get(name)) for name, found in scores for atom in found)
+    for name, ge, gt in scores:
+        x = cache.get(name)
+        if x is None:
+            x = 0.0
+        if x >= ge or x > gt:
+            return True
+    return False
+
+
+def _lowest(found: tuple[Atom, ...], kind: str) -> float:
+    return min((c for k, c in found if k == kind), default=math.inf)
 
 
 def _compile_refresh(steps: list[tuple[str, Any, Any, Any]]) -> _Steps:
