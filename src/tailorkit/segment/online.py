@@ -341,7 +341,7 @@ class SegmentEngine:
         distinct count), read by segment conditions directly and only through
         numeric comparisons, and otherwise only by :meth:`_falling_score` s:
         expiry lowers those, so it matters only while one of their lower
-        bounds holds (``scores``: each with its comparisons).
+        bounds holds (``scores``: each with its lowest ``>=`` and ``>`` bounds).
         """
         features = self.definitions.features
         names = self.plan.stream_features(index)
@@ -363,8 +363,8 @@ class SegmentEngine:
                     return None
                 numbers.update(points(found))
         self.falling_scores.update(scores)
-        bounds = tuple((n, _lowest(f, "ge"), _lowest(f, "gt")) for n, f in sorted(scores.items()))
-        return (kinds.pop(), tuple(sorted(numbers)), bounds)
+        lowest = tuple((n, _lowest(f, "ge"), _lowest(f, "gt")) for n, f in sorted(scores.items()))
+        return (kinds.pop(), tuple(sorted(numbers)), lowest)
 
     def _falling_score(self, name: str) -> tuple[Atom, ...] | None:
         """The comparisons of a score that expiry can only lower, if it is one.
