@@ -673,8 +673,18 @@ class SegmentEngine:
             if windowed:
                 if mode is None:
                     expiry: int | None = (event_minute // res + span) * res
-                else:
-                    expiry = self._band_wake(streams[index], mode, res, span, p.cache)
+                else:  # _band_wake, inlined: most events leave it unchanged
+                    state = streams[index]
+                    value = state.count if mode[0] == "count" else len(state.values)
+                    marks = mode[1]
+                    at = bisect.bisect_right(marks, value)
+                    if (at and (marks[at - 1] > value - 1 or value == 1)) or (
+                        mode[2] and _holds(mode[2], p.cache)
+                    ):
+                        oldest = _oldest(state, None)
+                        expiry = None if oldest is None else (oldest + span) * res
+                    else:
+                        expiry = None
                 if expiry is not None:
                     held = timers.get(source)
                     if held is None or expiry < held:
