@@ -17,9 +17,10 @@ The clock is the latest event time seen (but never more than five minutes
 ahead of the wall clock), or the wall clock when :meth:`advance_to` is called
 with it (the server's sweep does that every few seconds). Every profile whose
 windows or recency thresholds will change its segments is on a timer wheel
-at the exact minute of the next change; the sweep (and any event of that
-person) evaluates those minutes in order, so exits carry the minute the
-window moved, whenever the sweep runs.
+at the minute of the next possible change (never later; each profile keeps
+one timer per window and recency threshold, see :meth:`SegmentEngine._timer_step`);
+the sweep (and any event of that person) evaluates those minutes in order, so
+exits carry the minute the window moved, whenever the sweep runs.
 
 Persons are profiled only while their latest event has personalization
 consent, their events carry no bot user agent and the batch quality job has
