@@ -120,12 +120,19 @@ class ExposureLogger:
             self.flush()
 
     def flush(self) -> int:
-        """Submit everything queued, in batches; returns how many events were submitted."""
+        """Submit what is queued now, in batches; returns how many events were submitted.
+
+        Events queued meanwhile wait for the next flush: looping until the queue
+        is empty would, under steady traffic, commit a handful of events at a
+        time without pause (one store transaction each).
+        """
         sent = 0
-        while self._queue:
+        due = len(self._queue)
+        while due:
             batch: list[dict[str, Any]] = []
-            while self._queue and len(batch) < self.max_batch:
+            while due and len(batch) < self.max_batch:
                 batch.append(self._queue.popleft())
+                due -= 1
             try:
                 future = self.submit(batch)
             except Exception:
