@@ -165,7 +165,11 @@ def test_experiment_page_equals_tailorkit_analyze(browser: Any, demo: Any) -> No
         [r["segment"], r["metric"], r["variation"], r["users"], r["relative"]]
         for r in analysis["segments"]["rows"]
     ]
-    assert segments == expected_rows  # floats printed with repr: exact
+    # the page's analysis is a second run: DuckDB's parallel sums may differ in the last digit
+    assert [row[:4] for row in segments] == [row[:4] for row in expected_rows]
+    for got, want in zip(segments, expected_rows, strict=True):
+        assert (got[4] is None) == (want[4] is None)
+        assert got[4] is None or math.isclose(got[4], want[4], rel_tol=1e-9, abs_tol=1e-12)
     # power for a 10% lift of the primary metric, as `tailorkit power` plans it
     smallest = min(v["users"] for v in analysis["variations"])
     baseline = str(analysis["metrics"][0]["control"]["mean"])
