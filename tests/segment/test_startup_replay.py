@@ -27,6 +27,7 @@ from tailorkit.server import routes_profiles
 from tailorkit.server.app import AppState, create_app
 from tailorkit.server.auth import KeyChecker
 from tailorkit.store.warehouse import Warehouse
+from tests.helpers import event
 
 SEGMENTS = {
     "profiles": {"startup_wait_seconds": 0},
@@ -37,12 +38,11 @@ SEGMENTS = {
 
 def _views(people: list[str], start: datetime, tag: str) -> list[dict[str, Any]]:
     return [
-        {
-            "type": "page_view",
-            "event_id": f"{tag}-{i}",
-            "user_id": person,
-            "timestamp": (start + timedelta(seconds=i)).isoformat(),
-        }
+        event(
+            event_id=f"{tag}-{i}",
+            user_id=person,
+            timestamp=(start + timedelta(seconds=i)).isoformat(),
+        )
         for i, person in enumerate(people)
     ]
 

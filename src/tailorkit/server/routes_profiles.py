@@ -114,8 +114,9 @@ class ProfilesService:
             self.ready.set()
             return  # nothing declared: stay out of the ingestion path
         self.state.collector.on_stored = self._on_stored
-        self._thread = threading.Thread(target=self._replay_then_run, name="tk-profiles")
-        self._thread.daemon = True
+        self._thread = threading.Thread(
+            target=self._replay_then_run, name="tk-profiles", daemon=True
+        )
         self._thread.start()
         self.ready.wait(wait)
 
