@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tailorkit.project.loader import AdmissionSettings
 
-__all__ = ["Admission", "request_class"]
+__all__ = ["Admission", "default_answer", "request_class"]
 
 SHED = Counter("tailorkit_shed_total", "Requests refused by admission control", ["class", "reason"])
 #: how often the event-loop lag is sampled
@@ -118,7 +118,7 @@ class Admission:
 
     async def _shed(self, scope: Scope, send: Send, kind: str) -> None:
         if scope["path"] == "/v1/decide" and scope["method"] == "POST":
-            status, body = 200, _defaults(scope)
+            status, body = 200, default_answer(scope.get("app"), "overloaded")
         else:
             status = 503
             detail = f"overloaded: too many {kind} requests in progress; retry after 1 s"
@@ -128,9 +128,8 @@ class Admission:
         await send({"type": "http.response.body", "body": body})
 
 
-def _defaults(scope: Scope) -> bytes:
-    """Every placement's default content: the decide answer of an overloaded server."""
-    app: Any = scope.get("app")
+def default_answer(app: Any, reason: str) -> bytes:
+    """Every placement's default content, as a decide answer (overloaded server, internal error)."""
     service = getattr(getattr(app, "state", None), "decide", None)
     placements = {}
     if service is not None:
@@ -139,7 +138,7 @@ def _defaults(scope: Scope) -> bytes:
                 "content": placement.default.fallback or "",
                 "variant": placement.default.key,
                 "source": "default",
-                "reason": "overloaded",
+                "reason": reason,
             }
     answer: dict[str, Any] = {
         "user_id": None,

@@ -16,6 +16,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from tailorkit import __version__
 from tailorkit.collect import segment_spec
@@ -211,7 +213,41 @@ def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
+class TailorkitApp(FastAPI):
+    """FastAPI behind admission control, with hot endpoints that skip its middleware stack.
+
+    ``POST /v1/decide`` comes with every page view. Starlette's stack (error and
+    telemetry wrappers, body limit, exception middleware, then the router's
+    ~100 routes and dependency solving) costs about as much CPU as a small
+    decision; a handler in :attr:`hot` is called right after admission control
+    instead and brings its own timing, CORS and error handling.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: (method, path) → ASGI app answering it before the middleware stack
+        self.hot: dict[tuple[str, str], ASGIApp] = {}
+        #: the outermost layer (sheds before any work); None: no admission control
+        self.admission: Admission | None = None
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if self.admission is None:
+            await self._dispatch(scope, receive, send)
+            return
+        scope["app"] = self  # admission answers overloaded decides with the live defaults
+        await self.admission(scope, receive, send)
+
+    async def _dispatch(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            hot = self.hot.get((scope["method"], scope["path"]))
+            if hot is not None:
+                scope["app"] = self
+                await hot(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(project: Project, warehouse: Warehouse | None = None) -> TailorkitApp:
     """Build the application for a loaded project."""
     settings = project.settings
     warehouse = warehouse or Warehouse(settings.store_url)
@@ -240,20 +276,26 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
             publisher.stop()
         profiles.stop()
 
-    app = FastAPI(title="tailorkit", version=__version__, lifespan=lifespan)
+    app = TailorkitApp(title="tailorkit", version=__version__, lifespan=lifespan)
     app.state.tk = state
     app.state.profiles = profiles
     app.state.bus = publisher
-    from tailorkit.server.routes_decide import DecideFastPath  # late: it imports this module
+    from tailorkit.server.routes_decide import DecideEndpoint  # late: it imports this module
 
-    app.add_middleware(DecideFastPath)  # before CORS and timing: they wrap it
+    decide: ASGIApp = DecideEndpoint()
     if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", "x-tailorkit-key", "x-api-key"],
-        )
+
+        def with_cors(inner: ASGIApp) -> ASGIApp:
+            return CORSMiddleware(
+                inner,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "x-tailorkit-key", "x-api-key"],
+            )
+
+        app.add_middleware(with_cors)
+        decide = with_cors(decide)
+    app.hot[("POST", "/v1/decide")] = RequestTiming(decide)
 
     @app.exception_handler(PayloadError)
     async def payload_error(request: Request, exc: PayloadError) -> JSONResponse:
@@ -272,5 +314,5 @@ def create_app(project: Project, warehouse: Warehouse | None = None) -> FastAPI:
 
     app.include_router(dashboard_router)
     openapi_doc.install(app)
-    app.add_middleware(Admission, settings=settings.admission)  # outermost: sheds before any work
+    app.admission = Admission(app._dispatch, settings.admission)
     return app

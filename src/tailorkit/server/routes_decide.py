@@ -29,11 +29,12 @@ import orjson
 import yaml
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from tailorkit.collect.raw import PayloadError
 from tailorkit.decide.engine import DecideRequest
 from tailorkit.decide.service import DecideService
+from tailorkit.server.admission import default_answer
 from tailorkit.server.app import Admin, Ingest, read_bounded
 from tailorkit.server.auth import Scope as AuthScope
 from tailorkit.server.latency import tune_runtime
@@ -233,46 +234,53 @@ async def post_decide(request: Request, state: Ingest) -> Response:
     ``source: "default"`` and a ``reason``. Accepts ``text/plain`` bodies too,
     so browsers can call it without a CORS preflight (key in ``?key=``).
     """
-    return await _answer_decide(request, _service(request))
+    return Response(await _answer_decide(request, _service(request)), media_type="application/json")
 
 
-async def _answer_decide(request: Request, service: DecideService) -> Response:
+async def _answer_decide(request: Request, service: DecideService) -> bytes:
     started = time.perf_counter()
     body = await read_bounded(request, MAX_DECIDE_BYTES)
     decide_request = parse_decide(_json_object(body))
-    return _json(service.engine.decide(decide_request, started))
+    answer = service.engine.decide(decide_request, started)
+    return orjson.dumps(answer, option=orjson.OPT_NON_STR_KEYS)
 
 
-class DecideFastPath:
-    """ASGI middleware answering ``POST /v1/decide`` before FastAPI's router.
+class DecideEndpoint:
+    """``POST /v1/decide`` as a plain ASGI app, answered before FastAPI's middleware stack.
 
-    The route above documents the endpoint (and answers when this middleware
-    is not installed); on the hot path, matching the app's ~100 routes and
-    solving dependencies cost about a third of a request's CPU. Same key
-    check, bounds, parsing and answers; errors are answered as FastAPI
-    would (``{"detail": ...}`` with the status and headers).
+    :class:`~tailorkit.server.app.TailorkitApp` calls it right after admission
+    control (the route above documents the endpoint, and answers for a plain
+    FastAPI app). Same key check, bounds, parsing and answers; errors are
+    answered as FastAPI would (``{"detail": ...}`` with the status and
+    headers), and an unexpected error with every placement's default content:
+    the page never breaks.
     """
 
     ROUTE = SimpleNamespace(path="/v1/decide")  # what the timing middleware labels
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/v1/decide" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
         app = scope["app"]
+        scope["route"] = self.ROUTE
         request = Request(scope, receive)
+        status, headers = 200, _JSON_HEADERS
         try:
             app.state.tk.keys.check(request, AuthScope.INGEST)
-            response = await _answer_decide(request, app.state.decide)
+            body = await _answer_decide(request, app.state.decide)
         except HTTPException as exc:
-            response = _json({"detail": exc.detail}, exc.status_code, exc.headers)
+            status, body = exc.status_code, orjson.dumps({"detail": exc.detail})
+            extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+            headers = [*headers, *extra]
         except PayloadError as exc:
-            response = _json({"detail": str(exc)}, exc.status)
-        scope["route"] = self.ROUTE
-        await response(scope, receive, send)
+            status, body = exc.status, orjson.dumps({"detail": str(exc)})
+        except Exception:
+            log.exception("decide failed: answering the default content")
+            body = default_answer(app, "error")
+        length = (b"content-length", str(len(body)).encode())
+        await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
+        await send({"type": "http.response.body", "body": body})
+
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 @router.get("/v1/decide/defaults", tags=["decide"])
