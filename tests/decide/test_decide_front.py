@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -89,10 +90,11 @@ def test_an_internal_error_answers_the_default_content(
     answer = client.post("/v1/decide", json={"user_id": "ada"}, headers=_headers(project))
     assert answer.status_code == 200
     placements = answer.json()["placements"]
-    assert set(placements) == set(PLACEMENTS["placements"])
+    defined: dict[str, Any] = PLACEMENTS["placements"]  # type: ignore[assignment]
+    assert set(placements) == set(defined)
     for key, shown in placements.items():
         assert shown["source"] == "default" and shown["reason"] == "error"
-        assert shown["variant"] == PLACEMENTS["placements"][key]["default"]
+        assert shown["variant"] == defined[key]["default"]
 
 
 def test_other_routes_still_go_through_the_stack(client: TestClient, project: Project) -> None:
