@@ -188,14 +188,15 @@ def test_exposures_with_propensity_land_in_the_store(catalog: Project) -> None:
     app = create_app(catalog)
     people = [f"e{i}" for i in range(60)]
     ingest = _bearer(catalog.settings.ingest_keys[0])
-    with TestClient(app) as test_client:
-        for person in people:
-            for _ in range(3):  # repeated evaluations of one user: one exposure a day
-                test_client.post(
-                    "/ofrep/v1/evaluate/flags/homepage-hero",
-                    json={"context": {"targetingKey": person}},
-                    headers=ingest,
-                )
+    for _ in range(2):  # a restart the same day logs nothing again: the store dedups
+        with TestClient(app) as test_client:
+            for person in people:
+                for _ in range(3):  # repeated evaluations of one user: one exposure a day
+                    test_client.post(
+                        "/ofrep/v1/evaluate/flags/homepage-hero",
+                        json={"context": {"targetingKey": person}},
+                        headers=ingest,
+                    )
     with TestClient(app) as test_client:  # reopen to read what shutdown flushed
         rows = _stored_exposures(catalog, test_client)
     hero = [r for r in rows if r["properties"]["key"] == "hero-test"]

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
+
 from tailorkit.collect.jsonlines import raw_from_items
 from tailorkit.collect.pipeline import Collector
+from tailorkit.decide.exposures import exposure_event_for
+from tailorkit.decide.log import store_exposures
+from tailorkit.evaluate import ExposureRecord
 from tailorkit.project.loader import PiiSettings, Settings
 from tailorkit.store.warehouse import Warehouse
 from tests.helpers import event
@@ -99,3 +104,29 @@ def test_same_results_on_both_backends(tmp_path, pg_database: str) -> None:
                 wh.con.drop_table(table, force=True)
     assert totals["duckdb"] == totals["postgres"]
     assert sum(r["n"] for r in totals["duckdb"]) == 200
+
+
+def test_stored_ids_since_looks_only_at_events_from_then_on(warehouse: Warehouse) -> None:
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    older, same_day = event(timestamp="2026-11-19T23:59:59Z"), event(timestamp=day.isoformat())
+    ingest(warehouse, [older, same_day])
+    ids = pa.array([older["event_id"], same_day["event_id"], "never-stored"])
+    assert warehouse.stored_ids(ids) == {older["event_id"], same_day["event_id"]}
+    assert warehouse.stored_ids(ids, since=day) == {same_day["event_id"]}
+    assert warehouse.stored_ids(ids, since=day + timedelta(microseconds=1)) == frozenset()
+
+
+def test_daily_exposure_ids_are_deduplicated_across_midnight(warehouse: Warehouse) -> None:
+    """A flush spanning midnight still finds a repeat of the earlier day's exposure."""
+    store = collector(warehouse)
+    record = ExposureRecord("exp", 1, "b", "id", "u1", "f", 0.25, 0.5)
+    late = datetime(2026, 11, 20, 23, 59, 59, tzinfo=UTC)
+
+    def exposure(at: datetime) -> dict:
+        return exposure_event_for(record, user_id="u1", anonymous_id=None, timestamp=at)
+
+    assert store_exposures(store, [exposure(late)], "decision", daily_ids=True) == 1
+    after_midnight, repeat = exposure(late + timedelta(seconds=2)), exposure(late)
+    assert after_midnight["event_id"] != repeat["event_id"]
+    assert store_exposures(store, [after_midnight, repeat], "decision", daily_ids=True) == 1
+    assert warehouse.count_events() == 2

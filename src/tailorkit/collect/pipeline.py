@@ -217,7 +217,11 @@ class Collector:
         return results
 
     def store_parts(
-        self, parts: list[Part], dedup: bool = True, notify: bool = True
+        self,
+        parts: list[Part],
+        dedup: bool = True,
+        notify: bool = True,
+        dedup_since: datetime | None = None,
     ) -> frozenset[str]:
         """Store validated parts in one transaction, skipping ids already stored.
 
@@ -228,13 +232,18 @@ class Collector:
         worker`` s), so an id is stored once.
         ``dedup=False`` is for ids minted fresh (random UUIDs) by tailorkit
         itself: the check scans every stored id, a cost that grows with the store.
+        ``dedup_since`` bounds the check to events stored with a timestamp from
+        then on, for ids that cannot repeat older ones (see
+        :meth:`~tailorkit.store.warehouse.Warehouse.stored_ids`).
         """
         events = pa.concat_tables([p.validated.accepted for p in parts])
         identities = pa.concat_tables(
             [p.validated.identities for p in parts if p.validated.identities is not None]
         )
         with self.warehouse.exclusive():
-            dups = self.warehouse.stored_ids(events["event_id"]) if dedup else frozenset()
+            dups = (
+                self.warehouse.stored_ids(events["event_id"], dedup_since) if dedup else frozenset()
+            )
             if dups:
                 fresh = pc.invert(pc.is_in(events["event_id"], pa.array(list(dups))))
                 events = events.filter(fresh)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA, IDENTITY_SCHEMA
 
@@ -51,9 +52,10 @@ def exposure_event(
     anonymous_id: str | None = None,
     variation_key: str | None = None,
     timestamp: datetime | None = None,
+    event_id: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Build one exposure event in the canonical event shape.
+    """Build one exposure event in the canonical event shape (a new random id by default).
 
     >>> e = exposure_event(kind="bandit", key="hero", variation=2, propensity=0.4,
     ...                    user_id="u1", segment="mobile")
@@ -73,7 +75,7 @@ def exposure_event(
     }
     properties.update({k: v for k, v in extra.items() if v is not None})
     return {
-        "event_id": str(uuid.uuid4()),
+        "event_id": event_id or str(uuid.uuid4()),
         "type": EXPOSURE,
         "user_id": user_id,
         "anonymous_id": anonymous_id,
@@ -130,13 +132,18 @@ def store_exposures(
     events: list[dict[str, Any]],
     source: str = "decide",
     fresh_ids: bool = False,
+    daily_ids: bool = False,
 ) -> int:
     """Store decision-log events now (or publish them to the event bus); returns how many.
 
     One transaction with their ingest statistics; called from a background
     thread, never on the request path. Deduplicated against the store like any
     event unless ``fresh_ids`` says their ids are new random UUIDs (the
-    decision engine's), which skips a scan of every stored id.
+    decision engine's), which skips a scan of every stored id. ``daily_ids``
+    says an id is derived from the UTC day of the event's timestamp (the
+    exposure log's), so it can only repeat an event of that day: the check
+    then looks at events from the start of the earliest event's day on,
+    not at every stored id.
     """
     from tailorkit.collect.pipeline import Part  # late: the pipeline imports much
     from tailorkit.collect.validate import Validated
@@ -148,4 +155,16 @@ def store_exposures(
     if collector.publish is not None:
         collector.publish([part])
         return len(events)
-    return len(events) - len(collector.store_parts([part], dedup=not fresh_ids))
+    since = _day_start(table["timestamp"]) if daily_ids and events else None
+    return len(events) - len(collector.store_parts([part], dedup=not fresh_ids, dedup_since=since))
+
+
+def _day_start(timestamps: pa.ChunkedArray) -> datetime:
+    """Midnight UTC of the earliest timestamp.
+
+    >>> _day_start(pa.chunked_array([[datetime(2026, 1, 2, 5, tzinfo=UTC)]]))
+    datetime.datetime(2026, 1, 2, 0, 0, tzinfo=datetime.timezone.utc)
+    """
+    earliest = pc.min(timestamps).value  # microseconds since the epoch, UTC
+    day = datetime.fromtimestamp(earliest // 1_000_000, UTC)
+    return day.replace(hour=0, minute=0, second=0, microsecond=0)

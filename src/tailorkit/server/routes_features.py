@@ -56,17 +56,13 @@ def install(app: FastAPI) -> FeatureService:
     """Create the feature service of an app (profile-aware, exposures to the collector)."""
     state: AppState = app.state.tk
     settings = state.project.settings
-    limits = settings.limits
 
     def submit(events: list[dict[str, Any]]) -> object:
-        # tailorkit's own events: stored directly, without the JSON path's validation
-        return store_exposures(state.collector, events, EXPOSURE_SOURCE)
+        # tailorkit's own events: stored directly, without the JSON path's validation;
+        # their ids are per UTC day, so only that day's stored events can repeat them
+        return store_exposures(state.collector, events, EXPOSURE_SOURCE, daily_ids=True)
 
-    exposures = ExposureLog(
-        submit,
-        batch_size=limits.max_batch_events,
-        hide_hash_values_of=settings.pii.fields,
-    )
+    exposures = ExposureLog(submit, hide_hash_values_of=settings.pii.fields)
     # Read the file again (not the project's copy): a change since the project
     # was loaded is then not missed by the watcher
     return FeatureService(
