@@ -16,6 +16,18 @@ REQUEST_SECONDS = Histogram(
     ["route", "method", "status"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+_PAUSE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+GC_PAUSE_SECONDS = Histogram(
+    "tailorkit_gc_pause_seconds",
+    "Cyclic garbage collections (every thread waits meanwhile), by generation",
+    ["generation"],
+    buckets=_PAUSE_BUCKETS,
+)
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "tailorkit_event_loop_lag_seconds",
+    "How late the server's event loop ran a timer (sampled every 10 ms)",
+    buckets=_PAUSE_BUCKETS,
+)
 ERRORS = Counter("tailorkit_errors_total", "Internal errors by component", ["component"])
 BUS_PUBLISHED = Counter(
     "tailorkit_bus_published_total", "Validated batches appended to the event bus stream"

@@ -37,6 +37,7 @@ import orjson
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tailorkit.metrics import EVENT_LOOP_LAG_SECONDS as LAG
 from tailorkit.project.loader import AdmissionSettings
 
 __all__ = ["Admission", "default_answer", "request_class"]
@@ -115,6 +116,7 @@ class Admission:
             self._due = time.perf_counter() + LAG_SAMPLE_SECONDS
             await asyncio.sleep(LAG_SAMPLE_SECONDS)
             self._last_lag = max(0.0, time.perf_counter() - self._due)
+            LAG.observe(self._last_lag)
 
     async def _shed(self, scope: Scope, send: Send, kind: str) -> None:
         if scope["path"] == "/v1/decide" and scope["method"] == "POST":
