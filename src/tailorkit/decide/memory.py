@@ -28,7 +28,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -58,11 +58,14 @@ class Shown:
     since: float
 
 
-@dataclass(slots=True)
-class _User:
-    shown: dict[str, Shown] = field(default_factory=dict)
-    showings: dict[tuple[str, str], list[float]] = field(default_factory=dict)
-    logged: dict[tuple[str, str], float] = field(default_factory=dict)
+# A user's entry is one flat dict, like their Redis hash: ("s", placement) → the
+# shown row (Shown's fields); ("c", placement, variant) → showing times;
+# ("l", placement, variant) → last logged. Only tuples of strings and numbers, on
+# purpose: the garbage collector stops tracking such a dict once it survived a full
+# collection, so remembered users add nothing to its pauses. Dataclass instances,
+# lists or nested dicts stay tracked and are scanned at every full collection
+# (about 40 objects per user: a pause of about a second at 100,000 users).
+_User = dict[tuple[str, ...], Any]
 
 
 class UserMemory:
@@ -76,7 +79,7 @@ class UserMemory:
     def _user(self, person: str) -> _User:
         user = self._users.get(person)
         if user is None:
-            user = self._users[person] = _User()
+            user = self._users[person] = {}
             if len(self._users) > self.max_users:
                 self._users.popitem(last=False)
         else:
@@ -87,10 +90,10 @@ class UserMemory:
         """The variant still within its minimum dwell, if any."""
         with self._lock:
             user = self._users.get(person)
-            shown = None if user is None else user.shown.get(placement)
-        if shown is None or now - shown.since >= dwell:
+            row = None if user is None else user.get(("s", placement))
+        if row is None or now - row[3] >= dwell:
             return None
-        return shown
+        return Shown(*row)
 
     def remember(
         self, person: str, placement: str, variant: str, source: str, rule: str | None, now: float
@@ -98,13 +101,11 @@ class UserMemory:
         """Record a showing; a change of variant restarts the dwell clock."""
         with self._lock:
             user = self._user(person)
-            shown = user.shown.get(placement)
-            if shown is None or shown.variant != variant:
-                user.shown[placement] = Shown(variant, source, rule, now)
-            times = user.showings.setdefault((placement, variant), [])
-            times.append(now)
-            if len(times) > MAX_SHOWINGS:
-                del times[:-MAX_SHOWINGS]
+            row = user.get(("s", placement))
+            if row is None or row[0] != variant:
+                user["s", placement] = (variant, source, rule, now)
+            key = ("c", placement, variant)
+            user[key] = (*user.get(key, ())[1 - MAX_SHOWINGS :], now)
 
     def capped(
         self, person: str, placement: str, variant: str, limit: int, window: float, now: float
@@ -119,7 +120,7 @@ class UserMemory:
         """
         with self._lock:
             user = self._users.get(person)
-            times = None if user is None else user.showings.get((placement, variant))
+            times = None if user is None else user.get(("c", placement, variant))
             if not times:
                 return False
             return sum(1 for t in times if now - t < window) >= limit
@@ -130,10 +131,11 @@ class UserMemory:
         """True (and noted) when this decision was not logged within ``period`` seconds."""
         with self._lock:
             user = self._user(person)
-            last = user.logged.get((placement, variant))
+            key = ("l", placement, variant)
+            last = user.get(key)
             if last is not None and now - last < period:
                 return False
-            user.logged[(placement, variant)] = now
+            user[key] = now
             return True
 
     def forget(self, persons: Iterable[str]) -> int:
@@ -282,17 +284,17 @@ class RedisUserMemory(UserMemory):
 
 def _parse(raw: dict[bytes, bytes]) -> _User:
     """A user's hash as an in-process entry."""
-    user = _User()
+    user: _User = {}
     for name_b, value_b in raw.items():
         kind, *names = name_b.decode().split(_SEP)
         value = value_b.decode()
         if kind == "s" and len(names) == 1:
             variant, source, rule, since = value.split(_SEP)
-            user.shown[names[0]] = Shown(variant, source, rule or None, float(since))
+            user["s", names[0]] = (variant, source, rule or None, float(since))
         elif kind == "c" and len(names) == 2:
-            user.showings[(names[0], names[1])] = [float(t) for t in value.split(",")]
+            user["c", *names] = tuple(float(t) for t in value.split(","))
         elif kind == "l" and len(names) == 2:
-            user.logged[(names[0], names[1])] = float(value)
+            user["l", *names] = float(value)
     return user
 
 
