@@ -223,9 +223,26 @@ def test_templates_without_user_fields_are_cached() -> None:
     for _ in range(3):
         engine.decide(DecideRequest(user_id="m", context={"device": "mobile"}))
     keys = list(engine.cache._items)
-    assert [(k[0], k[1]) for k in keys] == [("home_hero", "mobile")]
+    # the recommendation template reads only a static list: cached per list, segment, count
+    assert [(k[0], k[1], k[3]) for k in keys] == [
+        ("home_hero", "mobile", None),
+        ("recs", "grid", ("popular", None, 2)),
+    ]
     engine.decide(DecideRequest(user_id="m", context={"device": "tablet"}))
-    assert len(engine.cache._items) == 1  # "tablet" matches no rule: the experiment decides
+    assert len(engine.cache._items) == 2  # "tablet" matches no rule: the experiment decides
+
+
+def test_a_cached_static_list_rendering_follows_the_segment() -> None:
+    abandoner = ProfileView(segments=("cart_abandoners",))
+    engine, _ = build(profiles={"a": abandoner})
+    for person in ("m", "a", "m", "a"):
+        recs = engine.decide(DecideRequest(user_id=person))["placements"]["recs"]
+        expected = "<li>Your cart</li>" if person == "a" else "<li>Boots</li><li>Socks</li>"
+        assert recs["content"] == expected
+    assert {k[3] for k in engine.cache._items if k[0] == "recs"} == {
+        ("popular", None, 2),
+        ("popular", "cart_abandoners", 2),
+    }
 
 
 @pytest.mark.parametrize(

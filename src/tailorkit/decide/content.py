@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -147,12 +148,12 @@ class Template:
     compiled: jinja2.Template
     names: frozenset[str]
 
-    @property
+    @cached_property  # read for every placement of every request
     def user_specific(self) -> bool:
         """Whether the output can differ between two users with the same context."""
         return bool(self.names & USER_NAMES)
 
-    @property
+    @cached_property
     def constant(self) -> bool:
         """Whether the output is the same for every request (renders once at load).
 

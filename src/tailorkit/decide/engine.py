@@ -36,7 +36,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +117,8 @@ class Choice:
     recommendations: list[Any] | None = None
     exposure: dict[str, Any] | None = None
     model_version: str | None = None
+    #: Which static list the recommendations are (``None``: a model ranked them)
+    items_key: tuple[str, str | None, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -125,17 +126,29 @@ class Choice:
             "variant": self.variant.key,
             "source": self.source,
         }
-        for name in ("rule", "experiment", "bandit", "reason", "model_version"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
+        # one test per field: this runs for every placement of every request
+        if self.rule is not None:
+            out["rule"] = self.rule
+        if self.experiment is not None:
+            out["experiment"] = self.experiment
+        if self.bandit is not None:
+            out["bandit"] = self.bandit
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.model_version is not None:
+            out["model_version"] = self.model_version
         if self.recommendations is not None:
             out["items"] = _item_ids(self.recommendations)
         if self.held:
             out["held"] = True
-        if self.variant.data is not None:
-            out["data"] = self.variant.data
+        data = self.variant.data
+        if data is not None:
+            out["data"] = data
         return out
+
+
+#: Key of a cached rendering: placement, variant, context, static recommendation list
+_CacheKey = tuple[str, str, bytes, tuple[str, str | None, int] | None]
 
 
 class _RenderCache:
@@ -143,15 +156,15 @@ class _RenderCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, str, bytes], str] = OrderedDict()
+        self._items: OrderedDict[_CacheKey, str] = OrderedDict()
 
-    def get(self, key: tuple[str, str, bytes]) -> str | None:
+    def get(self, key: _CacheKey) -> str | None:
         value = self._items.get(key)
         if value is not None:
             self._items.move_to_end(key)
         return value
 
-    def put(self, key: tuple[str, str, bytes], value: str) -> None:
+    def put(self, key: _CacheKey, value: str) -> None:
         if self.size <= 0:
             return
         self._items[key] = value
@@ -164,6 +177,9 @@ class _Request:
 
     __slots__ = (
         "attributes",
+        "conditions",
+        "context_key",
+        "counts",
         "ctx",
         "deadline",
         "evaluator",
@@ -171,6 +187,7 @@ class _Request:
         "flags",
         "missed",
         "now",
+        "person",
         "profile",
         "records",
         "req",
@@ -180,6 +197,7 @@ class _Request:
 
     def __init__(self, req: DecideRequest, deadline: float, now: float) -> None:
         self.req = req
+        self.person = req.person
         self.deadline = deadline
         self.now = now
         self.profile = NO_PROFILE
@@ -192,6 +210,11 @@ class _Request:
         self.evaluator: Evaluator | None = None
         self.timestamp: str | None = None
         self.missed: str | None = None  # why a recommendation rule had nothing to show
+        # rule conditions already evaluated: placements share them (compiled once each)
+        self.conditions: dict[Callable[[Any], bool], bool] = {}
+        self.context_key: bytes | None = None  # of the render cache, made once
+        # decisions by source, counted in the metrics once per request
+        self.counts: dict[str, int] = {}
 
 
 class DecisionEngine:
@@ -269,6 +292,8 @@ class DecisionEngine:
             log.exception("decision failed; answering defaults")
             metrics.ERRORS.labels("decide").inc()
             out = self._all_default(work, keys, f"internal error: {type(exc).__name__}")
+        for source, count in work.counts.items():
+            _counter(source).inc(count)
         if req.person is not None:
             self.memory.save(req.person, self.memory_ttl)  # shared with replicas (Redis)
         if work.exposures and self.exposures is not None:
@@ -347,8 +372,7 @@ class DecisionEngine:
         work.attributes = attributes
         evaluator = work.evaluator = self._evaluator()
         work.ctx = evaluator.context(attributes, on_exposure=work.records.append)
-        flags = evaluator.eval_all(work.ctx)
-        work.flags = {key: result.value for key, result in flags.items()}
+        work.flags = evaluator.values(work.ctx)
         features = dict.fromkeys(self.profile_features)
         features.update(profile.features)
         work.variables = {
@@ -371,7 +395,7 @@ class DecisionEngine:
             return False
         bucket = hash(holdout.seed, str(value), 2)
         inside = bucket is not None and bucket < holdout.share
-        person = work.req.person
+        person = work.person
         if person is not None and self.memory.first_log(
             person, "", holdout.seed, self.definitions.settings.exposure_dedup_seconds, work.now
         ):
@@ -406,14 +430,23 @@ class DecisionEngine:
         return choice.to_dict()
 
     def _choose(self, work: _Request, placement: Placement) -> Choice:
-        held = self._held(work, placement)
-        if held is not None:
-            return held
+        if placement.min_dwell and work.person is not None:
+            held = self._held(work, placement)
+            if held is not None:
+                return held
+        conditions = work.conditions
         for rule in placement.rules:
-            if rule.condition is not None and not rule.condition(work.attributes):
-                continue
+            condition = rule.condition
+            if condition is not None:
+                holds = conditions.get(condition)
+                if holds is None:
+                    holds = conditions[condition] = bool(condition(work.attributes))
+                if not holds:
+                    continue
             choice = self._owner(work, placement, rule)
-            if choice is None or self._capped(work, placement, choice.variant):
+            if choice is None or (
+                choice.variant.cap is not None and self._capped(work, placement, choice.variant)
+            ):
                 continue
             if self._render(work, placement, choice):
                 return choice
@@ -427,8 +460,8 @@ class DecisionEngine:
         return choice
 
     def _held(self, work: _Request, placement: Placement) -> Choice | None:
-        person = work.req.person
-        if not placement.min_dwell or person is None:
+        person = work.person
+        if not placement.min_dwell or person is None:  # checked by the caller too
             return None
         shown = self.memory.held(person, placement.key, placement.min_dwell, work.now)
         if shown is None or shown.variant not in placement.variants:
@@ -468,7 +501,7 @@ class DecisionEngine:
             return None
         return Choice(
             variant, "recommendation", rule=rule.id, recommendations=found.items,
-            reason=found.reason, model_version=found.model_version,
+            reason=found.reason, model_version=found.model_version, items_key=found.key,
         )  # fmt: skip
 
     def _feature(
@@ -489,7 +522,7 @@ class DecisionEngine:
     def _bandit(self, work: _Request, placement: Placement, rule: Rule, key: str) -> Choice:
         spec = self.definitions.bandits[key]
         pick = self.bandits.choose(
-            spec, work.req.person, work.profile.segments, work.attributes, placement.key, work.now
+            spec, work.person, work.profile.segments, work.attributes, placement.key, work.now
         )
         choice = Choice(
             placement.variants[pick.arm_key], "bandit", rule=rule.id, bandit=key,
@@ -527,16 +560,18 @@ class DecisionEngine:
                 reason = "no recommendation model"
         items = list((spec.get("items") or [])[:count])
         by_segment = spec.get("by_segment") or {}
+        chosen = None
         for segment in work.profile.segments:
             if segment in by_segment:
                 items = list(by_segment[segment][:count])
+                chosen = segment
                 break
         if items and reason is not None:
             reason = f"{reason}; static list served"
-        return Recommendations(items, reason)
+        return Recommendations(items, reason, key=(source, chosen, count))
 
     def _capped(self, work: _Request, placement: Placement, variant: Variant) -> bool:
-        cap, person = variant.cap, work.req.person
+        cap, person = variant.cap, work.person
         if cap is None or person is None or variant is placement.default:
             return False
         return self.memory.capped(person, placement.key, variant.key, cap.max, cap.window, work.now)
@@ -550,8 +585,16 @@ class DecisionEngine:
             choice.content = choice.variant.fallback
             return True
         cache_key = None
-        if not template.user_specific:
-            cache_key = (placement.key, choice.variant.key, _context_key(work.req.context))
+        items_key = choice.items_key
+        if not template.user_specific or (
+            items_key is not None and template.names <= _STATIC_LIST_NAMES
+        ):
+            context_key = b""  # a template that does not read the context is cached once
+            if "context" in template.names:
+                if work.context_key is None:
+                    work.context_key = _context_key(work.req.context)
+                context_key = work.context_key
+            cache_key = (placement.key, choice.variant.key, context_key, items_key)
             cached = self.cache.get(cache_key)
             if cached is not None:
                 choice.content = cached
@@ -576,7 +619,7 @@ class DecisionEngine:
         """The default content of ``key`` without touching user data (always succeeds)."""
         placement = self.definitions.placements[key]
         choice = _default(placement, reason)
-        _counter("default").inc()
+        work.counts["default"] = work.counts.get("default", 0) + 1
         if log_it:
             self._log_deterministic(work, placement, choice)
         return choice
@@ -584,22 +627,24 @@ class DecisionEngine:
     # -- after a decision --------------------------------------------------------------
 
     def _after(self, work: _Request, placement: Placement, choice: Choice) -> None:
-        _counter(choice.source).inc()
-        person = work.req.person
-        real = choice.source != "default" or (choice.reason or "").startswith(NO_RULE)
+        source = choice.source
+        counts = work.counts
+        counts[source] = counts.get(source, 0) + 1
+        person = work.person
+        real = source != "default" or (choice.reason or "").startswith(NO_RULE)
         if person is not None and real:
             # Same variant again keeps its dwell clock; every showing counts for caps.
             self.memory.remember(
-                person, placement.key, choice.variant.key, choice.source, choice.rule, work.now
+                person, placement.key, choice.variant.key, source, choice.rule, work.now
             )
         if choice.exposure is not None and not choice.held:
             work.exposures.append(choice.exposure)
-        elif choice.source != "experiment" or choice.held:
+        elif source != "experiment" or choice.held:
             self._log_deterministic(work, placement, choice)
 
     def _log_deterministic(self, work: _Request, placement: Placement, choice: Choice) -> None:
         """Log a propensity-1 decision once per user, placement and variant per dedup period."""
-        person = work.req.person
+        person = work.person
         if person is None:
             return
         period = self.definitions.settings.exposure_dedup_seconds
@@ -645,7 +690,7 @@ class DecisionEngine:
         placement: str | None,
         rule: str | None,
     ) -> None:
-        person = work.req.person
+        person = work.person
         if person is None:
             return
         period = self.definitions.settings.exposure_dedup_seconds
@@ -680,7 +725,7 @@ class DecisionEngine:
             work.timestamp = datetime.fromtimestamp(work.now, UTC).isoformat()
         req = work.req
         return {
-            "event_id": str(uuid.UUID(int=_random_bits(128) & _UUID4_MASK | _UUID4_BITS)),
+            "event_id": _event_id(),
             "type": EXPOSURE,
             "user_id": req.user_id,
             "anonymous_id": req.anonymous_id,
@@ -690,6 +735,14 @@ class DecisionEngine:
 
 
 _COUNTERS: dict[str, Any] = {}
+#: What a template may read and still be cached when its recommendations are a static list
+_STATIC_LIST_NAMES = frozenset({"recommendations", "context", "placement", "variant"})
+
+
+def _event_id() -> str:
+    """A random version-4 UUID as text (what ``str(uuid.UUID(int=...))`` gives, faster)."""
+    h = "%032x" % (_random_bits(128) & _UUID4_MASK | _UUID4_BITS)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _counter(source: str) -> Any:
@@ -727,6 +780,8 @@ class Recommendations:
     items: list[Any]
     reason: str | None = None
     model_version: str | None = None
+    #: A static list's (list, segment, count), which alone decide its items
+    key: tuple[str, str | None, int] | None = None
 
 
 def _ids(value: Any) -> list[str]:

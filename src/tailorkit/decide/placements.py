@@ -300,6 +300,19 @@ class _Compiler:
         self.checker = checker
         self.feature_keys = feature_keys
         self.saved_groups = saved_groups or {}
+        # one predicate per distinct condition: a request evaluates each once (see the engine)
+        self._conditions: dict[bytes, Callable[[Any], bool]] = {}
+
+    def condition(self, condition: Any) -> Callable[[Any], bool]:
+        """The compiled ``condition``, shared by rules with the same condition."""
+        try:
+            key = orjson.dumps(condition, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return compile_condition(condition, self.saved_groups)
+        predicate = self._conditions.get(key)
+        if predicate is None:
+            predicate = self._conditions[key] = compile_condition(condition, self.saved_groups)
+        return predicate
 
     def settings(self) -> DecideSettings:
         raw = self.doc.get("settings") or {}
@@ -417,7 +430,7 @@ class _Compiler:
             seen_ids[spec["id"]] = i
             seen_priorities[spec["priority"]] = spec["id"]
             condition = spec.get("condition")
-            predicate = compile_condition(condition, self.saved_groups) if condition else None
+            predicate = self.condition(condition) if condition else None
             owner = self.owner(rule_path, spec, variants, bandits)
             rules.append(Rule(spec["id"], spec["priority"], predicate, owner))
         rules.sort(key=lambda r: -r.priority)

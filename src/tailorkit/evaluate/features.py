@@ -29,8 +29,9 @@ never puts ``$inGroup`` there).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tailorkit.evaluate.bandits import BanditRouter, compile_bandit_rule
@@ -47,7 +48,7 @@ from tailorkit.evaluate.experiments import (
 )
 from tailorkit.evaluate.hashing import SeedHasher
 from tailorkit.evaluate.jsvalues import js_to_number, js_truthy
-from tailorkit.evaluate.results import ExperimentResult, FeatureResult
+from tailorkit.evaluate.results import ExperimentResult, ExposureRecord, FeatureResult
 from tailorkit.evaluate.sticky import StickyBucketService
 
 __all__ = ["Evaluator"]
@@ -68,6 +69,12 @@ _TRUTHY_KEYS = (
     "meta", "ranges", "name", "phase", "seed", "hashVersion", "filters", "condition",
 )  # fmt: skip
 _COMPILE_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError)
+#: Users whose feature values :meth:`Evaluator.values` keeps (per evaluator)
+VALUES_CACHE_SIZE = 4096
+_MISSING = object()
+_SCALARS = (int, float, bool, type(None))
+#: Dedupe key of an exposure (see ``CompiledExperiment._expose``) and its record
+_Replay = tuple[tuple[str, str, str, str], ExposureRecord]
 
 
 class Evaluator:
@@ -107,6 +114,9 @@ class Evaluator:
         self.sticky_attributes: tuple[str, ...] = _identifier_attributes(features or {})
         for key, definition in (features or {}).items():
             self._features[key] = self._compile_feature(key, definition)
+        #: Attributes the features read (``None``: not known, so values are not cached)
+        self.reads: tuple[str, ...] | None = _attributes_read(features or {})
+        self._values: dict[tuple[Any, ...], tuple[dict[str, Any], tuple[_Replay, ...]]] = {}
 
     @classmethod
     def from_payload(
@@ -201,6 +211,86 @@ class Evaluator:
         {'a': 1, 'b': 2}
         """
         return {key: self.eval_feature(key, ctx) for key in self._features}
+
+    def values(self, ctx: Context) -> dict[str, Any]:
+        """Every feature's value for one user (a new dict), as :meth:`eval_all` finds them.
+
+        The answer depends only on the attributes the features read (:attr:`reads`), so
+        it is kept per combination of their values (when all are scalars) and the same
+        exposures are reported again, through ``ctx.on_exposure`` and deduplicated by
+        the context, when it is reused.
+
+        >>> ev = Evaluator({"t": {"rules": [{"key": "t", "variations": [0, 1]}]}})
+        >>> seen = []
+        >>> [ev.values(ev.context({"id": "1"}, on_exposure=seen.append)) for _ in "ab"]
+        [{'t': 1}, {'t': 1}]
+        >>> [(r.experiment_key, r.variation_id) for r in seen]
+        [('t', 1), ('t', 1)]
+        """
+        key = self._values_key(ctx)
+        if key is None:
+            return {k: r.value for k, r in self.eval_all(ctx).items()}
+        cached = self._values.get(key)
+        if cached is None:
+            cached = self._values_computed(ctx)
+            self._remember_values(key, cached)
+        else:
+            _replay(ctx, cached[1])
+        return dict(cached[0])
+
+    def _values_key(self, ctx: Context) -> tuple[Any, ...] | None:
+        """The cache key of a context's feature values; ``None`` when they are not cached."""
+        reads = self.reads
+        attributes = ctx.attributes
+        if (
+            reads is None
+            or type(attributes) is not dict
+            or ctx.url
+            or ctx.forced_variations
+            or ctx.forced_features is not None
+            or ctx.sticky_service is not None
+            or ctx._tracked
+        ):
+            return None
+        key: list[Any] = [ctx.qa_mode, ctx.enabled]
+        for name in reads:
+            value = attributes.get(name, _MISSING)
+            kind = type(value)
+            if kind is str:
+                key.append(value)
+            elif isinstance(value, _SCALARS) or value is _MISSING:
+                key.append((kind, value))  # 1, 1.0 and True compare equal in Python
+            else:
+                return None
+        return tuple(key)
+
+    def _values_computed(self, ctx: Context) -> tuple[dict[str, Any], tuple[_Replay, ...]]:
+        """Evaluate every feature, noting the exposures reported on the way."""
+        seen: list[ExposureRecord] = []
+        callback = ctx.on_exposure
+
+        def note(record: ExposureRecord) -> None:
+            seen.append(record)
+            if callback is not None:
+                callback(record)
+
+        ctx.on_exposure = note
+        try:
+            values = {k: r.value for k, r in self.eval_all(ctx).items()}
+        finally:
+            ctx.on_exposure = callback
+        replays = tuple((_dedupe_key(record), record) for record in seen)
+        return values, replays
+
+    def _remember_values(
+        self, key: tuple[Any, ...], entry: tuple[dict[str, Any], tuple[_Replay, ...]]
+    ) -> None:
+        cache = self._values
+        cache[key] = entry
+        if len(cache) > VALUES_CACHE_SIZE:
+            # the oldest out; another thread may be changing the dict meanwhile
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del cache[next(iter(cache))]
 
     def get_feature_value(self, key: str, ctx: Context, fallback: Any = None) -> Any:
         """The feature's value, or ``fallback`` when it is ``None``.
@@ -440,6 +530,97 @@ def _experiment_from_rule(
         if name in rule:
             spec[name] = rule[name]
     return dict(spec), spec
+
+
+def _dedupe_key(record: ExposureRecord) -> tuple[str, str, str, str]:
+    """The key ``CompiledExperiment._expose`` deduplicates a record's exposure with."""
+    return (
+        record.experiment_key,
+        record.variation_key,
+        record.hash_attribute,
+        hash_string(record.hash_value),
+    )
+
+
+def _replay(ctx: Context, replays: Iterable[_Replay]) -> None:
+    """Report remembered exposures as ``CompiledExperiment._expose`` reported them."""
+    callback = ctx.on_exposure
+    if callback is None:
+        return
+    for dedupe, record in replays:
+        if not ctx.first_exposure(dedupe):
+            continue
+        try:
+            callback(record)
+        except Exception:
+            log.exception("exposure callback failed for experiment %s", record.experiment_key)
+
+
+def _attributes_read(features: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """Every attribute the features' rules may read, or ``None`` when that is not known.
+
+    Generous on purpose (every key inside a condition counts): reading one
+    attribute too many only makes the cache of :meth:`Evaluator.values` finer.
+    Contextual bandits (their routers read attributes of their own) and
+    conditions that are not objects are not analysed.
+    """
+    names: dict[str, None] = {}
+    for definition in features.values():
+        if not isinstance(definition, Mapping):
+            continue
+        for rule in definition.get("rules") or []:
+            if not isinstance(rule, Mapping):
+                continue
+            if rule.get("contextualBanditRef") is not None:
+                return None
+            if "condition" in rule and not _condition_keys(rule["condition"], names):
+                return None
+            for attribute in (rule.get("hashAttribute"), rule.get("fallbackAttribute")):
+                _add_path(names, attribute if isinstance(attribute, str) and attribute else "id")
+            filters = rule.get("filters")
+            for spec in filters if isinstance(filters, list) else ():
+                attribute = spec.get("attribute") if isinstance(spec, Mapping) else None
+                _add_path(names, attribute if isinstance(attribute, str) and attribute else "id")
+    return tuple(names)
+
+
+def _condition_keys(condition: Any, names: dict[str, None]) -> bool:
+    """Add every key of a condition (nested ones too); False when it is not an object."""
+    if condition is None or condition == {}:
+        return True
+    if not isinstance(condition, Mapping):
+        return False
+    for key, value in condition.items():
+        if not isinstance(key, str):
+            return False
+        if key in ("$or", "$nor", "$and"):
+            if not isinstance(value, list) or not all(_condition_keys(c, names) for c in value):
+                return False
+        elif key == "$not":
+            if not _condition_keys(value, names):
+                return False
+        elif not key.startswith("$"):
+            _add_path(names, key)
+            _value_keys(value, names)
+    return True
+
+
+def _value_keys(value: Any, names: dict[str, None]) -> None:
+    """Keys inside a value condition (``$elemMatch`` and the like): more than needed."""
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if isinstance(key, str) and not key.startswith("$"):
+                _add_path(names, key)
+            _value_keys(inner, names)
+    elif isinstance(value, list):
+        for inner in value:
+            _value_keys(inner, names)
+
+
+def _add_path(names: dict[str, None], path: str) -> None:
+    """A path is read as a literal key and through its first dotted part."""
+    names[path] = None
+    names[path.split(".", 1)[0]] = None
 
 
 def _identifier_attributes(features: Mapping[str, Any]) -> tuple[str, ...]:
