@@ -434,6 +434,39 @@ def max_throughput(port: int, key: str, seconds: float, load: str) -> float:
     return float(row["achieved"]) if not row["errors"] else 0.0
 
 
+def pauses(port: int) -> dict[str, Any]:
+    """From the server's /metrics: GC pauses and event-loop lags over 10 ms, and the longest.
+
+    Both stall every request in flight, so they explain a p99 the CPU cost does not.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out: dict[str, Any] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("tailorkit_gc_pause_seconds", "tailorkit_event_loop_lag_seconds"):
+            continue
+        over, longest, total = 0.0, 0.0, 0.0
+        buckets: dict[float, float] = {}
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value  # summed over labels
+        previous = 0.0
+        for bound in sorted(buckets):
+            count = buckets[bound] - previous
+            previous = buckets[bound]
+            total += count
+            if count and bound > P99_TARGET_MS / 1000:
+                over += count
+            if count:
+                longest = bound
+        name = "gc_pauses" if "gc" in family.name else "loop_lags"
+        out[f"{name}_over_10ms"] = int(over)
+        out[f"{name}_longest_le_s"] = longest
+    return out
+
+
 def _median_cpu(rows: list[dict[str, Any]]) -> float | None:
     """Server CPU per request over the rates it held (load-independent cost)."""
     values = sorted(r["cpu_ms_per_request"] for r in rows if held(r) and "cpu_ms_per_request" in r)
@@ -474,6 +507,8 @@ def main() -> None:
                 "tailorkit", ours_port, key, args.seconds, args.warmup, args.load, ours.pid
             )
             ours_max = max_throughput(ours_port, key, args.seconds, args.load)
+            ours_pauses = pauses(ours_port)
+            print(f"pauses over the whole run: {ours_pauses}", file=sys.stderr)
         finally:
             ours.terminate()
             ours.wait(30)
@@ -514,6 +549,7 @@ def main() -> None:
                 "max_throughput_ratio": round(ours_max / base_max, 3) if base_max else None,
                 "cpu_ms_per_request": _median_cpu(ours_rows),
                 "baseline_cpu_ms_per_request": _median_cpu(base_rows),
+                **ours_pauses,
                 "load": args.load,
                 "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
             }
