@@ -205,7 +205,7 @@ class _Request:
         self.flags: dict[str, Any] = {}
         self.records: list[ExposureRecord] = []
         self.exposures: list[dict[str, Any]] = []
-        self.variables: dict[str, Any] = {}
+        self.variables: dict[str, Any] | None = None  # made when a template renders
         self.ctx: Context | None = None
         self.evaluator: Evaluator | None = None
         self.timestamp: str | None = None
@@ -373,18 +373,25 @@ class DecisionEngine:
         evaluator = work.evaluator = self._evaluator()
         work.ctx = evaluator.context(attributes, on_exposure=work.records.append)
         work.flags = evaluator.values(work.ctx)
-        features = dict.fromkeys(self.profile_features)
-        features.update(profile.features)
-        work.variables = {
-            "profile": features,
-            "segments": list(profile.segments),
-            "attributes": attributes,
-            "context": dict(req.context),
-            "user": {"id": req.person, "user_id": req.user_id, "anonymous_id": req.anonymous_id},
-            "flags": work.flags,
-            "recommendations": [],
-        }
         self._log_flag_records(work, work.records)
+
+    def _variables(self, work: _Request) -> dict[str, Any]:
+        """Template variables (see :mod:`tailorkit.decide.content`), made once per request."""
+        if work.variables is None:
+            req, profile = work.req, work.profile
+            features = dict.fromkeys(self.profile_features)
+            features.update(profile.features)
+            user = {"id": req.person, "user_id": req.user_id, "anonymous_id": req.anonymous_id}
+            work.variables = {
+                "profile": features,
+                "segments": list(profile.segments),
+                "attributes": work.attributes,
+                "context": dict(req.context),
+                "user": user,
+                "flags": work.flags,
+                "recommendations": [],
+            }
+        return work.variables
 
     def _in_holdout(self, work: _Request) -> bool:
         holdout = self.definitions.holdout
@@ -443,7 +450,10 @@ class DecisionEngine:
                     holds = conditions[condition] = bool(condition(work.attributes))
                 if not holds:
                     continue
-            choice = self._owner(work, placement, rule)
+            fixed = rule.fixed
+            choice = Choice(fixed, "rule", rule=rule.id) if fixed is not None else None
+            if choice is None:
+                choice = self._owner(work, placement, rule)
             if choice is None or (
                 choice.variant.cap is not None and self._capped(work, placement, choice.variant)
             ):
@@ -599,7 +609,7 @@ class DecisionEngine:
             if cached is not None:
                 choice.content = cached
                 return True
-        variables = dict(work.variables)
+        variables = dict(self._variables(work))
         variables["placement"] = placement.key
         variables["variant"] = choice.variant.key
         if choice.recommendations is not None:
@@ -654,23 +664,26 @@ class DecisionEngine:
             logged_as = f"{logged_as}@{choice.model_version}"
         if not self.memory.first_log(person, placement.key, logged_as, period, work.now):
             return
-        items = choice.recommendations
-        work.exposures.append(
-            self._event(
-                work,
-                kind=choice.source,
-                key=placement.key,
-                variation=choice.variant.index,
-                variation_key=choice.variant.key,
-                propensity=1.0,
-                placement=placement.key,
-                rule=choice.rule,
-                reason=choice.reason,
-                held=True if choice.held else None,
-                model_version=choice.model_version,
-                items=_item_ids(items) if items is not None else None,
-            )
-        )
+        # built field by field (what _event would give): one per placement and user
+        properties = {
+            "kind": choice.source,
+            "key": placement.key,
+            "variation": choice.variant.index,
+            "variation_key": choice.variant.key,
+            "propensity": 1.0,
+            "placement": placement.key,
+        }
+        if choice.rule is not None:
+            properties["rule"] = choice.rule
+        if choice.reason is not None:
+            properties["reason"] = choice.reason
+        if choice.held:
+            properties["held"] = True
+        if choice.model_version is not None:
+            properties["model_version"] = choice.model_version
+        if choice.recommendations is not None:
+            properties["items"] = _item_ids(choice.recommendations)
+        work.exposures.append(self._envelope(work, properties))
 
     def _log_flag_records(self, work: _Request, records: Sequence[ExposureRecord]) -> None:
         """Flag exposures go to the features service's log when there is one (one log)."""
@@ -699,21 +712,22 @@ class DecisionEngine:
             logged_as = f"{record.experiment_key}\x1f{record.variation_key}"
             if not self.memory.first_log(person, placement or "", logged_as, period, work.now):
                 continue
-            work.exposures.append(
-                self._event(
-                    work,
-                    kind="experiment",
-                    key=record.experiment_key,
-                    variation=record.variation_id,
-                    variation_key=str(record.variation_key),
-                    propensity=min(1.0, max(0.0, record.propensity)),
-                    hash_attribute=record.hash_attribute,
-                    hash_value=str(record.hash_value),
-                    feature=record.feature_key,
-                    placement=placement,
-                    rule=rule,
-                )
-            )
+            properties = {
+                "kind": "experiment",
+                "key": record.experiment_key,
+                "variation": record.variation_id,
+                "variation_key": str(record.variation_key),
+                "propensity": min(1.0, max(0.0, record.propensity)),
+                "hash_attribute": record.hash_attribute,
+                "hash_value": str(record.hash_value),
+            }
+            if record.feature_key is not None:
+                properties["feature"] = record.feature_key
+            if placement is not None:
+                properties["placement"] = placement
+            if rule is not None:
+                properties["rule"] = rule
+            work.exposures.append(self._envelope(work, properties))
 
     def _event(self, work: _Request, **fields: Any) -> dict[str, Any]:
         """An exposure event, shaped as :func:`tailorkit.decide.log.exposure_event` builds it.
@@ -721,6 +735,10 @@ class DecisionEngine:
         Built here without its checks (the values are right by construction) and
         with a cheaper id, because a request logs up to one per placement.
         """
+        return self._envelope(work, {k: v for k, v in fields.items() if v is not None})
+
+    def _envelope(self, work: _Request, properties: dict[str, Any]) -> dict[str, Any]:
+        """The exposure event around ``properties`` (none of them ``None``)."""
         if work.timestamp is None:
             work.timestamp = datetime.fromtimestamp(work.now, UTC).isoformat()
         req = work.req
@@ -730,7 +748,7 @@ class DecisionEngine:
             "user_id": req.user_id,
             "anonymous_id": req.anonymous_id,
             "timestamp": work.timestamp,
-            "properties": {k: v for k, v in fields.items() if v is not None},
+            "properties": properties,
         }
 
 

@@ -149,6 +149,8 @@ class Rule:
     priority: int
     condition: Callable[[Any], bool] | None
     owner: Owner
+    #: The variant of a rule that always shows the same one (no recommendations)
+    fixed: Variant | None = None
 
 
 @dataclass(frozen=True)
@@ -432,7 +434,10 @@ class _Compiler:
             condition = spec.get("condition")
             predicate = self.condition(condition) if condition else None
             owner = self.owner(rule_path, spec, variants, bandits)
-            rules.append(Rule(spec["id"], spec["priority"], predicate, owner))
+            fixed = None
+            if owner.variant is not None and owner.recommend is None:
+                fixed = variants[owner.variant]
+            rules.append(Rule(spec["id"], spec["priority"], predicate, owner, fixed))
         rules.sort(key=lambda r: -r.priority)
         return tuple(rules)
 
