@@ -642,14 +642,26 @@ class DecisionEngine:
         counts[source] = counts.get(source, 0) + 1
         person = work.person
         real = source != "default" or (choice.reason or "").startswith(NO_RULE)
+        logged = choice.exposure is not None and not choice.held
+        deterministic = not logged and (source != "experiment" or choice.held)
+        if person is not None and real and deterministic:
+            # remember, then log: one memory call (this is most placements)
+            period = self.definitions.settings.exposure_dedup_seconds
+            if self.memory.remember_and_log(
+                person, placement.key, choice.variant.key, source, choice.rule, work.now,
+                _logged_as(choice), period,
+            ):  # fmt: skip
+                self._append_deterministic(work, placement, choice)
+            return
         if person is not None and real:
             # Same variant again keeps its dwell clock; every showing counts for caps.
             self.memory.remember(
                 person, placement.key, choice.variant.key, source, choice.rule, work.now
             )
-        if choice.exposure is not None and not choice.held:
+        if logged:
+            assert choice.exposure is not None
             work.exposures.append(choice.exposure)
-        elif source != "experiment" or choice.held:
+        elif deterministic:
             self._log_deterministic(work, placement, choice)
 
     def _log_deterministic(self, work: _Request, placement: Placement, choice: Choice) -> None:
@@ -658,12 +670,11 @@ class DecisionEngine:
         if person is None:
             return
         period = self.definitions.settings.exposure_dedup_seconds
-        # a new model version is a new decision: logged again within the period
-        logged_as = choice.variant.key
-        if choice.model_version is not None:
-            logged_as = f"{logged_as}@{choice.model_version}"
-        if not self.memory.first_log(person, placement.key, logged_as, period, work.now):
-            return
+        if self.memory.first_log(person, placement.key, _logged_as(choice), period, work.now):
+            self._append_deterministic(work, placement, choice)
+
+    def _append_deterministic(self, work: _Request, placement: Placement, choice: Choice) -> None:
+        """The exposure event of a propensity-1 decision."""
         # built field by field (what _event would give): one per placement and user
         properties = {
             "kind": choice.source,
@@ -707,10 +718,11 @@ class DecisionEngine:
         if person is None:
             return
         period = self.definitions.settings.exposure_dedup_seconds
-        for record in records:
-            # an assignment is deterministic: logged once per user per dedup period, like rules
-            logged_as = f"{record.experiment_key}\x1f{record.variation_key}"
-            if not self.memory.first_log(person, placement or "", logged_as, period, work.now):
+        # an assignment is deterministic: logged once per user per dedup period, like rules
+        names = [f"{record.experiment_key}\x1f{record.variation_key}" for record in records]
+        firsts = self.memory.first_logs(person, placement or "", names, period, work.now)
+        for record, first in zip(records, firsts, strict=True):
+            if not first:
                 continue
             properties = {
                 "kind": "experiment",
@@ -769,6 +781,14 @@ def _counter(source: str) -> Any:
     if counter is None:
         counter = _COUNTERS[source] = metrics.DECISIONS.labels(source)
     return counter
+
+
+def _logged_as(choice: Choice) -> str:
+    """What a propensity-1 decision is deduplicated as: a new model version is a new
+    decision, logged again within the dedup period."""
+    if choice.model_version is not None:
+        return f"{choice.variant.key}@{choice.model_version}"
+    return choice.variant.key
 
 
 def _ignore(_: ExposureRecord) -> None:

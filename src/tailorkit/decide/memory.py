@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,12 +100,44 @@ class UserMemory:
     ) -> None:
         """Record a showing; a change of variant restarts the dwell clock."""
         with self._lock:
+            _remember(self._user(person), placement, variant, source, rule, now)
+
+    def remember_and_log(
+        self,
+        person: str,
+        placement: str,
+        variant: str,
+        source: str,
+        rule: str | None,
+        now: float,
+        logged_as: str,
+        period: float,
+    ) -> bool:
+        """:meth:`remember`, then :meth:`first_log` of ``logged_as`` (one lock, one lookup:
+        the engine does both for most placements of every request).
+
+        >>> m = UserMemory()
+        >>> [m.remember_and_log("u", "p", "a", "rule", None, t, "a", 60.0) for t in (1.0, 2.0)]
+        [True, False]
+        >>> m.held("u", "p", dwell=60.0, now=3.0).since, m.capped("u", "p", "a", 2, 9.0, now=3.0)
+        (1.0, True)
+        """
+        with self._lock:
             user = self._user(person)
-            row = user.get(("s", placement))
-            if row is None or row[0] != variant:
-                user["s", placement] = (variant, source, rule, now)
-            key = ("c", placement, variant)
-            user[key] = (*user.get(key, ())[1 - MAX_SHOWINGS :], now)
+            _remember(user, placement, variant, source, rule, now)
+            return _first_log(user, placement, logged_as, period, now)
+
+    def first_logs(
+        self, person: str, placement: str, names: Sequence[str], period: float, now: float
+    ) -> list[bool]:
+        """:meth:`first_log` of each of ``names`` in turn (one lock, one lookup).
+
+        >>> UserMemory().first_logs("u", "", ["a", "b", "a"], 60.0, now=1.0)
+        [True, True, False]
+        """
+        with self._lock:
+            user = self._user(person)
+            return [_first_log(user, placement, name, period, now) for name in names]
 
     def capped(
         self, person: str, placement: str, variant: str, limit: int, window: float, now: float
@@ -130,13 +162,7 @@ class UserMemory:
     ) -> bool:
         """True (and noted) when this decision was not logged within ``period`` seconds."""
         with self._lock:
-            user = self._user(person)
-            key = ("l", placement, variant)
-            last = user.get(key)
-            if last is not None and now - last < period:
-                return False
-            user[key] = now
-            return True
+            return _first_log(self._user(person), placement, variant, period, now)
 
     def forget(self, persons: Iterable[str]) -> int:
         """Drop everything remembered about ``persons``; returns how many were known."""
@@ -151,6 +177,27 @@ class UserMemory:
 
     def __len__(self) -> int:
         return len(self._users)
+
+
+def _remember(
+    user: _User, placement: str, variant: str, source: str, rule: str | None, now: float
+) -> None:
+    """:meth:`UserMemory.remember` on a user's entry (the caller holds the lock)."""
+    row = user.get(("s", placement))
+    if row is None or row[0] != variant:
+        user["s", placement] = (variant, source, rule, now)
+    key = ("c", placement, variant)
+    user[key] = (*user.get(key, ())[1 - MAX_SHOWINGS :], now)
+
+
+def _first_log(user: _User, placement: str, variant: str, period: float, now: float) -> bool:
+    """:meth:`UserMemory.first_log` on a user's entry (the caller holds the lock)."""
+    key = ("l", placement, variant)
+    last = user.get(key)
+    if last is not None and now - last < period:
+        return False
+    user[key] = now
+    return True
 
 
 # The changes of one decision to a user's hash, applied atomically. ARGV: ttl (ms),
@@ -245,6 +292,26 @@ class RedisUserMemory(UserMemory):
         shown = _SEP.join((variant, source, rule or "", repr(now)))
         self._note(person, "s", f"s{_SEP}{placement}", shown)
         self._note(person, "c", f"c{_SEP}{placement}{_SEP}{variant}", repr(now))
+
+    def remember_and_log(
+        self,
+        person: str,
+        placement: str,
+        variant: str,
+        source: str,
+        rule: str | None,
+        now: float,
+        logged_as: str,
+        period: float,
+    ) -> bool:
+        # one after the other: each notes its changes for save()
+        self.remember(person, placement, variant, source, rule, now)
+        return self.first_log(person, placement, logged_as, period, now)
+
+    def first_logs(
+        self, person: str, placement: str, names: Sequence[str], period: float, now: float
+    ) -> list[bool]:
+        return [self.first_log(person, placement, name, period, now) for name in names]
 
     def first_log(
         self, person: str, placement: str, variant: str, period: float, now: float
