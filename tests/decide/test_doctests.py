@@ -11,6 +11,7 @@ MODULES = [
     "tailorkit.decide.bandit_runtime",
     "tailorkit.decide.content",
     "tailorkit.decide.engine",
+    "tailorkit.decide.log",
     "tailorkit.decide.memory",
     "tailorkit.decide.placements",
     "tailorkit.decide.service",

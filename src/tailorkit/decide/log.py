@@ -111,20 +111,41 @@ def exposures_table(
             props = {k: v for k, v in props.items() if k != "hash_value"}
         properties.append(orjson.dumps(props).decode())
     n = len(events)
+    schema = EVENT_ARROW_SCHEMA
+
+    def same(name: str, value: Any) -> pa.Array:  # one value in every row, built by Arrow
+        return pa.repeat(pa.scalar(value, schema.field(name).type), n)
+
     columns = {
-        "event_id": [e["event_id"] for e in events],
-        "type": [e["type"] for e in events],
-        "user_id": [e.get("user_id") for e in events],
-        "anonymous_id": [e.get("anonymous_id") for e in events],
-        "timestamp": [datetime.fromisoformat(e["timestamp"]) for e in events],
-        "received_at": [received] * n,
-        "clock_skew_ms": [None] * n,
-        "source": [source] * n,
-        "properties": properties,
-        "context": [None] * n,
-        "personalization": [True] * n,  # nothing is logged about users without consent
+        "event_id": pa.array([e["event_id"] for e in events], pa.string()),
+        "type": pa.array([e["type"] for e in events], pa.string()),
+        "user_id": pa.array([e.get("user_id") for e in events], pa.string()),
+        "anonymous_id": pa.array([e.get("anonymous_id") for e in events], pa.string()),
+        "timestamp": _timestamps([e["timestamp"] for e in events]),
+        "received_at": same("received_at", received),
+        "clock_skew_ms": same("clock_skew_ms", None),
+        "source": same("source", source),
+        "properties": pa.array(properties, pa.string()),
+        "context": same("context", None),
+        "personalization": same("personalization", True),  # no consent: nothing is logged
     }
-    return pa.table(columns, schema=EVENT_ARROW_SCHEMA)
+    return pa.Table.from_arrays(list(columns.values()), schema=schema)
+
+
+def _timestamps(texts: list[str]) -> pa.Array:
+    """ISO 8601 timestamps as UTC microseconds: Arrow parses those with a zone offset.
+
+    >>> [t.isoformat() for t in _timestamps(["2026-01-02T03:00:00+02:00"]).to_pylist()]
+    ['2026-01-02T01:00:00+00:00']
+    >>> texts = ["2026-01-02T03:00:00+02:00", "2026-01-02T01:00:00"]  # the Python fallback
+    >>> [t.isoformat() for t in _timestamps(texts).to_pylist()]
+    ['2026-01-02T01:00:00+00:00', '2026-01-02T01:00:00+00:00']
+    """
+    kind = EVENT_ARROW_SCHEMA.field("timestamp").type
+    try:
+        return pa.array(texts, pa.string()).cast(kind)
+    except pa.ArrowInvalid:  # no offset (taken as UTC), or finer than microseconds
+        return pa.array([datetime.fromisoformat(t) for t in texts], kind)
 
 
 def store_exposures(
