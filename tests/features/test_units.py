@@ -16,6 +16,7 @@ import yaml
 
 from tailorkit.decide.exposures import ExposureLog, exposure_event_for
 from tailorkit.decide.features import FeatureService, merge_profile, validate_features
+from tailorkit.decide.log import exposure_event
 from tailorkit.evaluate import ExposureRecord
 from tailorkit.project import ConfigError, load_project
 from tailorkit.project.init import write_project
@@ -175,6 +176,57 @@ def test_exposure_events_are_deterministic_per_day_and_hide_personal_hash_values
     assert "hash_value" not in first["properties"]
     assert later["properties"]["hash_value"] == "ana@example.com"
     assert first["properties"]["propensity"] == 0.25
+
+
+@pytest.mark.parametrize(
+    ("record", "user_id", "anonymous_id"),
+    [
+        (RECORD, "u1", None),
+        (ExposureRecord("exp", 0, "a", "id", 42, None, 1.0, 1.0), None, None),
+        (
+            ExposureRecord(
+                "hero", 2, "c", "id", "a9", "f", 0.2, 1.0,
+                sticky_bucket_used=True, leaf_id=3, bandit_version=7,
+            ),
+            None, "anon-1",
+        ),
+    ],
+)  # fmt: skip
+def test_exposure_event_for_builds_what_exposure_event_builds(
+    record: ExposureRecord, user_id: str | None, anonymous_id: str | None
+) -> None:
+    at = datetime(2026, 3, 1, 10, tzinfo=UTC)
+    built = exposure_event_for(
+        record, user_id=user_id, anonymous_id=anonymous_id, timestamp=at,
+        hide_hash_values_of=("email",),
+    )  # fmt: skip
+    hidden = record.hash_attribute == "email"
+    expected = exposure_event(
+        kind="experiment" if record.leaf_id is None else "bandit",
+        key=record.experiment_key,
+        variation=record.variation_id,
+        propensity=record.propensity,
+        user_id=user_id,
+        anonymous_id=anonymous_id or (None if user_id else str(record.hash_value)),
+        variation_key=record.variation_key,
+        timestamp=at,
+        event_id=built["event_id"],
+        hash_attribute=record.hash_attribute,
+        hash_value=None if hidden else record.hash_value,
+        feature=record.feature_key,
+        enrollment_probability=record.enrollment_probability,
+        bucket=record.bucket,
+        sticky_bucket_used=record.sticky_bucket_used or None,
+        segment=None if record.leaf_id is None else str(record.leaf_id),
+        model_version=None if record.bandit_version is None else str(record.bandit_version),
+    )
+    assert built == expected
+    assert list(built["properties"]) == list(expected["properties"])  # same JSON text
+    with pytest.raises(ValueError, match="propensity"):
+        exposure_event_for(
+            ExposureRecord("exp", 0, "a", "id", "u1", None, 1.5, 1.0),
+            user_id="u1", anonymous_id=None, timestamp=at,
+        )  # fmt: skip
 
 
 def test_exposure_log_drops_when_full_and_survives_a_failing_sink(

@@ -3,9 +3,9 @@
 The evaluation core reports an :class:`~tailorkit.evaluate.ExposureRecord`
 (with its propensity) through a per-context callback.  :class:`ExposureLog`
 only appends it to a bounded queue on the request path; a background thread
-turns queued records into decision-log events
-(:func:`tailorkit.decide.log.exposure_event`) and hands them to a sink, in
-the server the collector's group-commit writer.  Logging never slows down or
+turns queued records into decision-log events (shaped as
+:func:`tailorkit.decide.log.exposure_event` builds them) and hands them to a
+sink, in the server one store transaction every 2 s.  Logging never slows down or
 fails an evaluation: a full queue drops (and counts) records, a failing sink
 is logged.
 
@@ -40,7 +40,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from tailorkit.decide.log import exposure_event
+from tailorkit.decide.log import EXPOSURE
 from tailorkit.evaluate import ExposureRecord
 from tailorkit.evaluate.context import ExposureCallback, hash_string
 
@@ -84,30 +84,40 @@ def exposure_event_for(
     >>> e["anonymous_id"], e["properties"]["variation_key"], e["properties"]["feature"]
     ('u1', 'b', 'f')
     """
-    key = _identity(record, user_id, anonymous_id, timestamp)
-    hash_text = hash_string(record.hash_value)
-    if not user_id and not anonymous_id:
-        anonymous_id = hash_text
+    # What exposure_event(kind=..., **fields) builds (a test compares them), without its
+    # keyword packing: the flusher builds one for every first exposure of the day
+    if not 0.0 <= record.propensity <= 1.0:
+        raise ValueError(f"propensity must be in [0, 1], not {record.propensity}")
     hidden = record.hash_attribute in hide_hash_values_of
-    return exposure_event(
-        event_id=_uuid5_text(key),
-        kind="bandit" if record.leaf_id is not None else "experiment",
-        key=record.experiment_key,
-        variation=record.variation_id,
-        propensity=record.propensity,
-        user_id=user_id,
-        anonymous_id=anonymous_id,
-        variation_key=record.variation_key,
-        timestamp=timestamp,
-        hash_attribute=record.hash_attribute,
-        hash_value=None if hidden else record.hash_value,
-        feature=record.feature_key,
-        enrollment_probability=record.enrollment_probability,
-        bucket=record.bucket,
-        sticky_bucket_used=record.sticky_bucket_used or None,
-        segment=None if record.leaf_id is None else str(record.leaf_id),
-        model_version=None if record.bandit_version is None else str(record.bandit_version),
+    optional = (
+        ("hash_attribute", record.hash_attribute),
+        ("hash_value", None if hidden else record.hash_value),
+        ("feature", record.feature_key),
+        ("enrollment_probability", record.enrollment_probability),
+        ("bucket", record.bucket),
+        ("sticky_bucket_used", record.sticky_bucket_used or None),
+        ("segment", None if record.leaf_id is None else str(record.leaf_id)),
+        ("model_version", None if record.bandit_version is None else str(record.bandit_version)),
     )
+    properties: dict[str, Any] = {
+        "kind": "bandit" if record.leaf_id is not None else "experiment",
+        "key": record.experiment_key,
+        "variation": record.variation_id,
+        "variation_key": record.variation_key,
+        "propensity": record.propensity,
+    }
+    for name, value in optional:
+        if value is not None:
+            properties[name] = value
+    return {
+        "event_id": _uuid5_text(_identity(record, user_id, anonymous_id, timestamp)),
+        "type": EXPOSURE,
+        "user_id": user_id,
+        # without a user or anonymous id the hash value stands in (as in the id)
+        "anonymous_id": anonymous_id if user_id or anonymous_id else hash_string(record.hash_value),
+        "timestamp": timestamp.isoformat(),
+        "properties": properties,
+    }
 
 
 def _uuid5_text(name: str) -> str:
