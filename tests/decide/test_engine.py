@@ -339,3 +339,33 @@ def test_bad_definitions_are_refused_with_file_key_and_reason(
         build(doc)
     assert (info.value.file, info.value.path) == (file, key)
     assert reason in info.value.message
+
+
+def test_a_user_specific_rendering_is_cached_by_the_values_it_reads() -> None:
+    profiles = {
+        "ada": ProfileView({"first_name": "Ada"}, ("cart_abandoners",)),
+        "bob": ProfileView({"first_name": "Bob"}, ("cart_abandoners",)),
+    }
+    engine, _ = build(profiles=profiles)
+    for person in ("ada", "bob", "ada", "bob"):
+        hero = engine.decide(DecideRequest(user_id=person))["placements"]["home_hero"]
+        assert hero["content"] == f"<h1>{person.title()}, see your cart</h1>"
+    cart = [k for k in engine.cache._items if k[:2] == ("home_hero", "cart")]
+    assert len(cart) == 2  # one per profile: the template reads only ``profile``
+    profiles["ada"] = ProfileView({"first_name": "Ada L."}, ("cart_abandoners",))
+    hero = engine.decide(DecideRequest(user_id="ada"))["placements"]["home_hero"]
+    assert hero["content"] == "<h1>Ada L., see your cart</h1>"
+
+
+def test_a_template_with_the_random_filter_is_rendered_every_time() -> None:
+    doc = copy.deepcopy(PLACEMENTS)
+    cart = doc["placements"]["home_hero"]["variants"]["cart"]
+    cart["content"] = "<h1>{{ profile.first_name }} {{ [1, 2, 3] | random }}</h1>"
+    abandoner = ProfileView({"first_name": "Ada"}, ("cart_abandoners",))
+    engine, _ = build(doc, profiles={"ada": abandoner})
+    contents = {
+        engine.decide(DecideRequest(user_id="ada"))["placements"]["home_hero"]["content"]
+        for _ in range(60)
+    }
+    assert len(contents) == 3
+    assert not [k for k in engine.cache._items if k[:2] == ("home_hero", "cart")]

@@ -147,11 +147,23 @@ class Template:
     source: str
     compiled: jinja2.Template
     names: frozenset[str]
+    #: False when the output may differ between two renders with the same variables
+    deterministic: bool = True
 
     @cached_property  # read for every placement of every request
     def user_specific(self) -> bool:
         """Whether the output can differ between two users with the same context."""
         return bool(self.names & USER_NAMES)
+
+    @cached_property
+    def user_names(self) -> tuple[str, ...]:
+        """The variables that key a cached rendering of a user-specific template (the
+        placement and variant are in the key; recommendations count as their list).
+
+        >>> TemplateChecker().compile("x", "{{ user.id }} {{ variant }}").user_names
+        ('user',)
+        """
+        return tuple(sorted(self.names - {"placement", "variant", "recommendations"}))
 
     @cached_property
     def constant(self) -> bool:
@@ -233,7 +245,7 @@ class TemplateChecker:
             raise TemplateError(f"unknown variable {unknown[0]!r} (known: {known})")
         self._check_profile_fields(tree)
         compiled = self.env.from_string(source)
-        return Template(key, source, compiled, names)
+        return Template(key, source, compiled, names, not _has_random(tree))
 
     def _check_profile_fields(self, tree: nodes.Template) -> None:
         """Refuse ``profile.x`` / ``profile['x']`` when ``x`` is not a declared feature."""
@@ -254,6 +266,12 @@ def _profile_fields(tree: nodes.Template) -> Iterable[str]:
             arg = node.arg
             if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
                 yield arg.value
+
+
+def _has_random(tree: nodes.Template) -> bool:
+    """Whether the template uses the ``random`` filter (its output is not a function
+    of its variables)."""
+    return any(node.name == "random" for node in tree.find_all(nodes.Filter))
 
 
 def _has_file_access(tree: nodes.Template) -> bool:

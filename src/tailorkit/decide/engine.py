@@ -594,17 +594,8 @@ class DecisionEngine:
         if template.constant and choice.variant.fallback is not None:
             choice.content = choice.variant.fallback
             return True
-        cache_key = None
-        items_key = choice.items_key
-        if not template.user_specific or (
-            items_key is not None and template.names <= _STATIC_LIST_NAMES
-        ):
-            context_key = b""  # a template that does not read the context is cached once
-            if "context" in template.names:
-                if work.context_key is None:
-                    work.context_key = _context_key(work.req.context)
-                context_key = work.context_key
-            cache_key = (placement.key, choice.variant.key, context_key, items_key)
+        cache_key = self._cache_key(work, placement, choice)
+        if cache_key is not None:
             cached = self.cache.get(cache_key)
             if cached is not None:
                 choice.content = cached
@@ -624,6 +615,32 @@ class DecisionEngine:
         if cache_key is not None:
             self.cache.put(cache_key, choice.content)
         return True
+
+    def _cache_key(self, work: _Request, placement: Placement, choice: Choice) -> _CacheKey | None:
+        """Where a rendering is cached: by the values the template reads (``None``: not cached).
+
+        Recommendations count only as a static list; user fields by their JSON,
+        types that JSON would blur (dates, subclasses) leave the rendering uncached.
+        """
+        template = choice.variant.template
+        items_key = choice.items_key
+        names = template.names
+        if not template.user_specific or (items_key is not None and names <= _STATIC_LIST_NAMES):
+            context_key = b""  # a template that does not read the context is cached once
+            if "context" in names:
+                if work.context_key is None:
+                    work.context_key = _context_key(work.req.context)
+                context_key = work.context_key
+            return (placement.key, choice.variant.key, context_key, items_key)
+        if not template.deterministic or ("recommendations" in names and items_key is None):
+            return None
+        variables = self._variables(work)
+        read = {name: variables[name] for name in template.user_names}
+        try:
+            values = orjson.dumps(read, option=_STRICT_JSON)
+        except TypeError:
+            return None
+        return (placement.key, choice.variant.key, values, items_key)
 
     def _fallback(self, work: _Request, key: str, reason: str, log_it: bool = True) -> Choice:
         """The default content of ``key`` without touching user data (always succeeds)."""
@@ -767,6 +784,12 @@ class DecisionEngine:
 _COUNTERS: dict[str, Any] = {}
 #: What a template may read and still be cached when its recommendations are a static list
 _STATIC_LIST_NAMES = frozenset({"recommendations", "context", "placement", "variant"})
+#: Values that JSON would not tell apart from others (dates, subclasses) raise TypeError
+_STRICT_JSON = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 def _event_id() -> str:
