@@ -36,6 +36,8 @@ def build(
     """An engine on the test definitions; returns it and the exposure log."""
     checker = TemplateChecker(profile_features=["first_name", "cart_adds_24h"])
     doc = copy.deepcopy(placements or PLACEMENTS)
+    if placements is None:  # a loaded CI machine must not turn a decision into the default
+        doc["settings"]["deadline_ms"] = 10_000
     hero = doc["placements"]["home_hero"]["variants"]["generic"]
     if "template" in hero:  # no templates folder here: inline the file's content
         doc["placements"]["home_hero"]["variants"]["generic"] = {
