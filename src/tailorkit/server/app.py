@@ -15,7 +15,6 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
@@ -67,20 +66,26 @@ Admin = Annotated[AppState, Depends(_require(Scope.ADMIN))]
 
 
 async def read_bounded(request: Request, limit: int) -> bytes:
-    """Read the body, refusing (413) past ``limit`` bytes even without Content-Length."""
+    """Read the body, refusing (413) past ``limit`` bytes even without Content-Length.
+
+    Straight from the ASGI ``receive`` (the only reader of the body):
+    Starlette's ``request.stream()`` costs a few microseconds more per request.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadError(413, f"request body over {limit} bytes")
     chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadError(413, f"request body over {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect as exc:  # the client gave up; nothing was acknowledged
-        raise PayloadError(499, "client disconnected before the body was read") from exc
-    return b"".join(chunks)
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":  # the client gave up; nothing was acknowledged
+            raise PayloadError(499, "client disconnected before the body was read")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadError(413, f"request body over {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def _ingest_items(state: AppState, items: list[Any], source: str) -> Response:
