@@ -107,3 +107,38 @@ def test_other_routes_still_go_through_the_stack(client: TestClient, project: Pr
     )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == ALLOWED
+
+
+def test_body_limits_hold_without_content_length_and_a_gone_client_gets_499(
+    client: TestClient, project: Project
+) -> None:
+    app = client.app
+    key = project.settings.ingest_keys[0].encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/decide",
+        "query_string": b"",
+        "headers": [(b"authorization", b"Bearer " + key)],
+    }
+
+    def answer(messages: list[dict[str, Any]]) -> tuple[int, bytes]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        client.portal.call(app, dict(scope), receive, send)  # type: ignore[union-attr, arg-type, call-arg]
+        return sent[0]["status"], sent[1]["body"]
+
+    chunk = {"type": "http.request", "body": b" " * 40_000, "more_body": True}
+    status, body = answer([chunk, chunk])  # no Content-Length, streamed past the bound
+    assert status == 413 and b"request body over" in body
+    gone: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b"{", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    assert answer(gone)[0] == 499
