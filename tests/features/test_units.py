@@ -239,7 +239,9 @@ def test_exposure_log_drops_when_full_and_survives_a_failing_sink(
     assert log.pending == 3
     assert log.flush() == 3 and [len(batch) for batch in sent] == [2, 1]
     log.record(ExposureRecord("exp", 0, "a", "id", "u0", None, 0.5, 1.0))
-    assert log.flush() == 0  # already sent today
+    assert log.pending == 0 and log.flush() == 0  # already sent today: not even queued
+    log.record(ExposureRecord("exp", 0, "a", "id", "u4", None, 0.5, 1.0))
+    assert log.flush() == 1  # dropped when the queue was full, so logged now
 
     def broken(events: list[dict[str, Any]]) -> None:
         raise OSError("disk full")

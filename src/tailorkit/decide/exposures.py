@@ -12,7 +12,7 @@ is logged.
 Event ids are deterministic per (UTC day, user, experiment, variation, hash
 value, feature), so the many evaluations of one user on one day store one
 exposure: the store deduplicates ids, and the log skips ids it has already
-sent today.
+queued today.
 
 >>> sent = []
 >>> log = ExposureLog(sent.extend)
@@ -54,6 +54,7 @@ EXPOSURES = Counter(
     "tailorkit_exposures_total", "Exposure events by outcome (queued, sent, duplicate, dropped)",
     ["outcome"],
 )  # fmt: skip
+_QUEUED, _DROPPED = EXPOSURES.labels("queued"), EXPOSURES.labels("dropped")
 _ID_NAMESPACE = uuid.UUID("5f0b1c57-6a52-4d8e-9d3c-7c1e2f3a4b5c")
 _NAMESPACE_BYTES = _ID_NAMESPACE.bytes
 _MAX_SEEN = 500_000  # ids remembered per day before the memory is reset
@@ -176,20 +177,30 @@ class ExposureLog:
         self._thread: threading.Thread | None = None
         self._seen: set[tuple[Any, ...]] = set()
         self._seen_day: date | None = None
+        self._duplicates = 0
 
     # ------------------------------------------------------------ request path
 
     def record(
         self, record: ExposureRecord, user_id: str | None = None, anonymous_id: str | None = None
     ) -> None:
-        """Queue one exposure (cheap; never raises for a full queue, it drops)."""
-        if len(self._queue) >= self.max_pending:
-            EXPOSURES.labels("dropped").inc()
+        """Queue one exposure, unless it repeats one queued today (cheap; never raises).
+
+        Most evaluations repeat an exposure already logged today: they are
+        skipped here, so they neither wait in the queue (where the garbage
+        collector would scan them) nor cost the flusher anything.
+        """
+        at = datetime.now(UTC)
+        key = self._seen_key(record, user_id, anonymous_id, at)
+        if key is None:
+            self._duplicates += 1  # added to the counter at the next flush
             return
-        self._queue.append((record, user_id, anonymous_id, datetime.now(UTC)))
-        EXPOSURES.labels("queued").inc()
-        # most queued records repeat one already logged today (they cost little):
-        # flush early only when the queue nears its bound, not at every batch_size
+        if len(self._queue) >= self.max_pending:
+            self._seen.discard(key)  # a later evaluation may log it
+            _DROPPED.inc()
+            return
+        self._queue.append((record, user_id, anonymous_id, at))
+        _QUEUED.inc()
         if len(self._queue) >= self.max_pending // 2:
             self._wake.set()
 
@@ -248,15 +259,12 @@ class ExposureLog:
                 log.exception("flushing exposures failed")
 
     def _drain(self) -> list[dict[str, Any]]:
-        """Turn queued records into events, skipping ids already sent today."""
+        """Turn queued records into events."""
         events: list[dict[str, Any]] = []
-        duplicates = 0
+        duplicates, self._duplicates = self._duplicates, 0
+        EXPOSURES.labels("duplicate").inc(duplicates)
         while self._queue:
             record, user_id, anonymous_id, at = self._queue.popleft()
-            # most exposures repeat one already logged today: skip them before building
-            if not self._is_new(record, user_id, anonymous_id, at):
-                duplicates += 1
-                continue
             try:
                 event = exposure_event_for(
                     record,
@@ -267,15 +275,15 @@ class ExposureLog:
                 )
             except ValueError:  # e.g. a propensity outside [0, 1] from a malformed rule
                 log.warning("exposure of %s not logged", record.experiment_key, exc_info=True)
-                EXPOSURES.labels("dropped").inc()
+                _DROPPED.inc()
                 continue
             events.append(event)
-        EXPOSURES.labels("duplicate").inc(duplicates)
         return events
 
-    def _is_new(
+    def _seen_key(
         self, record: ExposureRecord, user_id: str | None, anonymous_id: str | None, at: datetime
-    ) -> bool:
+    ) -> tuple[Any, ...] | None:
+        """The record's key in today's seen set, now added; ``None`` when it was there."""
         day = at.date()
         if day != self._seen_day or len(self._seen) >= _MAX_SEEN:
             self._seen, self._seen_day = set(), day
@@ -285,9 +293,9 @@ class ExposureLog:
             record.variation_key, record.hash_attribute, hash_string(record.hash_value),
         )  # fmt: skip
         if key in self._seen:
-            return False
+            return None
         self._seen.add(key)
-        return True
+        return key
 
     def _send(self, events: list[dict[str, Any]]) -> None:
         try:
