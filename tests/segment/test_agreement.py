@@ -24,7 +24,7 @@ from tailorkit.collect.raw import raw_from_arrow
 from tailorkit.demo import generate_shop
 from tailorkit.project import Project, load_project
 from tailorkit.project.init import write_project
-from tailorkit.segment.batch import refresh_online
+from tailorkit.segment.batch import overlap, refresh_online, report, size_history, sizes
 from tailorkit.segment.definitions import Definitions
 from tailorkit.segment.online import SegmentEngine
 from tailorkit.segment.sink import ChangeSink
@@ -100,15 +100,34 @@ def test_membership_changes_were_written_back_as_events(replay: Replay) -> None:
     assert sizes == expected
 
 
+def test_report_equals_sizes_overlap_and_history_computed_alone(replay: Replay) -> None:
+    # report() reads one materialized copy of the events; its parts read the events each
+    at, _, _ = replay.checks["t1"]
+    events = clean_events(replay.warehouse, replay.project.settings.quality)
+    got = report(replay.definitions, events, at, days=3)
+    counts = sizes(replay.definitions, events, at)
+    assert got["profiles"] == counts.pop("profiles") > 1500
+    assert {s["key"]: s["size"] for s in got["segments"]} == counts
+    assert got["overlap"] == overlap(replay.definitions, events, at)
+    history = size_history(replay.definitions, events, at, 3)
+    assert got["size_over_time"] == history and len(history) == 4
+    assert history[0] != history[-1]  # the instants differ: a wrong instant would show
+    assert report(replay.definitions, events, at, days=0)["size_over_time"] == []
+
+
 @pytest.mark.postgres
 def test_batch_on_postgres_equals_duckdb(replay: Replay, pg_database: str) -> None:
     at, duck, _ = replay.checks["t2"]
+    quality = replay.project.settings.quality
     pg = Warehouse(pg_database)
     try:
         pg.insert(replay.warehouse.events.to_pyarrow(), replay.warehouse.identities.to_pyarrow())
-        rows = batch_rows(replay.definitions, clean_events(pg, replay.project.settings.quality), at)
+        rows = batch_rows(replay.definitions, clean_events(pg, quality), at)
+        pg_report = report(replay.definitions, clean_events(pg, quality), at, days=2)
     finally:
         for table in ("events", "identities", "ingest_stats"):
             pg.con.drop_table(table, force=True)
         pg.close()
     assert differences(replay.definitions, duck, rows) == {}
+    events = clean_events(replay.warehouse, quality)
+    assert pg_report == report(replay.definitions, events, at, days=2)

@@ -58,13 +58,6 @@ UNITS = 1_000_000.0
 RFM_SCORES = 5
 
 
-def base_events(events: ir.Table, at: datetime) -> ir.Table:
-    """Events that can feed profiles as of ``at``."""
-    return events.filter(
-        ~events.type.isin(sorted(SYSTEM_EVENT_TYPES)), events.timestamp <= ibis.literal(at)
-    )
-
-
 def _consent(rows: ir.Table) -> dict[str, ir.Value]:
     """Latest consented and latest refused event of a person (compared after aggregation)."""
     yes = rows.personalization
@@ -362,24 +355,44 @@ def _with_model_scores(
     return table.mutate(**columns).drop(*(f"_ms_{n}" for n in names))
 
 
+def profile_rows(features: FeatureSet, events: ir.Table, at: datetime | None = None) -> ir.Table:
+    """The events profiles read (up to ``at`` if given), with the property paths extracted.
+
+    Which rows are parsed does not depend on ``at``: rows computed once
+    without it serve :func:`profile_table` at any instant (its ``rows``).
+    """
+    base = events.filter(~events.type.isin(sorted(SYSTEM_EVENT_TYPES)))
+    if at is not None:
+        base = base.filter(base.timestamp <= ibis.literal(at))
+    paths = _register_paths(features)
+    rows = paths.project(base, base.personalization)
+    return rows.select(
+        "person_id", "type", "timestamp", "event_id", "personalization", *paths.columns()
+    )
+
+
 def profile_table(
-    features: FeatureSet, events: ir.Table, at: datetime, scores: ir.Table | None = None
+    features: FeatureSet,
+    events: ir.Table,
+    at: datetime,
+    scores: ir.Table | None = None,
+    rows: ir.Table | None = None,
 ) -> ir.Table:
     """One row per profiled person as of ``at``: ``person_id`` and every feature.
 
     ``events`` are resolved events with ``person_id`` (usually
     :func:`tailorkit.collect.quality.clean_events`); ``scores`` is the
     ``profile_scores`` table for ``model_score`` features (default: the one
-    beside ``events``, :func:`scores_beside`).
+    beside ``events``, :func:`scores_beside`). ``rows``: :func:`profile_rows`
+    of ``events`` without ``at``, e.g. materialized once for many instants.
     """
-    base = base_events(events, at)
     paths = _register_paths(features)
+    if rows is None:
+        rows = profile_rows(features, events, at)
+    else:
+        rows = rows.filter(rows.timestamp <= ibis.literal(at))
     # One pass over the events: consent, features and RFM sums are aggregates of the same
     # group-by (features count consented events only, consent looks at all of them)
-    rows = paths.project(base, base.personalization)
-    rows = rows.select(
-        "person_id", "type", "timestamp", "event_id", "personalization", *paths.columns()
-    )
     cap = features.settings.max_distinct
     aggregates = {
         name: _aggregate(f, rows, paths, at, cap)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -30,9 +31,10 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tailorkit.collect.quality import clean_events, flagged_users
-from tailorkit.profile.batch import latest_scores, profile_table, scores_in
+from tailorkit.profile.batch import latest_scores, profile_rows, profile_table, scores_in
 from tailorkit.profile.definitions import RFM_FEATURES, FeatureSet
 from tailorkit.profile.sqlconditions import compile_sql
 from tailorkit.profile.windows import to_us
@@ -58,16 +60,24 @@ def with_segments(definitions: Definitions, profiles: ir.Table) -> ir.Table:
     return profiles.mutate(**final)
 
 
-def membership_table(definitions: Definitions, events: ir.Table, at: datetime) -> ir.Table:
-    """``person_id`` and one boolean per segment, for every profiled person as of ``at``."""
-    profiles = profile_table(definitions.features, events, at)
+def membership_table(
+    definitions: Definitions, events: ir.Table, at: datetime, rows: ir.Table | None = None
+) -> ir.Table:
+    """``person_id`` and one boolean per segment, for every profiled person as of ``at``.
+
+    ``rows``: :func:`tailorkit.profile.batch.profile_rows` of ``events``, if computed already.
+    """
+    profiles = profile_table(definitions.features, events, at, rows=rows)
     keys = [s.key for s in definitions.segments]
     return with_segments(definitions, profiles).select("person_id", *keys)
 
 
-def _sizes_expr(definitions: Definitions, events: ir.Table, at: datetime) -> ir.Table:
-    members = membership_table(definitions, events, at)
-    sums = {s.key: members[s.key].cast("int64").sum() for s in definitions.segments}
+def _sizes_expr(
+    definitions: Definitions, events: ir.Table, at: datetime, rows: ir.Table | None = None
+) -> ir.Table:
+    members = membership_table(definitions, events, at, rows)
+    # int32: PostgreSQL casts a boolean to integer, not to bigint (the sums are int64)
+    sums = {s.key: members[s.key].cast("int32").sum() for s in definitions.segments}
     return members.aggregate(profiles=members.count(), **sums)
 
 
@@ -94,7 +104,7 @@ def overlap(definitions: Definitions, events: ir.Table, at: datetime) -> dict[st
     members = membership_table(definitions, events, at)
     keys = [s.key for s in definitions.segments]
     pairs = {
-        f"{a}\x1f{b}": (members[a] & members[b]).cast("int64").sum()
+        f"{a}\x1f{b}": (members[a] & members[b]).cast("int32").sum()
         for i, a in enumerate(keys)
         for b in keys[i:]
     }
@@ -109,12 +119,16 @@ def overlap(definitions: Definitions, events: ir.Table, at: datetime) -> dict[st
 
 
 def size_history(
-    definitions: Definitions, events: ir.Table, at: datetime, days: int
+    definitions: Definitions,
+    events: ir.Table,
+    at: datetime,
+    days: int,
+    rows: ir.Table | None = None,
 ) -> list[dict[str, Any]]:
     """Sizes as of ``at`` and each of the ``days`` days before, oldest first (one query)."""
     instants = [at - timedelta(days=d) for d in range(days, -1, -1)]
     parts = [
-        _sizes_expr(definitions, events, moment).mutate(as_of=ibis.literal(moment))
+        _sizes_expr(definitions, events, moment, rows).mutate(as_of=ibis.literal(moment))
         for moment in instants
     ]
     rows = ibis.union(*parts).order_by("as_of").to_pyarrow().to_pylist()
@@ -126,8 +140,17 @@ def size_history(
 def report(
     definitions: Definitions, events: ir.Table, at: datetime, days: int = 14
 ) -> dict[str, Any]:
-    """Sizes, overlap, size over time and ``min_users`` flags: ``tailorkit segments``."""
-    counts = sizes(definitions, events, at)
+    """Sizes, overlap, size over time and ``min_users`` flags: ``tailorkit segments``.
+
+    The cleaned events with their parsed properties are computed once into a
+    temporary table: every instant of the report reads them (JSON parsing,
+    the identity join and the flags were most of each instant's cost), and
+    the membership as of ``at`` is read once for both sizes and overlap.
+    """
+    with _temporary(profile_rows(definitions.features, events)) as rows:
+        members = membership_table(definitions, events, at, rows).to_pyarrow()
+        history = size_history(definitions, events, at, days, rows) if days else []
+    counts = _member_counts(definitions, members)
     segments = []
     for seg in definitions.segments:
         size = counts.get(seg.key, 0)
@@ -151,9 +174,50 @@ def report(
         "profiles": counts.get("profiles", 0),
         "segments": segments,
         "below_min_users": [s["key"] for s in segments if s["below_min_users"]],
-        "overlap": overlap(definitions, events, at),
-        "size_over_time": size_history(definitions, events, at, days) if days else [],
+        "overlap": _member_overlap(definitions, members),
+        "size_over_time": history,
     }
+
+
+def _both(members: pa.Table, a: str, b: str) -> int:
+    """Rows where segments ``a`` and ``b`` are both true (SQL's ``sum(cast(a AND b))``)."""
+    return int(pc.sum(pc.and_kleene(members[a], members[b]).cast("int64")).as_py() or 0)
+
+
+def _member_counts(definitions: Definitions, members: pa.Table) -> dict[str, int]:
+    """:func:`sizes` from a fetched :func:`membership_table`."""
+    counts = {"profiles": members.num_rows}
+    counts.update({s.key: _both(members, s.key, s.key) for s in definitions.segments})
+    return counts
+
+
+def _member_overlap(definitions: Definitions, members: pa.Table) -> dict[str, dict[str, int]]:
+    """:func:`overlap` from a fetched :func:`membership_table`."""
+    keys = [s.key for s in definitions.segments]
+    matrix: dict[str, dict[str, int]] = {a: {} for a in keys}
+    for i, a in enumerate(keys):
+        for b in keys[i:]:
+            matrix[a][b] = matrix[b][a] = _both(members, a, b)
+    return matrix
+
+
+@contextmanager
+def _temporary(table: ir.Table) -> Iterator[ir.Table]:
+    """``table`` computed once into a temporary table of its backend, dropped afterwards.
+
+    An expression without a backend (unbound, as in examples) is used as it is.
+    """
+    try:
+        con: Any = ibis.get_backend(table)
+    except ibis.common.exceptions.IbisError:
+        yield table
+        return
+    name = f"_tk_profile_rows_{uuid.uuid4().hex[:12]}"
+    created = con.create_table(name, table, temp=True)
+    try:
+        yield created
+    finally:
+        con.drop_table(name, force=True)
 
 
 # -- reading beside the writer ----------------------------------------------------
