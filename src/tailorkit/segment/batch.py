@@ -145,11 +145,16 @@ def report(
     The cleaned events with their parsed properties are computed once into a
     temporary table: every instant of the report reads them (JSON parsing,
     the identity join and the flags were most of each instant's cost), and
-    the membership as of ``at`` is read once for both sizes and overlap.
+    the membership as of ``at`` is read once for sizes, overlap and the
+    history's last row.
     """
     with _temporary(profile_rows(definitions.features, events)) as rows:
         members = membership_table(definitions, events, at, rows).to_pyarrow()
-        history = size_history(definitions, events, at, days, rows) if days else []
+        history = []
+        if days:
+            day = timedelta(days=1)
+            history = size_history(definitions, events, at - day, days - 1, rows)
+            history.append(_sizes_row(definitions, members, _as_of(rows, at)))
     counts = _member_counts(definitions, members)
     segments = []
     for seg in definitions.segments:
@@ -189,6 +194,24 @@ def _member_counts(definitions: Definitions, members: pa.Table) -> dict[str, int
     counts = {"profiles": members.num_rows}
     counts.update({s.key: _both(members, s.key, s.key) for s in definitions.segments})
     return counts
+
+
+def _sizes_row(definitions: Definitions, members: pa.Table, as_of: str) -> dict[str, Any]:
+    """A :func:`size_history` row from a fetched :func:`membership_table` (SQL sums: null
+    when no row counts)."""
+    row: dict[str, Any] = {"profiles": members.num_rows}
+    for seg in definitions.segments:
+        row[seg.key] = pc.sum(members[seg.key].cast("int64"), min_count=1).as_py()
+    row["as_of"] = as_of
+    return row
+
+
+def _as_of(rows: ir.Table, at: datetime) -> str:
+    """``at`` as :func:`size_history` gives it back: through the backend, like its ``as_of``."""
+    con: Any = ibis.get_backend(rows)
+    value = con.to_pyarrow(ibis.literal(at).name("as_of").as_table()).to_pylist()[0]["as_of"]
+    text: str = value.isoformat()
+    return text
 
 
 def _member_overlap(definitions: Definitions, members: pa.Table) -> dict[str, dict[str, int]]:
