@@ -70,7 +70,11 @@ class RequestTiming:
 
 #: Allocations between young collections (CPython's default is 700): a decision
 #: allocates a few hundred containers, so the default collects every few requests.
-GEN0_THRESHOLD = 20_000
+#: Much higher, each collection scans more live young objects at once (queued
+#: exposure events): at 1,500 decides/s, 20,000 gave young pauses of ~10 ms and
+#: middle ones of ~50 ms, 5,000 ~2 ms and ~12 ms for the same total, 2,000 also
+#: full collections of ~60 ms.
+GEN0_THRESHOLD = 5_000
 #: Seconds a thread may hold the GIL while another waits for it (default 0.005).
 SWITCH_INTERVAL = 0.001
 
