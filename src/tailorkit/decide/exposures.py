@@ -160,7 +160,7 @@ class ExposureLog:
         self,
         sink: Sink,
         *,
-        flush_seconds: float = 2.0,
+        flush_seconds: float = 0.5,  # short stalls of the request path (see ExposureLogger)
         batch_size: int = 10_000,
         max_pending: int = 100_000,
         hide_hash_values_of: Iterable[str] = (),

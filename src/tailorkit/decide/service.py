@@ -64,9 +64,11 @@ class ExposureLogger:
     ``interval`` seconds (or at ``max_batch`` waiting events) the thread hands
     the batch to ``submit``; in the server that stores it directly
     (:func:`~tailorkit.decide.log.store_exposures`: no JSON round trip or
-    validation, one dedup-and-insert transaction). Batches are large and
-    seconds apart because every commit has a fixed cost and shares the
-    process (and the GIL) with the request path. Past ``max_queue`` waiting
+    validation, one dedup-and-insert transaction). Every commit has a fixed
+    cost, but a flush also holds the GIL in Arrow and DuckDB calls that the
+    request path then waits for, longer the larger the batch: at 1,500
+    decides/s, flushing every 2 s gave p99 15 ms, every 0.5 s under 10 ms
+    for ~0.04 ms more CPU per request. Past ``max_queue`` waiting
     events new ones are dropped (and counted): losing log lines under
     overload is better than slowing decisions.
 
@@ -79,7 +81,7 @@ class ExposureLogger:
         self,
         submit: Callable[[list[dict[str, Any]]], Future[Any] | None],
         max_batch: int = 10_000,
-        interval: float = 2.0,
+        interval: float = 0.5,
         max_queue: int = 200_000,
     ) -> None:
         self.submit = submit
