@@ -64,6 +64,16 @@ def test_cli_reports_sizes_flags_overlap_and_history(shop_dir: Path) -> None:
     ]
 
 
+def test_cli_takes_an_instant_with_any_offset(shop_dir: Path) -> None:
+    # the same instant as above, written five hours behind UTC
+    out = cli("segments", "-p", str(shop_dir), "--at", "2024-05-31T19:00:00-05:00", "--days", "1",
+              "--json")  # fmt: skip
+    report = json.loads(out.stdout)
+    assert report["as_of"] == END.isoformat()
+    assert report["size_over_time"][-1]["as_of"] == END.isoformat()
+    assert report["profiles"] > 250
+
+
 def test_cli_names_the_file_and_key_of_a_bad_definition(shop_dir: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -16,15 +16,20 @@ from tailorkit.store.warehouse import Warehouse
 
 
 def parse_instant(text: str | None) -> datetime:
-    """An ISO-8601 instant (UTC when no offset is given), or now.
+    """An ISO-8601 instant in UTC (taken as UTC when no offset is given), or now.
+
+    Other offsets are converted: the warehouse returns timestamps in the zone
+    they were given in, and converting a fixed offset back needs pytz.
 
     >>> parse_instant("2024-06-01T00:00:00Z").isoformat()
     '2024-06-01T00:00:00+00:00'
+    >>> parse_instant("2024-06-01T00:00:00-05:00").isoformat()
+    '2024-06-01T05:00:00+00:00'
     """
     if not text:
         return datetime.now(UTC)
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def build_report(project: Project, at: str | None, days: int) -> dict[str, Any]:
