@@ -100,7 +100,13 @@ def test_an_internal_error_answers_the_default_content(
 def test_other_routes_still_go_through_the_stack(client: TestClient, project: Project) -> None:
     # the documented route answers too, e.g. for the defaults next to it
     defaults = client.get("/v1/decide/defaults", headers=_headers(project))
-    assert defaults.status_code == 200 and defaults.json()["placements"]
+    assert defaults.status_code == 200
+    defined: dict[str, Any] = PLACEMENTS["placements"]  # type: ignore[assignment]
+    shown = defaults.json()["placements"]
+    assert {k: (v["variant"], v["source"]) for k, v in shown.items()} == {
+        k: (p["default"], "default") for k, p in defined.items()
+    }
+    assert not any("reason" in v for v in shown.values())  # nothing went wrong
     preflight = client.options(
         "/v1/decide",
         headers={"Origin": ALLOWED, "Access-Control-Request-Method": "POST"},

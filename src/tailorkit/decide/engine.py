@@ -324,6 +324,18 @@ class DecisionEngine:
             placements = {k: self._placement(work, k) for k in keys}
         return self._answer(work, placements, holdout)
 
+    def defaults(self, reason: str | None = None) -> dict[str, dict[str, Any]]:
+        """Every placement's default content (what clients show when the server is down or
+        overloaded), with ``reason`` when one is given; needs no request."""
+        out = {}
+        for key, placement in self.definitions.placements.items():
+            default = placement.default
+            shown = {"content": default.fallback or "", "variant": default.key, "source": "default"}
+            if reason is not None:
+                shown["reason"] = reason
+            out[key] = shown
+        return out
+
     def _answer(self, work: _Request, placements: dict[str, Any], holdout: bool) -> dict[str, Any]:
         req = work.req
         return {

@@ -133,15 +133,7 @@ class Admission:
 def default_answer(app: Any, reason: str) -> bytes:
     """Every placement's default content, as a decide answer (overloaded server, internal error)."""
     service = getattr(getattr(app, "state", None), "decide", None)
-    placements = {}
-    if service is not None:
-        for key, placement in service.engine.definitions.placements.items():
-            placements[key] = {
-                "content": placement.default.fallback or "",
-                "variant": placement.default.key,
-                "source": "default",
-                "reason": reason,
-            }
+    placements = {} if service is None else service.engine.defaults(reason)
     answer: dict[str, Any] = {
         "user_id": None,
         "anonymous_id": None,

@@ -236,17 +236,16 @@ class TailorkitApp(FastAPI):
         self.admission: Admission | None = None
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        scope["app"] = self  # admission and hot handlers read the live state from it
         if self.admission is None:
             await self._dispatch(scope, receive, send)
             return
-        scope["app"] = self  # admission answers overloaded decides with the live defaults
         await self.admission(scope, receive, send)
 
     async def _dispatch(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             hot = self.hot.get((scope["method"], scope["path"]))
             if hot is not None:
-                scope["app"] = self
                 await hot(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)

@@ -287,11 +287,7 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 def get_defaults(request: Request, state: Ingest) -> Response:
     """The default content of every placement (what clients show when the server is down)."""
     engine = _service(request).engine
-    placements = {
-        key: {"content": p.default.fallback or "", "variant": p.default.key, "source": "default"}
-        for key, p in engine.definitions.placements.items()
-    }
-    return _json({"version": engine.definitions.version, "placements": placements})
+    return _json({"version": engine.definitions.version, "placements": engine.defaults()})
 
 
 @router.post("/v1/consent", openapi_extra=_body_doc(ConsentIn), tags=["decide"])
