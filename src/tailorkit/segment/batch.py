@@ -31,7 +31,6 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tailorkit.collect.quality import clean_events, flagged_users
 from tailorkit.profile.batch import latest_scores, profile_rows, profile_table, scores_in
@@ -75,7 +74,11 @@ def membership_table(
 def _sizes_expr(
     definitions: Definitions, events: ir.Table, at: datetime, rows: ir.Table | None = None
 ) -> ir.Table:
-    members = membership_table(definitions, events, at, rows)
+    return _sizes_of(definitions, membership_table(definitions, events, at, rows))
+
+
+def _sizes_of(definitions: Definitions, members: ir.Table) -> ir.Table:
+    """One row: profiled persons and members per segment of a :func:`membership_table`."""
     # int32: PostgreSQL casts a boolean to integer, not to bigint (the sums are int64)
     sums = {s.key: members[s.key].cast("int32").sum() for s in definitions.segments}
     return members.aggregate(profiles=members.count(), **sums)
@@ -101,7 +104,11 @@ def sizes(definitions: Definitions, events: ir.Table, at: datetime) -> dict[str,
 
 def overlap(definitions: Definitions, events: ir.Table, at: datetime) -> dict[str, dict[str, int]]:
     """Persons in both segments, for every pair (the diagonal is the size)."""
-    members = membership_table(definitions, events, at)
+    return _overlap_of(definitions, membership_table(definitions, events, at))
+
+
+def _overlap_of(definitions: Definitions, members: ir.Table) -> dict[str, dict[str, int]]:
+    """:func:`overlap` of a :func:`membership_table`."""
     keys = [s.key for s in definitions.segments]
     pairs = {
         f"{a}\x1f{b}": (members[a] & members[b]).cast("int32").sum()
@@ -131,7 +138,11 @@ def size_history(
         _sizes_expr(definitions, events, moment, rows).mutate(as_of=ibis.literal(moment))
         for moment in instants
     ]
-    rows = ibis.union(*parts).order_by("as_of").to_pyarrow().to_pylist()
+    return _history_rows(ibis.union(*parts).order_by("as_of"))
+
+
+def _history_rows(table: ir.Table) -> list[dict[str, Any]]:
+    rows = table.to_pyarrow().to_pylist()
     for row in rows:
         row["as_of"] = row["as_of"].isoformat()
     return rows
@@ -148,14 +159,17 @@ def report(
     the membership as of ``at`` is read once for sizes, overlap and the
     history's last row.
     """
-    with _temporary(profile_rows(definitions.features, events)) as rows:
-        members = membership_table(definitions, events, at, rows).to_pyarrow()
+    with (
+        _temporary(profile_rows(definitions.features, events)) as rows,
+        _temporary(membership_table(definitions, events, at, rows)) as members,
+    ):
+        last = _history_rows(_sizes_of(definitions, members).mutate(as_of=ibis.literal(at)))
         history = []
         if days:
-            day = timedelta(days=1)
-            history = size_history(definitions, events, at - day, days - 1, rows)
-            history.append(_sizes_row(definitions, members, _as_of(rows, at)))
-    counts = _member_counts(definitions, members)
+            history = size_history(definitions, events, at - timedelta(days=1), days - 1, rows)
+            history += last
+        counts = {k: int(v or 0) for k, v in last[0].items() if k != "as_of"}
+        overlap_matrix = _overlap_of(definitions, members)
     segments = []
     for seg in definitions.segments:
         size = counts.get(seg.key, 0)
@@ -179,49 +193,9 @@ def report(
         "profiles": counts.get("profiles", 0),
         "segments": segments,
         "below_min_users": [s["key"] for s in segments if s["below_min_users"]],
-        "overlap": _member_overlap(definitions, members),
+        "overlap": overlap_matrix,
         "size_over_time": history,
     }
-
-
-def _both(members: pa.Table, a: str, b: str) -> int:
-    """Rows where segments ``a`` and ``b`` are both true (SQL's ``sum(cast(a AND b))``)."""
-    return int(pc.sum(pc.and_kleene(members[a], members[b]).cast("int64")).as_py() or 0)
-
-
-def _member_counts(definitions: Definitions, members: pa.Table) -> dict[str, int]:
-    """:func:`sizes` from a fetched :func:`membership_table`."""
-    counts = {"profiles": members.num_rows}
-    counts.update({s.key: _both(members, s.key, s.key) for s in definitions.segments})
-    return counts
-
-
-def _sizes_row(definitions: Definitions, members: pa.Table, as_of: str) -> dict[str, Any]:
-    """A :func:`size_history` row from a fetched :func:`membership_table` (SQL sums: null
-    when no row counts)."""
-    row: dict[str, Any] = {"profiles": members.num_rows}
-    for seg in definitions.segments:
-        row[seg.key] = pc.sum(members[seg.key].cast("int64"), min_count=1).as_py()
-    row["as_of"] = as_of
-    return row
-
-
-def _as_of(rows: ir.Table, at: datetime) -> str:
-    """``at`` as :func:`size_history` gives it back: through the backend, like its ``as_of``."""
-    con: Any = ibis.get_backend(rows)
-    value = con.to_pyarrow(ibis.literal(at).name("as_of").as_table()).to_pylist()[0]["as_of"]
-    text: str = value.isoformat()
-    return text
-
-
-def _member_overlap(definitions: Definitions, members: pa.Table) -> dict[str, dict[str, int]]:
-    """:func:`overlap` from a fetched :func:`membership_table`."""
-    keys = [s.key for s in definitions.segments]
-    matrix: dict[str, dict[str, int]] = {a: {} for a in keys}
-    for i, a in enumerate(keys):
-        for b in keys[i:]:
-            matrix[a][b] = matrix[b][a] = _both(members, a, b)
-    return matrix
 
 
 @contextmanager
