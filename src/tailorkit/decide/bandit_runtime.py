@@ -116,14 +116,17 @@ class Pick:
     context: Any
 
 
-@dataclass(slots=True)
-class _Pending:
-    bandit: str
-    arm: int
-    context: Any
-    placement: str
-    at: float
-    reward: float | None = None
+# A decision waiting for its reward: (bandit, arm, context, placement, at); once resolved:
+# (bandit, arm, context, reward). Plain tuples of strings and numbers on purpose: one
+# waits per user and bandit for the whole reward window, and the garbage collector stops
+# tracking such tuples, while objects were scanned at every collection they survived.
+_Pending = tuple[str, int, Any, str, float]
+_Resolved = tuple[str, int, Any, float]
+
+
+def _resolved(pending: _Pending, reward: float) -> _Resolved:
+    bandit, arm, context, _, _ = pending
+    return (bandit, arm, context, reward)
 
 
 class _Live:
@@ -162,7 +165,7 @@ class BanditRuntime:
         self.shared = shared
         self._live: dict[str, _Live] = {}
         self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
-        self._resolved: list[_Pending] = []
+        self._resolved: list[_Resolved] = []
         self._lock = threading.Lock()
         self._dirty = False
         self._saved = self._read_state()
@@ -209,21 +212,19 @@ class BanditRuntime:
             live.decisions += 1
         pick = Pick(decision.arm, spec.arms[decision.arm], decision.propensity, segment, context)
         if person is not None and spec.reward_event is not None:
-            self._remember(person, _Pending(spec.key, decision.arm, context, placement, now))
+            self._remember(person, (spec.key, decision.arm, context, placement, now))
         return pick
 
     def _remember(self, person: str, pending: _Pending) -> None:
-        key = (person, pending.bandit)
+        key = (person, pending[0])
         with self._lock:
             old = self._pending.pop(key, None)
-            if old is not None:
-                old.reward = 0.0  # replaced before any reward: the earlier showing failed
-                self._resolved.append(old)
+            if old is not None:  # replaced before any reward: the earlier showing failed
+                self._resolved.append(_resolved(old, 0.0))
             self._pending[key] = pending
             if len(self._pending) > MAX_PENDING:
                 _, oldest = self._pending.popitem(last=False)
-                oldest.reward = 0.0
-                self._resolved.append(oldest)
+                self._resolved.append(_resolved(oldest, 0.0))
 
     # -- rewards ----------------------------------------------------------------------
 
@@ -256,28 +257,26 @@ class BanditRuntime:
         pending = self._pending.get((person, spec.key))
         # Client clocks are corrected for skew but not exact: a click stamped a few
         # seconds before the decision still follows it.
-        if pending is None or not -CLOCK_SLACK <= at - pending.at <= spec.reward_window:
+        if pending is None:
+            return 0
+        _, _, _, placement, decided_at = pending
+        if not -CLOCK_SLACK <= at - decided_at <= spec.reward_window:
             return 0
         props = _properties(properties)
-        if spec.same_placement and props.get("placement") != pending.placement:
+        if spec.same_placement and props.get("placement") != placement:
             return 0
         value = props.get("reward", 1.0)
         reward = float(value) if isinstance(value, int | float) and 0 <= value <= 1 else 1.0
         del self._pending[(person, spec.key)]
-        pending.reward = reward
-        self._resolved.append(pending)
+        self._resolved.append(_resolved(pending, reward))
         return 1
 
     def sweep(self, now: float) -> int:
         """Close expired decisions with reward 0 and apply every resolved reward; count updates."""
         with self._lock:
-            expired = [
-                key for key, p in self._pending.items() if now - p.at > self._window(p.bandit)
-            ]
+            expired = [key for key, p in self._pending.items() if now - p[4] > self._window(p[0])]
             for key in expired:
-                pending = self._pending.pop(key)
-                pending.reward = 0.0
-                self._resolved.append(pending)
+                self._resolved.append(_resolved(self._pending.pop(key), 0.0))
             resolved, self._resolved = self._resolved, []
         applied = self._apply(resolved)
         if self.shared is not None:
@@ -326,18 +325,20 @@ class BanditRuntime:
         live = self._live.get(bandit)
         return live.spec.reward_window if live is not None else 0.0
 
-    def _apply(self, resolved: list[_Pending]) -> int:
-        groups: dict[str, list[_Pending]] = {}
-        for p in resolved:
-            groups.setdefault(p.bandit, []).append(p)
+    def _apply(self, resolved: list[_Resolved]) -> int:
+        groups: dict[str, list[_Resolved]] = {}
+        for r in resolved:
+            groups.setdefault(r[0], []).append(r)
         applied = 0
         for key, items in groups.items():
             live = self._live.get(key)
             if live is None:
                 continue  # the bandit was removed or redefined: its old rewards do not apply
-            arms = [p.arm for p in items]
-            rewards = [float(p.reward or 0.0) for p in items]
-            contexts = [p.context for p in items] if _needs_context(live.spec) else None
+            arms = [arm for _, arm, _, _ in items]
+            rewards = [float(reward) for _, _, _, reward in items]
+            contexts = (
+                [context for _, _, context, _ in items] if _needs_context(live.spec) else None
+            )
             with live.lock:
                 live.learned(arms, rewards, contexts)
             live.updates += len(items)
