@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -129,6 +130,28 @@ def test_bandit_owns_a_placement_and_logs_exact_propensities() -> None:
     assert len(bandit) == 300
     assert all(abs(e["propensity"] - 0.5) < 1e-9 for e in bandit)
     assert [e["variation_key"] for e in bandit] == arms
+
+
+def test_what_waits_between_requests_is_not_tracked_by_the_garbage_collector() -> None:
+    # Cached flag values (with their exposures, replayed on a hit) and bandit decisions
+    # waiting for rewards stay for thousands of users: as objects, every collection
+    # that reached them scanned them all (a full one took ~60 ms at the cache's size).
+    engine, logged = build()
+    for i in range(200):  # warm: load-time and first-use objects
+        engine.decide(DecideRequest(user_id=f"warm-{i}"))
+    logged.clear()
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(2_000):
+        for _ in range(2):  # the second asks again: a cache hit replays the exposure
+            out = engine.decide(DecideRequest(user_id=f"user-{i}"))
+            assert out["placements"]["promo"]["source"] == "bandit"
+    assert len(engine.bandits._pending) == 200 + 2_000  # one per user, waiting for its reward
+    assert sum(e["properties"]["kind"] == "experiment" for e in logged) == 2_000
+    logged.clear()
+    gc.collect()
+    gc.collect()  # containers are untracked once their contents were
+    assert len(gc.get_objects()) - before < 200
 
 
 def test_frequency_cap_ends_minimum_dwell() -> None:

@@ -80,6 +80,9 @@ _SCALARS = (int, float, bool, type(None))
 #: collection scan them: ~50,000 objects, ~60 ms, at the cache's size)
 _Replay = tuple[tuple[str, str, str, str], tuple[Any, ...]]
 _RECORD_FIELDS = tuple(f.name for f in fields(ExposureRecord))
+#: A cache entry of :meth:`Evaluator.values`: the values as (key, value) pairs (a dict
+#: would keep the entry tracked) and the exposures to replay
+_Values = tuple[tuple[tuple[str, Any], ...], tuple[_Replay, ...]]
 
 
 class Evaluator:
@@ -121,7 +124,7 @@ class Evaluator:
             self._features[key] = self._compile_feature(key, definition)
         #: Attributes the features read (``None``: not known, so values are not cached)
         self.reads: tuple[str, ...] | None = _attributes_read(features or {})
-        self._values: dict[tuple[Any, ...], tuple[dict[str, Any], tuple[_Replay, ...]]] = {}
+        self._values: dict[tuple[Any, ...], _Values] = {}
 
     @classmethod
     def from_payload(
@@ -269,7 +272,7 @@ class Evaluator:
                 return None
         return tuple(key)
 
-    def _values_computed(self, ctx: Context) -> tuple[dict[str, Any], tuple[_Replay, ...]]:
+    def _values_computed(self, ctx: Context) -> _Values:
         """Evaluate every feature, noting the exposures reported on the way."""
         seen: list[ExposureRecord] = []
         callback = ctx.on_exposure
@@ -285,11 +288,9 @@ class Evaluator:
         finally:
             ctx.on_exposure = callback
         replays = tuple((_dedupe_key(r), _fields_of(r)) for r in seen)
-        return values, replays
+        return tuple(values.items()), replays
 
-    def _remember_values(
-        self, key: tuple[Any, ...], entry: tuple[dict[str, Any], tuple[_Replay, ...]]
-    ) -> None:
+    def _remember_values(self, key: tuple[Any, ...], entry: _Values) -> None:
         cache = self._values
         cache[key] = entry
         if len(cache) > VALUES_CACHE_SIZE:
