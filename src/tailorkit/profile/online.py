@@ -54,6 +54,7 @@ from tailorkit.profile.definitions import (
     Score,
     Trait,
 )
+from tailorkit.profile.generated import define
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, resolution
 
 UNITS = 1_000_000
@@ -477,8 +478,8 @@ class ProfilePlan:
         ]
         self._by_type: dict[str, tuple[Stream, ...]] = {}
         self._needs_props: dict[str, bool] = {}
-        self._adders: dict[str, Callable[[list[Any], int, int, Any], list[int]]] = {}
-        self.touched: list[int] = []
+        self._adders: dict[str, Callable[[list[Any], int, int, Any], int]] = {}
+        self.touched = 0
         self.readers = {name: self._reader(name) for name in features.names}
 
     def _build_streams(self) -> None:
@@ -530,19 +531,25 @@ class ProfilePlan:
         """Feed one consented event; returns whether any stream took it.
 
         ``props`` is the parsed properties object (``None`` when the caller
-        knows no stream needs it). The touched stream indexes are in
-        :attr:`touched` until the next call.
+        knows no stream needs it). The touched streams are in :attr:`touched`
+        (bit ``i`` for stream ``i``) until the next call.
         """
-        adder = self._adders.get(event_type)
-        if adder is None:
-            adder = self._adders[event_type] = _compile_adder(self.candidates(event_type))
-        touched = adder(profile.streams, ts_us, clock_minute, props)
+        touched = self.adder(event_type)(profile.streams, ts_us, clock_minute, props)
         if event_type == "identify" and self.traits:
-            self._traits(profile, ts_us, event_id, props)
+            self.add_traits(profile, ts_us, event_id, props)
         self.touched = touched
         return bool(touched)
 
-    def _traits(self, profile: Profile, ts_us: int, event_id: str, props: Any) -> None:
+    def adder(self, event_type: str) -> Callable[[list[Any], int, int, Any], int]:
+        """``add(streams, ts_us, clock_minute, props) -> touched bits``: the streams part
+        of :meth:`add_event` for one event type (no traits), compiled once."""
+        adder = self._adders.get(event_type)
+        if adder is None:
+            adder = self._adders[event_type] = _compile_adder(self.candidates(event_type))
+        return adder
+
+    def add_traits(self, profile: Profile, ts_us: int, event_id: str, props: Any) -> None:
+        """The trait part of :meth:`add_event` (``identify`` events)."""
         for name, path, kind in self.traits:
             node = props
             for part in path:
@@ -602,18 +609,22 @@ class ProfilePlan:
         assert isinstance(feature, Trait)
         return lambda p, m, done: (p.traits.get(name) or (None, None, None))[2]
 
-    def reader_source(self, name: str, tag: str) -> tuple[list[str], dict[str, Any]] | None:
+    def reader_source(
+        self, name: str, tag: str, fresh: bool = False
+    ) -> tuple[list[str], dict[str, Any]] | None:
         """The reader of ``name`` as Python lines, for compiled refreshes; ``None``: call it.
 
         The lines set ``new`` from ``p`` (the profile), ``minute`` and
         ``cache`` (the features read before), exactly as the reader would;
-        names they need are returned with the ``tag`` prefix.
+        names they need are returned with the ``tag`` prefix. ``fresh``: the
+        feature's stream was just fed as of ``minute`` (its state exists and
+        has expired up to ``minute``), so the lines skip those checks.
         """
         feature = self.features.features.get(name)
         if name in RFM_FEATURES or feature is None:
             return None
         if isinstance(feature, Aggregate):
-            return self._aggregate_source(feature)
+            return self._aggregate_source(feature, fresh)
         if isinstance(feature, Recency):
             return [
                 f"v = cache[{tag}of]",
@@ -629,26 +640,62 @@ class ProfilePlan:
             return _score_source(feature, tag)
         return None
 
-    def _aggregate_source(self, feature: Aggregate) -> tuple[list[str], dict[str, Any]] | None:
+    def never_null(self, name: str) -> bool:
+        """Whether the reader of ``name`` always gives a number (counts, sums, scores).
+
+        >>> from tailorkit.profile.definitions import parse_features
+        >>> plan = ProfilePlan(parse_features({"features": {"n": {"count": {}},
+        ...     "last": {"last_seen": {}}}}))
+        >>> plan.never_null("n"), plan.never_null("last")
+        (True, False)
+        """
+        feature = self.features.features.get(name)
+        if name in RFM_FEATURES or feature is None:
+            return False
+        if isinstance(feature, Aggregate):
+            return feature.kind in ("count", "distinct", "sum")
+        return isinstance(feature, Score)
+
+    def _aggregate_source(
+        self, feature: Aggregate, fresh: bool
+    ) -> tuple[list[str], dict[str, Any]]:
+        """:meth:`_aggregate_reader` as lines: the state ``s``, expired to ``minute``, read."""
         stream = self.stream_of[feature.name]
-        i, kind = stream.index, feature.kind
-        if stream.window is not None and kind == "count":
-            return [
-                f"s = p.streams[{i}]",
-                "if s is None:",
-                "    new = 0",
-                "else:",
+        i, kind, windowed = stream.index, feature.kind, stream.window is not None
+        value = {
+            "count": "s.count",
+            "sum": "s.total / UNITS",
+            "distinct": "len(s.values)",
+            "first_seen": "s.first",  # (lifetime only)
+            "last_seen": "s.last",
+        }.get(kind)
+        read = [f"new = {value}"]
+        if value is None and windowed:  # min/max: the front of the wedge
+            read = [
+                f"w = s.{'lo' if kind == 'min' else 'hi'}",
+                "new = w[0][1] / UNITS if w else None",
+            ]
+        elif value is None:
+            read = [
+                f"u = s.{'low' if kind == 'min' else 'high'}",
+                "new = None if u is None else u / UNITS",
+            ]
+        names = {"UNITS": UNITS}
+        if fresh:
+            return [f"s = p.streams[{i}]", *read], names
+        empty = {"count": "0", "sum": "0.0", "distinct": "0"}.get(kind, "None")
+        lines = [f"s = p.streams[{i}]", "if s is None:", f"    new = {empty}", "else:"]
+        if windowed and kind == "count":  # the readers' expiry checks (a count: buckets only)
+            lines += [f"    c = minute // {stream.res} - {stream.span}", "    b = s.buckets"]
+            lines += ["    if b and b[0][0] <= c:", "        s.expire(c)"]
+        elif windowed:
+            lines += [
                 f"    c = minute // {stream.res} - {stream.span}",
-                "    b = s.buckets",
-                "    if b and b[0][0] <= c:",
+                "    b, vs = s.buckets, s.values",
+                "    if (b and b[0][0] <= c) or (vs and next(iter(vs.values())) <= c):",
                 "        s.expire(c)",
-                "    new = int(s.count)",
-            ], {}
-        if stream.window is None and kind in ("count", "first_seen", "last_seen"):
-            attr = {"count": "count", "first_seen": "first", "last_seen": "last"}[kind]
-            empty = "0" if kind == "count" else "None"
-            return [f"s = p.streams[{i}]", f"new = {empty} if s is None else s.{attr}"], {}
-        return None
+            ]
+        return lines + ["    " + line for line in read], names
 
     def _aggregate_reader(self, feature: Aggregate) -> Reader:
         stream = self.stream_of[feature.name]
@@ -658,8 +705,10 @@ class ProfilePlan:
         return _window_reader(index, stream.res, stream.span, kind, stream.new_state())
 
 
-def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int, Any], list[int]]:
+def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int, Any], int]:
     """``add(states, ts_us, clock_minute, props) -> touched``: one event type's feeds, inlined.
+
+    ``touched`` has bit ``i`` set for each stream ``i`` that took the event.
 
     The same steps as feeding each candidate stream in turn: the property
     filter, the state created on first use, events older than the window
@@ -670,7 +719,7 @@ def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int
     lines = [
         "def add(states, ts_us, clock_minute, props):",
         "    minute = ts_us // MINUTE_US",
-        "    touched = []",
+        "    touched = 0",
     ]
     for stream in streams:
         i = stream.index
@@ -696,7 +745,7 @@ def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int
                 body.append(f"state.add(ts_us, u, k, {stream.cap})")
             else:
                 body.append(f"feed{i}(state, minute, ts_us, props)")
-            body.append(f"touched.append({i})")
+            body.append(f"touched |= {1 << i}")
         else:
             res, span = stream.res, stream.span
             body += [
@@ -723,11 +772,10 @@ def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int
                 ]
             else:
                 body += [f"    state.add(bucket, u, k, {stream.cap})", "    state.trim(cutoff)"]
-            body.append(f"    touched.append({i})")
+            body.append(f"    touched |= {1 << i}")
         lines += [pad + line for line in body]
     lines.append("    return touched")
-    exec("\n".join(lines), names)  # source built above from stream indexes and numbers only
-    return names["add"]
+    return define(lines, names, "add")
 
 
 def _value_source(stream: Stream) -> list[str]:

@@ -53,8 +53,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -69,11 +68,12 @@ from tailorkit.profile.definitions import (
     Score,
     Trait,
 )
+from tailorkit.profile.generated import condition_source, define
 from tailorkit.profile.online import Profile, ProfilePlan, merge_profiles
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, iso, to_us
 from tailorkit.segment.definitions import ENTERED, EXITED, Definitions, time_dependent
 from tailorkit.segment.explain import explain
-from tailorkit.segment.triggers import Atom, atoms, flip_mask, points
+from tailorkit.segment.triggers import Atom, atoms, flip_source, points
 from tailorkit.store.profiles import MemoryProfileStore, Profiles, ProfileStore
 from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA
 
@@ -138,9 +138,13 @@ class _Effects:
     sizes: Counter[str] = field(default_factory=Counter)
 
 
-#: Recomputes some cached features of a profile as of a minute; returns the
-#: segments whose conditions may have flipped (see :func:`_compile_refresh`).
-_Steps = Callable[[Profile, int, dict[str, Any]], int]
+class _Steps(Protocol):
+    """Recomputes some cached features of a profile as of a minute; returns the
+    segments whose conditions may have flipped (see :func:`_compile_refresh`)."""
+
+    def __call__(self, p: Profile, minute: int, cache: dict[str, Any], ts_us: int = 0) -> int: ...
+
+
 #: What an event that fed a stream may change in the timers: (stream index, has a wake
 #: window, res, span, threshold mode, window source, [(recency source, kind, offsets)])
 _Wake = tuple[int, bool, int, int, Any, int, tuple[tuple[int, str, tuple[int, ...]], ...]]
@@ -151,8 +155,8 @@ _Mode = tuple[str, tuple[float, ...], tuple[tuple[str, float, float], ...]]
 @dataclass(frozen=True)
 class _EvalPlan:
     features: tuple[str, ...]
-    preds: tuple[tuple[int, Callable[[Any], bool]], ...]
-    groups: tuple[tuple[int, ...], ...]
+    #: the matched segments of a visible profile's cache, exclusive groups applied
+    match: Callable[[dict[str, Any]], int]
     mask: int
 
 
@@ -246,6 +250,7 @@ class SegmentEngine:
         for seg in defs.segments:
             if time_dependent(defs, seg):
                 self.time_mask |= 1 << defs.bits[seg.key]
+        self._eval_plans: dict[int, _EvalPlan] = {}
         self._compile_triggers()
         self._compile_wakes()
 
@@ -259,10 +264,9 @@ class SegmentEngine:
                 numeric = features.value_type(name) in ("int", "float")
                 found = atoms(seg.condition, name) if numeric else None
                 self.direct[name] = (*self.direct.get(name, ()), (bit, found))
-        self._flips = {name: flip_mask(entries) for name, entries in self.direct.items()}
         self._refresh_names: dict[tuple[int, ...], tuple[str, ...]] = {}
         self._touched_steps: dict[tuple[int, ...], _Steps] = {}
-        self._step_cache: dict[tuple[str, ...], _Steps] = {}
+        self._step_cache: dict[tuple[tuple[str, ...], str | None, int], _Steps] = {}
         trait_names = [
             n for n, f in features.features.items() if isinstance(f, Trait) and n in self.users
         ]
@@ -333,7 +337,7 @@ class SegmentEngine:
         self.falling_bits = 0
         for bits, *_ in self.rearm:
             self.falling_bits |= bits
-        self._event_plans: dict[tuple[int, ...], tuple[_Steps, tuple[_Wake, ...]]] = {}
+        self._event_plans: dict[int, _Steps] = {}
 
     def _threshold_mode(self, index: int) -> _Mode | None:
         """``("count"|"distinct", thresholds, scores)`` when only thresholds matter.
@@ -439,8 +443,14 @@ class SegmentEngine:
             steps = self._touched_steps[touched] = self._steps(self._names_for(touched))
         return steps
 
-    @lru_cache(maxsize=4096)  # noqa: B019 - one engine per definitions, few distinct masks
     def _eval_plan(self, mask: int) -> _EvalPlan:
+        """What evaluating ``mask`` reads and matches (memoized: few distinct masks)."""
+        plan = self._eval_plans.get(mask)
+        if plan is None:
+            plan = self._eval_plans[mask] = self._new_eval_plan(mask)
+        return plan
+
+    def _new_eval_plan(self, mask: int) -> _EvalPlan:
         while True:
             grown = mask
             for bit in _bits(mask):
@@ -458,7 +468,9 @@ class SegmentEngine:
         groups = tuple(g for g in self.group_bits if mask & (1 << g[0]))
         names = self.definitions.features.closure(inputs)
         volatile = tuple(n for n in names if n in self.volatile)
-        return _EvalPlan(volatile, tuple((b, self.preds[b]) for b in bits), groups, mask)
+        segments = self.definitions.segments
+        tests = [(b, segments[b].condition, self.preds[b]) for b in bits]
+        return _EvalPlan(volatile, _compile_match(tests, groups), mask)
 
     # -- evaluation --------------------------------------------------------------
 
@@ -470,20 +482,33 @@ class SegmentEngine:
         p.cache = self.plan.values(p, self.needed, minute)
         return p.cache
 
-    def _steps(self, names: tuple[str, ...]) -> _Steps:
-        """The refresh of these cached features, compiled (memoized)."""
-        steps = self._step_cache.get(names)
+    def _steps(
+        self,
+        names: tuple[str, ...],
+        tail: tuple[list[str], dict[str, Any]] | None = None,
+        fresh: int = 0,
+    ) -> _Steps:
+        """The refresh of these cached features, compiled (memoized); ``tail``: lines to
+        run after it (see :func:`_compile_refresh`); ``fresh``: the streams (bits) just
+        fed as of the refresh's minute (:meth:`ProfilePlan.reader_source`)."""
+        key = (names, None if tail is None else "\n".join(tail[0]), fresh)
+        steps = self._step_cache.get(key)
         if steps is None:
-            steps = self._step_cache[names] = _compile_refresh(
+            stream_of, plan = self.plan.stream_of, self.plan
+            steps = self._step_cache[key] = _compile_refresh(
                 [
                     (
                         n,
-                        self.plan.readers[n],
-                        self._flips.get(n),
-                        self.plan.reader_source(n, f"x{i}_"),
+                        plan.readers[n],
+                        self.direct.get(n),
+                        plan.reader_source(
+                            n, f"x{i}_", n in stream_of and bool(fresh >> stream_of[n].index & 1)
+                        ),
+                        not plan.never_null(n),
                     )
                     for i, n in enumerate(names)
-                ]
+                ],
+                tail,
             )
         return steps
 
@@ -495,21 +520,14 @@ class SegmentEngine:
     def _evaluate(
         self, p: Profile, mask: int, minute: int, ts_us: int, reason: str, eff: _Effects
     ) -> None:
-        plan = self._eval_plan(mask)
+        plan = self._eval_plans.get(mask) or self._eval_plan(mask)
         matched = 0
-        if self._visible(p):
+        if p.consent and not p.bot and p.person not in self.flagged:  # _visible
             cache = p.cache if p.cache is not None else self._fill(p, minute)
             readers = self.plan.readers
             for name in plan.features:  # recency moves with the clock: read it now
                 cache[name] = readers[name](p, minute, cache)
-            for bit, pred in plan.preds:
-                if pred(cache):
-                    matched |= 1 << bit
-            for group in plan.groups:
-                winner = next((b for b in group if matched >> b & 1), None)
-                for b in group:
-                    if b != winner:
-                        matched &= ~(1 << b)
+            matched = plan.match(cache)
         elif reason == "event":
             reason = "consent" if not p.consent else "excluded"
         new = (p.members & ~plan.mask) | matched
@@ -661,42 +679,76 @@ class SegmentEngine:
         oldest = _oldest(state, None)
         return None if oldest is None else (oldest + span) * res
 
-    def _wake_after_event(
-        self, p: Profile, wakes: tuple[_Wake, ...], ts_us: int, minute: int
-    ) -> None:
-        timers = p.timers
-        if timers is None:
-            self._lower_wake(p, wakes, ts_us, minute)
-            return
-        event_minute = ts_us // MINUTE_US
-        streams = p.streams
-        for index, windowed, res, span, mode, source, recency in wakes:
+    def _wake_source(self, wakes: tuple[_Wake, ...]) -> tuple[list[str], dict[str, Any]]:
+        """Lines updating the timers after an event (``p``, ``minute``, ``ts_us``).
+
+        Window sources only move earlier: to the new bucket's expiry, or for a
+        threshold mode to the oldest expiry when a threshold was just reached
+        (:meth:`_band_wake`: most events leave it unchanged). Recency sources
+        are replaced, exactly, from the new first/last timestamp. Without
+        timers (a profile from a shared store): :meth:`_lower_wake`. ``cache``
+        is the profile's (never ``None`` here).
+        """
+        names: dict[str, Any] = {
+            "bisect_right": bisect.bisect_right,
+            "_oldest": _oldest,
+            "MINUTE_US": MINUTE_US,
+            "lower_wake": lambda p, ts_us, minute: self._lower_wake(p, wakes, ts_us, minute),
+        }
+        lines = ["timers = p.timers", "if timers is None:", "    lower_wake(p, ts_us, minute)"]
+        lines += ["else:", "    em = ts_us // MINUTE_US", "    streams = p.streams"]
+        body: list[str] = []
+        for w, (index, windowed, res, span, mode, source, recency) in enumerate(wakes):
+            if windowed and mode is None:
+                body.append(f"e = (em // {res} + {span}) * {res}")
+            elif windowed:
+                kind, marks, scores = mode
+                names[f"marks{w}"] = marks
+                body += [
+                    f"s = streams[{index}]",
+                    "value = s.count" if kind == "count" else "value = len(s.values)",
+                ]
+                if not marks:
+                    body.append("hold = False")
+                else:  # a threshold just reached (bisect_right finds the highest below)
+                    body += [
+                        f"at = bisect_right(marks{w}, value)",
+                        f"hold = at and (marks{w}[at - 1] > value - 1 or value == 1)",
+                    ]
+                for k, (score, ge, gt) in enumerate(scores):  # _holds, inlined
+                    names[f"score{w}_{k}"], names[f"ge{w}_{k}"], names[f"gt{w}_{k}"] = score, ge, gt
+                    body += [
+                        "if not hold:",
+                        f"    x = cache.get(score{w}_{k})",
+                        "    if x is None:",
+                        "        x = 0.0",
+                        f"    hold = x >= ge{w}_{k} or x > gt{w}_{k}",
+                    ]
+                body += [
+                    "if hold:",
+                    "    o = _oldest(s, None)",
+                    f"    e = None if o is None else (o + {span}) * {res}",
+                    "else:",
+                    "    e = None",
+                ]
             if windowed:
-                if mode is None:
-                    expiry: int | None = (event_minute // res + span) * res
-                else:  # _band_wake, inlined: most events leave it unchanged
-                    state = streams[index]
-                    value = state.count if mode[0] == "count" else len(state.values)
-                    marks = mode[1]
-                    at = bisect.bisect_right(marks, value)
-                    if (at and (marks[at - 1] > value - 1 or value == 1)) or (
-                        mode[2] and _holds(mode[2], p.cache)
-                    ):
-                        oldest = _oldest(state, None)
-                        expiry = None if oldest is None else (oldest + span) * res
-                    else:
-                        expiry = None
-                if expiry is not None:
-                    held = timers.get(source)
-                    if held is None or expiry < held:
-                        timers[source] = expiry
-            for j, kind, offsets in recency:  # exact from the new first/last: replaced
-                candidate = _recency_wake(streams[index], kind, offsets, minute)
-                if candidate is None:
-                    timers.pop(j, None)
-                else:
-                    timers[j] = candidate
-        p.wake = min(timers.values()) if timers else None
+                body += [
+                    "if e is not None:",
+                    f"    h = timers.get({source})",
+                    "    if h is None or e < h:",
+                    f"        timers[{source}] = e",
+                ]
+            for j, kind, offsets in recency:
+                attr = "first" if kind == "first_seen" else "last"
+                body += [f"s = streams[{index}]", f"t = None if s is None else s.{attr}"]
+                body += ["if t is None:", f"    timers.pop({j}, None)", "else:"]
+                body.append("    b = t // MINUTE_US")
+                for k, offset in enumerate(offsets):
+                    body.append(f"    {'elif' if k else 'if'} b + {offset} > minute:")
+                    body.append(f"        timers[{j}] = b + {offset}")
+                body += ["    else:", f"        timers.pop({j}, None)"]
+        body.append("p.wake = min(timers.values()) if timers else None")
+        return lines + ["    " + line for line in body], names
 
     def _lower_wake(self, p: Profile, wakes: tuple[_Wake, ...], ts_us: int, minute: int) -> None:
         """Without timers (a profile loaded from a shared store): only ever earlier."""
@@ -860,26 +912,23 @@ class SegmentEngine:
         if self.detect_bots and not p.bot and self._is_bot(batch.context[i]):
             p.bot = True
         mask = 0
-        touched: tuple[int, ...] = ()
-        wakes: tuple[_Wake, ...] = ()
         kind = batch.type[i]
+        start = p.wake
         if consent:
             plan = self.plan
             props = _parse(batch.properties[i]) if plan.needs_properties(kind) else None
-            if plan.add_event(p, kind, ts, minute, props, batch.event_id[i]):
-                touched = tuple(plan.touched)
-                steps, wakes = self._event_plan(touched)
+            touched = plan.adder(kind)(p.streams, ts, minute, props)
+            if touched:
+                after = self._event_plans.get(touched) or self._event_plan(touched)
                 assert p.cache is not None
-                mask = steps(p, minute, p.cache)
+                mask = after(p, minute, p.cache, ts)
             if kind == "identify" and self.trait_names:
+                plan.add_traits(p, ts, batch.event_id[i], props)
                 mask |= self._refresh(p, self._steps(self.trait_names), minute)
         if fresh or was != (p.consent and not p.bot and p.person not in self.flagged):
             mask = self.all_mask  # a new profile may match with nothing changed
         if mask:
             self._evaluate(p, mask, minute, clock, "event", eff)
-        start = p.wake
-        if touched:
-            self._wake_after_event(p, wakes, ts, minute)
         if mask & self.falling_bits:
             self._rearm(p, mask, minute)
         if p.wake != start and p.wake is not None:
@@ -903,12 +952,18 @@ class SegmentEngine:
             if p.wake is None or candidate < p.wake:
                 p.wake = candidate
 
-    def _event_plan(self, touched: tuple[int, ...]) -> tuple[_Steps, tuple[_Wake, ...]]:
-        """The refresh and the timer entries of an event that fed these streams (memoized)."""
+    def _event_plan(self, touched: int) -> _Steps:
+        """After an event fed the streams of ``touched`` (bits): the refresh of what they feed,
+        then the timer updates (:meth:`_wake_source`); memoized. Returns the refresh's mask.
+
+        The timers are updated before the segments are evaluated, which reads
+        and writes neither them nor the scores they read.
+        """
         found = self._event_plans.get(touched)
         if found is None:
+            indexes = tuple(_bits(touched))
             wakes = []
-            for index in touched:
+            for index in indexes:
                 window = self.wake_windows.get(index)
                 recency = tuple(self.recency_sources.get(index, ()))
                 if window is None and not recency:
@@ -917,7 +972,9 @@ class SegmentEngine:
                 source = self.window_source.get(index, -1)
                 wakes.append((index, window is not None, res, span, self.wake_modes.get(index),
                               source, recency))  # fmt: skip
-            found = self._event_plans[touched] = (self._steps_for(touched), tuple(wakes))
+            tail = self._wake_source(tuple(wakes)) if wakes else None
+            names = self._names_for(indexes)
+            found = self._event_plans[touched] = self._steps(names, tail, touched)
         return found
 
     def _merge(
@@ -1197,32 +1254,74 @@ def _lowest(found: tuple[Atom, ...], kind: str) -> float:
     return min((c for k, c in found if k == kind), default=math.inf)
 
 
-def _compile_refresh(steps: list[tuple[str, Any, Any, Any]]) -> _Steps:
+def _compile_refresh(
+    steps: list[tuple[str, Any, Any, Any, bool]],
+    tail: tuple[list[str], dict[str, Any]] | None = None,
+) -> _Steps:
     """One function recomputing these features in order (readers see earlier results).
 
-    ``steps``: ``(feature, reader, flip mask function or None, reader source or
-    None)``; readers with a source are inlined. A value that did not change
-    (``None`` differs from everything) costs no flip test.
+    ``steps``: ``(feature, reader, segments reading it directly (see
+    :func:`flip_source`) or None, reader source or None, nullable)``;
+    readers with a source are inlined. A value that did not change (``None``
+    differs from everything) costs no flip test; ``nullable`` False: the
+    values are numbers, never ``None``. ``tail``: lines (and the names they
+    use) run last, which may read ``ts_us``, the function's optional fourth
+    argument.
     """
     names: dict[str, Any] = {}
-    lines = ["def refresh(p, minute, cache):", "    mask = 0"]
-    for i, (name, reader, flip, source) in enumerate(steps):
-        names[f"k{i}"], names[f"r{i}"], names[f"f{i}"] = name, reader, flip
+    lines = ["def refresh(p, minute, cache, ts_us=0):", "    mask = 0"]
+    for i, (name, reader, readers, source, nullable) in enumerate(steps):
+        names[f"k{i}"], names[f"r{i}"] = name, reader
         if source is None:
             lines.append(f"    new = r{i}(p, minute, cache)")
         else:
             lines += ["    " + line for line in source[0]]
             names.update(source[1])
-        lines += [
-            f"    old = cache[k{i}]",
-            "    if not (new == old) or (new is None) != (old is None):",
-            f"        cache[k{i}] = new",
-        ]
-        if flip is not None:
-            lines.append(f"        mask |= f{i}(old, new)")
+        changed = "not (new == old) or (new is None) != (old is None)" if nullable else "new != old"
+        lines += [f"    old = cache[k{i}]", f"    if {changed}:", f"        cache[k{i}] = new"]
+        if readers is not None:
+            flip, numbers = flip_source(readers, f"f{i}_", "old", "new", "mask", nullable)
+            lines += ["        " + line for line in flip]
+            names.update(numbers)
+    if tail is not None:
+        lines += ["    " + line for line in tail[0]]
+        names.update(tail[1])
     lines.append("    return mask")
-    exec("\n".join(lines), names)  # source built above from names and indexes only
-    return names["refresh"]
+    return define(lines, names, "refresh")
+
+
+def _compile_match(
+    tests: list[tuple[int, Any, Callable[[Any], bool]]], groups: tuple[tuple[int, ...], ...]
+) -> Callable[[dict[str, Any]], int]:
+    """``match(cache) -> bits``: these segments' conditions, then exclusive groups.
+
+    ``tests``: ``(bit, condition, compiled predicate)``. A condition is inlined
+    where :func:`condition_source` can (numeric comparisons), else its
+    predicate is called; in a group only the first member matched (by
+    priority) stays.
+
+    >>> cond = {"n": {"$gte": 2}, "$not": {"m": 0}}
+    >>> match = _compile_match([(3, cond, compile_condition(cond))], ())
+    >>> match({"n": 2, "m": 1}), match({"n": 2, "m": 0}), match({"n": None, "m": 1})
+    (8, 0, 0)
+    """
+    names: dict[str, Any] = {}
+    lines = ["def match(cache):", "    m = 0"]
+    for bit, condition, pred in tests:
+        try:
+            expr = condition_source(condition, names, "cache", "m")
+        except Exception:  # any other shape (or a malformed one): the predicate decides
+            names[f"pred{bit}"] = pred
+            expr = f"pred{bit}(cache)"
+        lines += [f"    if {expr}:", f"        m |= {1 << bit}"]
+    for group in groups:
+        everyone = sum(1 << b for b in group)
+        lines.append(f"    if m & {everyone}:")
+        for j, b in enumerate(group):
+            lines.append(f"        {'elif' if j else 'if'} m & {1 << b}:")
+            lines.append(f"            m &= {~(everyone & ~(1 << b))}")
+    lines.append("    return m")
+    return define(lines, names, "match")
 
 
 def _bits(mask: int) -> Iterable[int]:

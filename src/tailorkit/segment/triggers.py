@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tailorkit.evaluate.jsvalues import js_to_number
+from tailorkit.profile.generated import define
 
 LOGICAL = ("$or", "$nor", "$and")
 RELATIONS = {"$lt": "lt", "$lte": "le", "$gt": "gt", "$gte": "ge"}
@@ -179,6 +180,23 @@ def flip_mask(readers: tuple[tuple[int, tuple[Atom, ...] | None], ...]) -> Any:
     >>> f(2, 3), f(3, 4), f(None, 0)
     (8, 13, 12)
     """
+    lines, names = flip_source(readers, "f")
+    return define(["def flip(o, n):", "    m = 0", *["    " + line for line in lines],
+                   "    return m"], names, "flip")  # fmt: skip
+
+
+def flip_source(
+    readers: tuple[tuple[int, tuple[Atom, ...] | None], ...],
+    tag: str,
+    old: str = "o",
+    new: str = "n",
+    into: str = "m",
+    nullable: bool = True,
+) -> tuple[list[str], dict[str, Any]]:
+    """:func:`flip_mask` as lines adding the bits to ``into`` from the values ``old`` and
+    ``new`` (variable names; the lines may also set ``xo`` and ``xn``), for inlining; the
+    numbers they use are returned with the ``tag`` prefix. Not ``nullable``: the
+    values are never ``None`` (null tests cannot change, null is not mapped to 0)."""
     constant = 0
     by_atom: dict[Atom, int] = {}
     for bit, found in readers:
@@ -187,17 +205,18 @@ def flip_mask(readers: tuple[tuple[int, tuple[Atom, ...] | None], ...]) -> Any:
         else:
             for atom in found:
                 by_atom[atom] = by_atom.get(atom, 0) | 1 << bit
-    lines = ["def flip(o, n):", f"    m = {constant}"]
-    if any(kind not in ("null", "truthy", "seq") for kind, _ in by_atom):
-        lines.append("    xo = 0.0 if o is None else o")
-        lines.append("    xn = 0.0 if n is None else n")
+    lines = [f"{into} |= {constant}"] if constant else []
+    if not nullable:
+        by_atom = {atom: bits for atom, bits in by_atom.items() if atom[0] != "null"}
+    xo, xn = ("xo", "xn") if nullable else (old, new)
+    if nullable and any(kind not in ("null", "truthy", "seq") for kind, _ in by_atom):
+        lines.append(f"xo = 0.0 if {old} is None else {old}")
+        lines.append(f"xn = 0.0 if {new} is None else {new}")
     names: dict[str, Any] = {}
     for i, ((kind, c), bits) in enumerate(by_atom.items()):
-        names[f"c{i}"] = c  # passed by name: no repr round trip of the number
-        before = _EXPRESSIONS[kind].format(v="o", x="xo", c=f"c{i}")
-        after = _EXPRESSIONS[kind].format(v="n", x="xn", c=f"c{i}")
-        lines.append(f"    if {before} != {after}:")
-        lines.append(f"        m |= {bits}")
-    lines.append("    return m")
-    exec("\n".join(lines), names)  # source built above from atom kinds only
-    return names["flip"]
+        names[f"{tag}c{i}"] = c  # passed by name: no repr round trip of the number
+        before = _EXPRESSIONS[kind].format(v=old, x=xo, c=f"{tag}c{i}")
+        after = _EXPRESSIONS[kind].format(v=new, x=xn, c=f"{tag}c{i}")
+        lines.append(f"if {before} != {after}:")
+        lines.append(f"    {into} |= {bits}")
+    return lines, names
