@@ -54,7 +54,7 @@ from tailorkit.profile.definitions import (
     Score,
     Trait,
 )
-from tailorkit.profile.generated import define
+from tailorkit.profile.generated import condition_source, define
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, resolution
 
 UNITS = 1_000_000
@@ -93,6 +93,7 @@ class Stream:
     def __init__(self, index: int, spec: Aggregate, needs: set[str], max_distinct: int) -> None:
         self.index = index
         self.types = frozenset(spec.filter.types)
+        self.where_condition = spec.filter.where
         self.where: Callable[[Any], bool] | None = (
             compile_condition(spec.filter.where) if spec.filter.where is not None else None
         )
@@ -106,55 +107,12 @@ class Stream:
         self.distinct = "distinct" in needs
         self.only_distinct = needs == {"distinct"}
         self.cap = max_distinct
-        self.feed = self._feeder()
-
-    def _feeder(self) -> Callable[[Any, int, int, Any], None]:
-        """The per-event update, specialized: most streams only count in a window."""
-        if self.window is not None and not self.path:
-
-            def count_in_window(state: Any, minute: int, ts_us: int, props: Any) -> None:
-                buckets = state.buckets
-                if buckets and buckets[-1][0] == minute:
-                    buckets[-1][1] += 1
-                    state.count += 1
-                else:
-                    state.add(minute, None, None, 0)
-
-            return count_in_window
-        windowed = self.window is not None
-        amounts, distinct, cap = self.amounts, self.distinct, self.cap
-        if windowed and distinct and not amounts and self.only_distinct:
-
-            def distinct_in_window(state: Any, minute: int, ts_us: int, props: Any) -> None:
-                # no count buckets: only the values and when each was last seen
-                key = distinct_key(self.value_of(props))
-                if key is not None:
-                    state._distinct(key, minute, cap)
-
-            return distinct_in_window
-
-        def general(state: Any, minute: int, ts_us: int, props: Any) -> None:
-            value = self.value_of(props) if self.path else None
-            units = to_units(value) if amounts else None
-            key = distinct_key(value) if distinct else None
-            state.add(minute if windowed else ts_us, units, key, cap)
-
-        return general
 
     def new_state(self) -> WindowState | LifetimeState:
         """Empty per-user state."""
         if self.window is None:
             return LifetimeState(self)
         return WindowState(self)
-
-    def value_of(self, props: Any) -> Any:
-        """The property value this stream aggregates (``None`` when missing)."""
-        node = props
-        for part in self.path:
-            if type(node) is not dict:
-                return None
-            node = node.get(part)
-        return node
 
 
 class WindowState:
@@ -723,14 +681,10 @@ def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int
     ]
     for stream in streams:
         i = stream.index
-        names[f"new{i}"], names[f"feed{i}"], names[f"where{i}"] = (
-            stream.new_state,
-            stream.feed,
-            stream.where,
-        )
+        names[f"new{i}"], names[f"where{i}"] = stream.new_state, stream.where
         pad = "    "
         if stream.where is not None:
-            lines.append(f"    if where{i}(props if props is not None else EMPTY):")
+            lines.append(f"    if {_where_source(stream, names)}:")
             pad = "        "
         body = [
             f"state = states[{i}]",
@@ -743,8 +697,16 @@ def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int
         if stream.window is None:
             if stream.path:
                 body.append(f"state.add(ts_us, u, k, {stream.cap})")
-            else:
-                body.append(f"feed{i}(state, minute, ts_us, props)")
+            else:  # LifetimeState.add of an event without a value, inlined
+                body += [
+                    "state.count += 1",
+                    "f = state.first",
+                    "if f is None or ts_us < f:",
+                    "    state.first = ts_us",
+                    "f = state.last",
+                    "if f is None or ts_us > f:",
+                    "    state.last = ts_us",
+                ]
             body.append(f"touched |= {1 << i}")
         else:
             res, span = stream.res, stream.span
@@ -753,10 +715,13 @@ def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int
                 "bucket = minute" if res == 1 else f"bucket = minute // {res}",
                 "if bucket > cutoff:",  # else: older than the window already
             ]
-            if not stream.path:  # a count: the inlined count_in_window
+            if not stream.path:  # a count: count_in_window, inlined (a late event: add)
                 body += [
                     "    buckets = state.buckets",
-                    "    if buckets and buckets[-1][0] == bucket:",
+                    "    if not buckets or buckets[-1][0] < bucket:",
+                    "        buckets.append([bucket, 1, 0, None, None])",
+                    "        state.count += 1",
+                    "    elif buckets[-1][0] == bucket:",
                     "        buckets[-1][1] += 1",
                     "        state.count += 1",
                     "    else:",
@@ -765,22 +730,53 @@ def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int
                     "        state.expire(cutoff)",
                 ]
             elif stream.distinct and not stream.amounts and stream.only_distinct:
-                body += [
+                body += [  # WindowState._distinct when the value is new or seen earlier
                     "    if k is not None:",
-                    f"        state._distinct(k, bucket, {stream.cap})",
-                    "    state.trim(cutoff)",
+                    "        vs = state.values",
+                    "        seen = vs.get(k)",
+                    "        if seen is not None and seen >= bucket:",
+                    "            pass",
+                    "        elif bucket >= state.newest:",
+                    "            state.newest = bucket",
+                    "            vs[k] = bucket",
+                    "            vs.move_to_end(k)",
+                    f"            if len(vs) > {stream.cap}:",
+                    "                vs.popitem(last=False)",
+                    "        else:",
+                    f"            state._distinct(k, bucket, {stream.cap})",
+                    *_trim_source("    "),
                 ]
             else:
-                body += [f"    state.add(bucket, u, k, {stream.cap})", "    state.trim(cutoff)"]
+                body += [f"    state.add(bucket, u, k, {stream.cap})", *_trim_source("    ")]
             body.append(f"    touched |= {1 << i}")
         lines += [pad + line for line in body]
     lines.append("    return touched")
     return define(lines, names, "add")
 
 
+def _trim_source(pad: str) -> list[str]:
+    """:meth:`WindowState.trim` of ``state`` at ``cutoff``, inlined."""
+    return [
+        pad + "b, vs = state.buckets, state.values",
+        pad + "if (b and b[0][0] <= cutoff) or (vs and next(iter(vs.values())) <= cutoff):",
+        pad + "    state.expire(cutoff)",
+    ]
+
+
+def _where_source(stream: Stream, names: dict[str, Any]) -> str:
+    """The stream's property filter over ``props``: inlined for a dict where it can be."""
+    i = stream.index
+    call = f"where{i}(props if props is not None else EMPTY)"
+    try:
+        inline = condition_source(stream.where_condition, names, "props", f"w{i}_")
+    except Exception:  # any other shape (or a malformed one): the predicate decides
+        return call
+    return f"({inline} if type(props) is dict else {call})"
+
+
 def _value_source(stream: Stream) -> list[str]:
     """Lines setting ``u`` (:func:`to_units`) and ``k`` (:func:`distinct_key`) of the
-    stream's property value (:meth:`Stream.value_of`), as its feeder computes them."""
+    value at the stream's property path (``None`` when a step is not an object)."""
     i = stream.index
     lines = ["v = props"]
     lines += [f"v = v.get(p{i}_{j}) if type(v) is dict else None" for j in range(len(stream.path))]

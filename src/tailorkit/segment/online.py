@@ -323,7 +323,7 @@ class SegmentEngine:
             for index, entries in self.recency_sources.items()
             for j, kind, offsets in entries
         }
-        self._timer_steps: dict[tuple[int, ...], _Steps] = {}
+        self._timer_steps: dict[int, _Steps] = {}
         # streams to re-arm when segments reading their falling scores may have flipped
         self.rearm: list[tuple[int, int, int, int, int]] = []
         for index, mode in self.wake_modes.items():
@@ -338,6 +338,7 @@ class SegmentEngine:
         for bits, *_ in self.rearm:
             self.falling_bits |= bits
         self._event_plans: dict[int, _Steps] = {}
+        self._by_type: dict[str, tuple[Callable[[list[Any], int, int, Any], int], bool]] = {}
 
     def _threshold_mode(self, index: int) -> _Mode | None:
         """``("count"|"distinct", thresholds, scores)`` when only thresholds matter.
@@ -583,38 +584,57 @@ class SegmentEngine:
         timer keeps its cached value until then: every reader compares it with
         thresholds only, and none is crossed before the timer.
         """
-        due = [j for j, t in timers.items() if t <= at]
-        n_windows = len(self.window_sources)
-        touched = tuple(sorted(self.window_sources[j][0] for j in due if j < n_windows))
-        steps = self._timer_steps.get(touched)
-        if steps is None:
-            names = self._names_for(touched)
-            names += tuple(n for n in self.volatile_names if n not in names)
-            steps = self._timer_steps[touched] = self._steps(names)
+        due = 0
+        for j, t in timers.items():
+            if t <= at:
+                due |= 1 << j
+        step = self._timer_steps.get(due) or self._timer_step_of(due)
         assert p.cache is not None
-        mask = steps(p, at, p.cache)
+        mask = step(p, at, p.cache)
         if mask:
             self._evaluate(p, mask, at, at * MINUTE_US, "window", eff)
-        streams = p.streams
-        for j in due:
-            if j < n_windows:
-                index, (res, span) = self.window_sources[j]
-                state = streams[index]
-                candidate = None
-                if state is not None:
-                    cutoff = at // res - span
-                    state.trim(cutoff)
-                    candidate = self._stream_wake(state, index, res, span, p.cache)
-            else:
-                index, kind, offsets = self.recency_by_source[j]
-                candidate = _recency_wake(streams[index], kind, offsets, at)
-            if candidate is None:
-                del timers[j]
-            else:
-                timers[j] = candidate
         if mask & self.falling_bits:
             self._rearm(p, mask, at)
         p.wake = min(timers.values()) if timers else None
+
+    def _timer_step_of(self, due: int) -> _Steps:
+        """For the due timer sources (bits): the refresh of what they feed, then their
+        re-arming (before the segments are evaluated, which reads and writes neither)."""
+        n_windows = len(self.window_sources)
+        sources = list(_bits(due))
+        touched = tuple(sorted(self.window_sources[j][0] for j in sources if j < n_windows))
+        names = self._names_for(touched)
+        names += tuple(n for n in self.volatile_names if n not in names)
+        lines = ["timers = p.timers", "streams = p.streams"]
+        rearm: dict[str, Any] = {"stream_wake": self._stream_wake, "_oldest": _oldest}
+        rearm.update(MINUTE_US=MINUTE_US)
+        for j in sources:
+            if j >= n_windows:
+                index, kind, offsets = self.recency_by_source[j]
+                lines += _recency_source(index, j, kind, offsets)
+                continue
+            index, (res, span) = self.window_sources[j]
+            if index in self.wake_modes:
+                wake = [f"e = stream_wake(s, {index}, {res}, {span}, cache)"]
+            else:  # every expiry matters: _stream_wake without a mode, inlined
+                wake = ["o = _oldest(s, None)", f"e = None if o is None else (o + {span}) * {res}"]
+            lines += [
+                f"s = streams[{index}]",
+                "if s is None:",
+                f"    del timers[{j}]",
+                "else:",
+                f"    cutoff = minute // {res} - {span}",
+                "    b, vs = s.buckets, s.values",  # WindowState.trim, inlined
+                "    if (b and b[0][0] <= cutoff) or (vs and next(iter(vs.values())) <= cutoff):",
+                "        s.expire(cutoff)",
+                *["    " + line for line in wake],
+                "    if e is None:",
+                f"        del timers[{j}]",
+                "    else:",
+                f"        timers[{j}] = e",
+            ]
+        found = self._timer_steps[due] = self._steps(names, (lines, rearm))
+        return found
 
     def _due_names(self, p: Profile, minute: int) -> tuple[str, ...]:
         """Cached features that the clock reaching ``minute`` may change."""
@@ -739,14 +759,7 @@ class SegmentEngine:
                     f"        timers[{source}] = e",
                 ]
             for j, kind, offsets in recency:
-                attr = "first" if kind == "first_seen" else "last"
-                body += [f"s = streams[{index}]", f"t = None if s is None else s.{attr}"]
-                body += ["if t is None:", f"    timers.pop({j}, None)", "else:"]
-                body.append("    b = t // MINUTE_US")
-                for k, offset in enumerate(offsets):
-                    body.append(f"    {'elif' if k else 'if'} b + {offset} > minute:")
-                    body.append(f"        timers[{j}] = b + {offset}")
-                body += ["    else:", f"        timers.pop({j}, None)"]
+                body += _recency_source(index, j, kind, offsets)
         body.append("p.wake = min(timers.values()) if timers else None")
         return lines + ["    " + line for line in body], names
 
@@ -905,7 +918,8 @@ class SegmentEngine:
     ) -> None:
         if batch.user_id[i] == p.person:
             p.known = True
-        was = p.consent and not p.bot and p.person not in self.flagged
+        flagged = self.flagged
+        was = p.consent and not p.bot and p.person not in flagged
         consent = batch.consent[i]
         ts = batch.ts[i]
         p.note_consent(ts, consent)
@@ -915,17 +929,17 @@ class SegmentEngine:
         kind = batch.type[i]
         start = p.wake
         if consent:
-            plan = self.plan
-            props = _parse(batch.properties[i]) if plan.needs_properties(kind) else None
-            touched = plan.adder(kind)(p.streams, ts, minute, props)
+            adder, needs_properties = self._by_type.get(kind) or self._type_plan(kind)
+            props = _parse(batch.properties[i]) if needs_properties else None
+            touched = adder(p.streams, ts, minute, props)
             if touched:
                 after = self._event_plans.get(touched) or self._event_plan(touched)
                 assert p.cache is not None
                 mask = after(p, minute, p.cache, ts)
             if kind == "identify" and self.trait_names:
-                plan.add_traits(p, ts, batch.event_id[i], props)
+                self.plan.add_traits(p, ts, batch.event_id[i], props)
                 mask |= self._refresh(p, self._steps(self.trait_names), minute)
-        if fresh or was != (p.consent and not p.bot and p.person not in self.flagged):
+        if fresh or was != (p.consent and not p.bot and p.person not in flagged):
             mask = self.all_mask  # a new profile may match with nothing changed
         if mask:
             self._evaluate(p, mask, minute, clock, "event", eff)
@@ -951,6 +965,11 @@ class SegmentEngine:
                     timers[source] = candidate
             if p.wake is None or candidate < p.wake:
                 p.wake = candidate
+
+    def _type_plan(self, kind: str) -> tuple[Callable[[list[Any], int, int, Any], int], bool]:
+        """The stream updates of an event type and whether they read its properties."""
+        found = self._by_type[kind] = (self.plan.adder(kind), self.plan.needs_properties(kind))
+        return found
 
     def _event_plan(self, touched: int) -> _Steps:
         """After an event fed the streams of ``touched`` (bits): the refresh of what they feed,
@@ -1325,12 +1344,15 @@ def _compile_match(
 
 
 def _bits(mask: int) -> Iterable[int]:
-    bit = 0
+    """The set bits of ``mask``, lowest first.
+
+    >>> list(_bits(0b101001))
+    [0, 3, 5]
+    """
     while mask:
-        if mask & 1:
-            yield bit
-        mask >>= 1
-        bit += 1
+        low = mask & -mask
+        yield low.bit_length() - 1
+        mask ^= low
 
 
 def _oldest(state: Any, cutoff: int | None) -> int | None:
@@ -1348,6 +1370,18 @@ def _oldest(state: Any, cutoff: int | None) -> int | None:
         if oldest is None or first < oldest:
             oldest = first
     return oldest
+
+
+def _recency_source(index: int, source: int, kind: str, offsets: tuple[int, ...]) -> list[str]:
+    """Lines setting the timer ``source`` to :func:`_recency_wake` as of ``minute`` (or
+    removing it), from ``streams`` and ``timers``."""
+    attr = "first" if kind == "first_seen" else "last"
+    lines = [f"s = streams[{index}]", f"t = None if s is None else s.{attr}"]
+    lines += ["if t is None:", f"    timers.pop({source}, None)", "else:", "    b = t // MINUTE_US"]
+    for k, offset in enumerate(offsets):
+        lines.append(f"    {'elif' if k else 'if'} b + {offset} > minute:")
+        lines.append(f"        timers[{source}] = b + {offset}")
+    return [*lines, "    else:", f"        timers.pop({source}, None)"]
 
 
 def _recency_wake(state: Any, kind: str, offsets: tuple[int, ...], minute: int) -> int | None:
