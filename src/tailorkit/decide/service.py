@@ -73,8 +73,10 @@ class ExposureLogger:
     overload is better than slowing decisions.
 
     Durability: an exposure is stored within about ``interval`` seconds; a
-    clean shutdown (SIGTERM, Ctrl-C) drains the queue before the server
-    exits; a crash (SIGKILL, power loss) loses at most what was queued.
+    batch the store refuses goes back to the front of the queue and is tried
+    again at the next flush (while ``max_queue`` leaves room); a clean
+    shutdown (SIGTERM, Ctrl-C) drains the queue before the server exits; a
+    crash (SIGKILL, power loss) loses at most what was queued.
     """
 
     def __init__(
@@ -138,22 +140,36 @@ class ExposureLogger:
             try:
                 future = self.submit(batch)
             except Exception:
-                log.exception("could not queue %d exposure events", len(batch))
-                metrics.EXPOSURES_LOGGED.labels("failed").inc(len(batch))
-                continue
+                log.exception("storing %d exposure events failed; retried later", len(batch))
+                self._retry(batch)
+                break  # the store is failing: try again at the next flush, not at once
             if future is not None:
-                future.add_done_callback(_count_failure(len(batch)))
+                future.add_done_callback(self._retry_if_failed(batch))
             metrics.EXPOSURES_LOGGED.labels("queued").inc(len(batch))
             sent += len(batch)
         return sent
 
+    def _retry(self, batch: list[dict[str, Any]]) -> None:
+        """Put a batch the store refused back in front of the queue (room permitting).
 
-def _count_failure(n: int) -> Callable[[Future[Any]], None]:
-    def done(future: Future[Any]) -> None:
-        if future.exception() is not None:
-            metrics.EXPOSURES_LOGGED.labels("failed").inc(n)
+        The decision log is what experiments are analysed from: a store that
+        fails for a while (a restarting PostgreSQL, a full disk) must not leave
+        a hole in it. Past ``max_queue`` the oldest are dropped and counted.
+        """
+        metrics.EXPOSURES_LOGGED.labels("failed").inc(len(batch))
+        room = max(0, self.max_queue - len(self._queue))
+        kept = batch[len(batch) - room :] if room < len(batch) else batch
+        if len(kept) < len(batch):
+            metrics.EXPOSURES_LOGGED.labels("dropped").inc(len(batch) - len(kept))
+        self._queue.extendleft(reversed(kept))  # one C call: atomic for the request path
 
-    return done
+    def _retry_if_failed(self, batch: list[dict[str, Any]]) -> Callable[[Future[Any]], None]:
+        def done(future: Future[Any]) -> None:
+            if future.exception() is not None:
+                log.error("storing %d exposure events failed; retried later", len(batch))
+                self._retry(batch)
+
+        return done
 
 
 @dataclass(frozen=True)
