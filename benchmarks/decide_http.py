@@ -362,8 +362,9 @@ def run_rate(
     if load == "wrk":
         if warmup > 0:
             run_wrk(port, key, rate, warmup)
-        before = cpu_seconds(pid) if pid else 0.0
+        before, shed_before = (cpu_seconds(pid) if pid else 0.0), shed_answers(port)
         row = run_wrk(port, key, rate, seconds)
+        row["shed"] = shed_answers(port) - shed_before
         if pid and row["sent"]:
             row["cpu_ms_per_request"] = round((cpu_seconds(pid) - before) * 1000 / row["sent"], 3)
         return row
@@ -389,8 +390,22 @@ def run_rate(
 
 
 def held(row: dict[str, Any]) -> bool:
-    """The offered rate was sent on time (wrk) and answered without errors."""
-    return not row["errors"] and row.get("late", 0) <= MAX_LATE_SHARE * row["sent"]
+    """The offered rate was sent on time (wrk) and answered without errors, each request
+    with a decision (admission control's default answers are 200 too, but no decision)."""
+    late_ok = row.get("late", 0) <= MAX_LATE_SHARE * row["sent"]
+    return not row["errors"] and not row.get("shed", 0) and late_ok
+
+
+def shed_answers(port: int) -> int:
+    """Requests admission control answered with default content so far (0 without /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    if answer.status_code != 200:
+        return 0  # the baseline has no metrics, and sheds nothing
+    families = text_string_to_metric_families(answer.text)
+    shed = (f for f in families if f.name == "tailorkit_shed")  # the parser drops "_total"
+    return int(sum(s.value for f in shed for s in f.samples if s.name.endswith("_total")))
 
 
 def sweep(
@@ -405,7 +420,7 @@ def sweep(
         rows.append(row)
         print(
             f"{name:9s} {rate:6.0f}/s  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms"
-            f"  errors {row['errors']}  late {row.get('late', '-')}"
+            f"  errors {row['errors']}  late {row.get('late', '-')}  shed {row.get('shed', '-')}"
             f"  cpu/request {row.get('cpu_ms_per_request', '-')} ms"
             f"  load {row['load_average']}",
             file=sys.stderr,
@@ -429,9 +444,16 @@ def max_throughput(port: int, key: str, seconds: float, load: str) -> float:
     """Requests/s answered closed-loop (each connection sends as soon as it is answered)."""
     if load != "wrk":
         return 0.0
+    shed_before = shed_answers(port)
     row = run_wrk(port, key, 0, seconds)
-    print(f"closed loop: {row['achieved']}/s, errors {row['errors']}", file=sys.stderr)
-    return float(row["achieved"]) if not row["errors"] else 0.0
+    shed = shed_answers(port) - shed_before
+    decided = row["achieved"] * (1 - shed / row["sent"]) if row["sent"] else 0.0
+    print(
+        f"closed loop: {row['achieved']}/s, errors {row['errors']}, shed {shed}"
+        f" (decided {decided:.0f}/s)",
+        file=sys.stderr,
+    )
+    return round(decided, 1) if not row["errors"] else 0.0
 
 
 def pauses(port: int) -> dict[str, Any]:
