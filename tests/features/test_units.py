@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import threading
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -243,14 +244,45 @@ def test_exposure_log_drops_when_full_and_survives_a_failing_sink(
     log.record(ExposureRecord("exp", 0, "a", "id", "u4", None, 0.5, 1.0))
     assert log.flush() == 1  # dropped when the queue was full, so logged now
 
-    def broken(events: list[dict[str, Any]]) -> None:
-        raise OSError("disk full")
+    stored: list[dict[str, Any]] = []
+    outage = [OSError("disk full")] * 2
 
-    failing = ExposureLog(broken)
+    def sometimes(events: list[dict[str, Any]]) -> None:
+        if outage:
+            raise outage.pop()
+        stored.extend(events)
+
+    failing = ExposureLog(sometimes)
     failing.record(RECORD, "u1")
     with caplog.at_level(logging.ERROR):
-        assert failing.flush() == 1
+        assert failing.flush() == 0 and failing.flush() == 0
     assert "exposure sink failed" in caplog.text
+    failing.record(RECORD, "u1")  # queued today already: only the refused batch has it
+    failing.record(RECORD, "u2")
+    assert failing.flush() == 2  # the refused exposure, kept, and the new one
+    assert [e["user_id"] for e in stored] == ["u1", "u2"]
+
+
+def test_exposures_a_store_refuses_in_the_background_are_stored_later() -> None:
+    futures: list[Future[Any]] = []
+    batches: list[list[str]] = []
+
+    def sink(events: list[dict[str, Any]]) -> Future[Any]:
+        batches.append([e["user_id"] for e in events])
+        futures.append(Future())
+        return futures[-1]
+
+    log = ExposureLog(sink, max_pending=3)
+    for user in ("u1", "u2", "u3"):
+        log.record(RECORD, user)
+    assert log.flush() == 3
+    futures[-1].set_exception(OSError("connection reset"))
+    log.record(RECORD, "u4")
+    assert log.flush() == 4 and batches[-1] == ["u1", "u2", "u3", "u4"]
+    futures[-1].set_exception(OSError("connection reset"))  # again: the newest 3 are kept
+    assert log.flush() == 3 and batches[-1] == ["u2", "u3", "u4"]
+    futures[-1].set_result(None)
+    assert log.flush() == 0
 
 
 def test_exposure_log_flushes_in_the_background() -> None:

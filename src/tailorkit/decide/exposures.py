@@ -6,8 +6,8 @@ only appends it to a bounded queue on the request path; a background thread
 turns queued records into decision-log events (shaped as
 :func:`tailorkit.decide.log.exposure_event` builds them) and hands them to a
 sink, in the server one store transaction every 0.5 s.  Logging never slows down or
-fails an evaluation: a full queue drops (and counts) records, a failing sink
-is logged.
+fails an evaluation: a full queue drops (and counts) records; a batch a failing
+sink refused is logged and sent again at the next flush.
 
 Event ids are deterministic per (UTC day, user, experiment, variation, hash
 value, feature), so the many evaluations of one user on one day store one
@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Future
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter
@@ -150,11 +151,12 @@ class ExposureLog:
         self.max_pending = max_pending
         self.hide_hash_values_of = frozenset(hide_hash_values_of)
         self._queue: collections.deque[_Queued] = collections.deque()
-        self._flush_lock = threading.Lock()
+        self._flush_lock = threading.RLock()  # a sink's future may call back at once
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seen: set[tuple[Any, ...]] = set()
+        self._refused: list[dict[str, Any]] = []  # events the sink refused, sent again next
         self._seen_day: date | None = None
         self._duplicates = 0
 
@@ -205,11 +207,15 @@ class ExposureLog:
     # ------------------------------------------------------------- background
 
     def flush(self) -> int:
-        """Send everything queued now; returns the number of events sent."""
+        """Send everything queued now (and batches the sink refused before); returns the
+        number of events handed to the sink."""
         with self._flush_lock:
-            events = self._drain()
+            events, self._refused = self._refused + self._drain(), []
             for start in range(0, len(events), self.batch_size):
-                self._send(events[start : start + self.batch_size])
+                batch = events[start : start + self.batch_size]
+                if not self._send(batch):  # the sink is failing: the rest waits with it
+                    self._keep(events[start:])
+                    return start
             return len(events)
 
     def start(self) -> None:
@@ -272,20 +278,34 @@ class ExposureLog:
         self._seen.add(key)
         return key
 
-    def _send(self, events: list[dict[str, Any]]) -> None:
+    def _send(self, events: list[dict[str, Any]]) -> bool:
         try:
             result = self.sink(events)
         except Exception:
-            log.exception("exposure sink failed; %d events lost", len(events))
+            log.exception("exposure sink failed; %d events tried again later", len(events))
             EXPOSURES.labels("failed").inc(len(events))
-            return
+            return False
         EXPOSURES.labels("sent").inc(len(events))
         if isinstance(result, Future):
-            result.add_done_callback(_log_failure)
+            result.add_done_callback(partial(self._retry_if_failed, events))
+        return True
 
+    def _keep(self, events: list[dict[str, Any]]) -> None:
+        """Keep events the sink refused for the next flush, up to ``max_pending``.
 
-def _log_failure(future: Future[Any]) -> None:
-    """Storing is asynchronous: report a failed batch where someone will see it."""
-    exc = future.exception()
-    if exc is not None:
-        log.error("storing exposure events failed: %s", exc)
+        They are marked as queued today, so no later evaluation would log them:
+        dropping them would lose the user's exposure for the day. Past the bound
+        the oldest go (counted as dropped).
+        """
+        kept = events[-self.max_pending :] if self.max_pending > 0 else []
+        _DROPPED.inc(len(events) - len(kept))
+        self._refused = kept + self._refused[: max(0, self.max_pending - len(kept))]
+
+    def _retry_if_failed(self, events: list[dict[str, Any]], future: Future[Any]) -> None:
+        """Storing is asynchronous: a failed batch is kept for the next flush, reported."""
+        exc = future.exception()
+        if exc is not None:
+            log.error("storing %d exposure events failed (tried again later): %s", len(events), exc)
+            EXPOSURES.labels("failed").inc(len(events))
+            with self._flush_lock:
+                self._keep(events)
