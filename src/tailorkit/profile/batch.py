@@ -51,7 +51,7 @@ from tailorkit.profile.definitions import (
     Score,
     Trait,
 )
-from tailorkit.profile.sqlconditions import SqlValue, compile_sql, text_slots
+from tailorkit.profile.sqlconditions import SqlValue, compile_sql, json_fragment, text_slots
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, minute_of, to_us, window_start
 
 UNITS = 1_000_000.0
@@ -95,16 +95,12 @@ class _Paths:
         a path) are parsed; the others get nulls.
         """
         texts: dict[str, ir.Value] = {}
-        json = table.properties.cast("json")
+        fast = _backend_name(table) == "duckdb"
         for path, name in self.paths.items():
-            node: Any = json
-            for part in path.split("."):
-                node = node[part]
             types = self.types[path]
             wanted = rows if types is None else rows & table.type.isin(sorted(types))
-            texts[f"{name}_j"] = ibis.cases(
-                (wanted, node.cast("string")), else_=ibis.null("string")
-            )
+            text = _json_text(table.properties, path, fast)
+            texts[f"{name}_j"] = ibis.cases((wanted, text), else_=ibis.null("string"))
         if not texts:
             return table
         table = table.mutate(**texts)
@@ -137,6 +133,34 @@ class _Paths:
             json_text=slot("j"),
             is_text=is_text.fill_null(False) if is_text is not None else None,
         )
+
+
+def _json_text(properties: ir.StringValue, path: str, fast: bool) -> ir.StringValue:
+    """The JSON text of the value at dotted ``path`` (NULL when missing).
+
+    On DuckDB one ``json_extract`` of the text column: Ibis' generic access
+    first casts the column to JSON, a second parse of every document (a
+    quarter of a batch's time at 1M users).
+    """
+    if fast:
+        quoted: ir.StringValue = json_fragment(
+            properties, "$" + "".join(f'."{p}"' for p in path.split("."))
+        )
+        return quoted
+    node: Any = properties.cast("json")
+    for part in path.split("."):
+        node = node[part]
+    generic: ir.StringValue = node.cast("string")
+    return generic
+
+
+def _backend_name(table: ir.Table) -> str | None:
+    """Name of the backend ``table`` is bound to (``None`` for an unbound expression)."""
+    try:
+        name: str = ibis.get_backend(table).name
+    except ibis.common.exceptions.IbisError:
+        return None
+    return name
 
 
 def _reparsed(text: ir.StringValue) -> ir.StringValue:

@@ -44,7 +44,14 @@ import ibis.expr.types as ir
 from tailorkit.evaluate.jsvalues import js_number_to_string, js_to_number, js_truthy
 from tailorkit.evaluate.safe_regex import compile_js_regex
 
-__all__ = ["Resolver", "SqlValue", "UnsupportedCondition", "compile_sql", "json_value"]
+__all__ = [
+    "Resolver",
+    "SqlValue",
+    "UnsupportedCondition",
+    "compile_sql",
+    "json_fragment",
+    "json_value",
+]
 
 # A decimal number, as JavaScript's Number() reads it (hex and Infinity are left out).
 # Only spaces around it: TRIM removes those, so the cast that follows cannot fail.
@@ -107,6 +114,11 @@ class SqlValue:
 Resolver = Callable[[str], SqlValue]
 #: A JSON number, as JSON writes it.
 JSON_NUMBER = r"^-?(0|[1-9][0-9]*)([.][0-9]+)?([eE][+-]?[0-9]+)?$"
+
+
+@ibis.udf.scalar.builtin(name="json_extract")
+def json_fragment(doc: str, path: str) -> str:  # type: ignore[empty-body]
+    """DuckDB: the JSON text of the value at ``path`` (one parse of ``doc``, no cast to JSON)."""
 
 
 def json_slots(node: Any) -> dict[str, ir.Value]:

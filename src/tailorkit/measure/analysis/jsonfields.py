@@ -27,15 +27,12 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
+from tailorkit.profile.sqlconditions import json_fragment
+
 NUMBER_GROUP = r"^(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?)$"
 DIGITS_GROUP = r"^([0-9]+)$"
 #: strings whose JSON encoding is just the quoted text (nothing to escape)
 PLAIN = re.compile(r"^[A-Za-z0-9 _.:/@+-]*$")
-
-
-@ibis.udf.scalar.builtin(name="json_extract")
-def _fragment(doc: str, path: str) -> str:  # type: ignore[empty-body]
-    """DuckDB: the JSON text of the value at ``path`` (one parse of ``doc``)."""
 
 
 @ibis.udf.scalar.builtin(name="json_extract_string")
@@ -58,7 +55,7 @@ class JsonFields:
         return node
 
     def _frag(self, path: str) -> ir.StringValue:
-        frag: ir.StringValue = _fragment(self.column, "$." + path)
+        frag: ir.StringValue = json_fragment(self.column, "$." + path)
         return frag
 
     def text(self, path: str) -> ir.StringValue:
