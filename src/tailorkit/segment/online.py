@@ -154,9 +154,9 @@ _Mode = tuple[str, tuple[float, ...], tuple[tuple[str, float, float], ...]]
 
 @dataclass(frozen=True)
 class _EvalPlan:
-    features: tuple[str, ...]
-    #: the matched segments of a visible profile's cache, exclusive groups applied
-    match: Callable[[dict[str, Any]], int]
+    #: ``match(cache, p, minute)``: the volatile features read into the cache, then the
+    #: matched segments, exclusive groups applied
+    match: Callable[..., int]
     mask: int
 
 
@@ -471,7 +471,22 @@ class SegmentEngine:
         volatile = tuple(n for n in names if n in self.volatile)
         segments = self.definitions.segments
         tests = [(b, segments[b].condition, self.preds[b]) for b in bits]
-        return _EvalPlan(volatile, _compile_match(tests, groups), mask)
+        return _EvalPlan(_compile_match(tests, groups, self._reads_source(volatile)), mask)
+
+    def _reads_source(self, names: tuple[str, ...]) -> tuple[list[str], dict[str, Any]]:
+        """Lines storing these features in ``cache``, read from ``p`` as of ``minute``."""
+        lines: list[str] = []
+        found: dict[str, Any] = {}
+        for i, name in enumerate(names):
+            source = self.plan.reader_source(name, f"r{i}_")
+            found[f"rk{i}"], found[f"rd{i}"] = name, self.plan.readers[name]
+            if source is None:
+                lines.append(f"new = rd{i}(p, minute, cache)")
+            else:
+                lines += source[0]
+                found.update(source[1])
+            lines.append(f"cache[rk{i}] = new")
+        return lines, found
 
     # -- evaluation --------------------------------------------------------------
 
@@ -525,10 +540,7 @@ class SegmentEngine:
         matched = 0
         if p.consent and not p.bot and p.person not in self.flagged:  # _visible
             cache = p.cache if p.cache is not None else self._fill(p, minute)
-            readers = self.plan.readers
-            for name in plan.features:  # recency moves with the clock: read it now
-                cache[name] = readers[name](p, minute, cache)
-            matched = plan.match(cache)
+            matched = plan.match(cache, p, minute)  # recency read first: it moves with the clock
         elif reason == "event":
             reason = "consent" if not p.consent else "excluded"
         new = (p.members & ~plan.mask) | matched
@@ -713,14 +725,16 @@ class SegmentEngine:
             "bisect_right": bisect.bisect_right,
             "_oldest": _oldest,
             "MINUTE_US": MINUTE_US,
+            "inf": math.inf,
             "lower_wake": lambda p, ts_us, minute: self._lower_wake(p, wakes, ts_us, minute),
         }
         lines = ["timers = p.timers", "if timers is None:", "    lower_wake(p, ts_us, minute)"]
         lines += ["else:", "    em = ts_us // MINUTE_US", "    streams = p.streams"]
         body: list[str] = []
         for w, (index, windowed, res, span, mode, source, recency) in enumerate(wakes):
-            if windowed and mode is None:
+            if windowed and mode is None:  # the timers hold ints: inf stands for none held
                 body.append(f"e = (em // {res} + {span}) * {res}")
+                body += [f"if e < timers.get({source}, inf):", f"    timers[{source}] = e"]
             elif windowed:
                 kind, marks, scores = mode
                 names[f"marks{w}"] = marks
@@ -730,6 +744,9 @@ class SegmentEngine:
                 ]
                 if not marks:
                     body.append("hold = False")
+                elif len(marks) == 1:  # bisect_right of one mark, inlined
+                    names[f"mark{w}"] = marks[0]
+                    body.append(f"hold = value >= mark{w} and (mark{w} > value - 1 or value == 1)")
                 else:  # a threshold just reached (bisect_right finds the highest below)
                     body += [
                         f"at = bisect_right(marks{w}, value)",
@@ -747,16 +764,10 @@ class SegmentEngine:
                 body += [
                     "if hold:",
                     "    o = _oldest(s, None)",
-                    f"    e = None if o is None else (o + {span}) * {res}",
-                    "else:",
-                    "    e = None",
-                ]
-            if windowed:
-                body += [
-                    "if e is not None:",
-                    f"    h = timers.get({source})",
-                    "    if h is None or e < h:",
-                    f"        timers[{source}] = e",
+                    "    if o is not None:",
+                    f"        e = (o + {span}) * {res}",
+                    f"        if e < timers.get({source}, inf):",
+                    f"            timers[{source}] = e",
                 ]
             for j, kind, offsets in recency:
                 body += _recency_source(index, j, kind, offsets)
@@ -805,7 +816,7 @@ class SegmentEngine:
 
     def process(self, events: pa.Table) -> list[Change]:
         """Apply a batch of stored events; returns the membership changes (also reported)."""
-        events = events.filter(pc.invert(pc.is_in(events["type"], _SYSTEM)))
+        events = _without_system(events)
         if events.num_rows == 0:
             return []
         with self._lock:
@@ -829,7 +840,7 @@ class SegmentEngine:
         a redelivered batch is applied exactly once. Returns whether it was
         applied now (False: a marker exists; nothing changed).
         """
-        events = events.filter(pc.invert(pc.is_in(events["type"], _SYSTEM)))
+        events = _without_system(events)
         if events.num_rows == 0:
             return True
         with self._lock:
@@ -844,8 +855,12 @@ class SegmentEngine:
             return True
 
     def _lists(self, events: pa.Table) -> _Batch:
-        events = events.sort_by([("timestamp", "ascending")])
         ts = events.column("timestamp").cast(pa.int64())
+        ordered = pc.all(pc.less_equal(ts[:-1], ts[1:])).as_py()  # (None: one event)
+        if ts.null_count or ordered is False:
+            # a stable sort: a batch already in time order (the usual case) would stay as it is
+            events = events.sort_by([("timestamp", "ascending")])
+            ts = events.column("timestamp").cast(pa.int64())
 
         def col(name: str) -> list[Any]:
             return events.column(name).to_pylist()
@@ -863,23 +878,32 @@ class SegmentEngine:
         return batch
 
     def _resolve(self, batch: _Batch) -> _Batch:
-        """Persons per event, and the merges ``identify``/``alias`` events carry."""
-        anons = {a for a in batch.person if a is not None}
-        aliases = self.store.aliases(anons)
+        """Persons per event, and the merges ``identify``/``alias`` events carry.
+
+        An anonymous event belongs to the user its id was merged into by then
+        (an earlier batch, or an earlier event of this one).
+        """
+        users, anons, kinds = batch.user_id, batch.person, batch.type
+        aliases = self.store.aliases({a for a in anons if a is not None})
+        get = aliases.get
+
+        def resolved(start: int, end: int) -> list[str]:
+            pairs = zip(users[start:end], anons[start:end], strict=True)
+            return [u if u is not None else get(a, a) for u, a in pairs]
+
         persons: list[str] = []
-        for i, (uid, anon, kind) in enumerate(
-            zip(batch.user_id, batch.person, batch.type, strict=True)
-        ):
+        start = 0  # events before it are resolved
+        for i in [i for i, kind in enumerate(kinds) if kind == "identify" or kind == "alias"]:
+            uid = users[i]
             if uid is None:
-                persons.append(aliases.get(anon, anon))
                 continue
-            persons.append(uid)
-            if kind == "identify" or kind == "alias":
-                merged = _merged_id(kind, anon, batch.properties[i])
-                if merged is not None and merged != uid and merged not in aliases:
-                    aliases[merged] = uid
-                    batch.merges[i] = (merged, uid)
-        batch.person = persons
+            merged = _merged_id(kinds[i], anons[i], batch.properties[i])
+            if merged is not None and merged != uid and merged not in aliases:
+                persons += resolved(start, i + 1)
+                start = i + 1
+                aliases[merged] = uid
+                batch.merges[i] = (merged, uid)
+        batch.person = persons + resolved(start, len(users))
         return batch
 
     def _apply(self, batch: _Batch, profiles: Profiles) -> _Effects:
@@ -887,13 +911,13 @@ class SegmentEngine:
         plan, clock = self.plan, self.clock_us
         # an event dated in the future must not move everybody's windows
         limit = now_us() + FUTURE_TOLERANCE_US
-        for i, person in enumerate(batch.person):
-            ts = batch.ts[i]
+        minute, merges = clock // MINUTE_US, batch.merges
+        for i, (person, ts) in enumerate(zip(batch.person, batch.ts, strict=True)):
             if ts > clock:
                 clock = ts if ts < limit else max(clock, limit)
-            minute = clock // MINUTE_US
-            if i in batch.merges:
-                self._merge(profiles, *batch.merges[i], minute, clock, eff)
+                minute = clock // MINUTE_US
+            if merges and i in merges:
+                self._merge(profiles, *merges[i], minute, clock, eff)
             p = profiles.get(person)
             fresh = p is None
             if p is None:
@@ -1251,6 +1275,12 @@ class SegmentEngine:
         return {key: sizes.get(key, 0) for key in self.keys}
 
 
+def _without_system(events: pa.Table) -> pa.Table:
+    """The events, without the segment changes and other system events."""
+    system = pc.is_in(events["type"], _SYSTEM)
+    return events.filter(pc.invert(system)) if pc.any(system).as_py() else events
+
+
 def _holds(scores: tuple[tuple[str, float, float], ...], cache: dict[str, Any] | None) -> bool:
     """Whether a lower bound (``>= ge`` or ``> gt``) of one of these scores holds.
 
@@ -1310,22 +1340,26 @@ def _compile_refresh(
 
 
 def _compile_match(
-    tests: list[tuple[int, Any, Callable[[Any], bool]]], groups: tuple[tuple[int, ...], ...]
-) -> Callable[[dict[str, Any]], int]:
-    """``match(cache) -> bits``: these segments' conditions, then exclusive groups.
+    tests: list[tuple[int, Any, Callable[[Any], bool]]],
+    groups: tuple[tuple[int, ...], ...],
+    reads: tuple[list[str], dict[str, Any]] = ([], {}),
+) -> Callable[..., int]:
+    """``match(cache, p, minute) -> bits``: these segments' conditions, then exclusive groups.
 
     ``tests``: ``(bit, condition, compiled predicate)``. A condition is inlined
     where :func:`condition_source` can (numeric comparisons), else its
     predicate is called; in a group only the first member matched (by
-    priority) stays.
+    priority) stays. ``reads``: lines (and their names) run first, which
+    may update ``cache`` from ``p`` as of ``minute``.
 
     >>> cond = {"n": {"$gte": 2}, "$not": {"m": 0}}
     >>> match = _compile_match([(3, cond, compile_condition(cond))], ())
     >>> match({"n": 2, "m": 1}), match({"n": 2, "m": 0}), match({"n": None, "m": 1})
     (8, 0, 0)
     """
-    names: dict[str, Any] = {}
-    lines = ["def match(cache):", "    m = 0"]
+    names: dict[str, Any] = dict(reads[1])
+    lines = ["def match(cache, p=None, minute=0):", *["    " + line for line in reads[0]]]
+    lines.append("    m = 0")
     for bit, condition, pred in tests:
         try:
             expr = condition_source(condition, names, "cache", "m")
