@@ -151,6 +151,27 @@ def test_traits_follow_the_latest_identify_of_the_declared_type(
     agree_with_batch(engine, rows + later, T0 + timedelta(minutes=10))
 
 
+def test_a_trait_no_segment_reads_is_still_on_the_profile() -> None:
+    # templates and the profile API read traits too (the decide test's first_name)
+    engine = SegmentEngine(
+        parse_definitions(
+            {
+                "features": {
+                    "first_name": {"trait": {"key": "first_name_plain", "type": "string"}},
+                    "carts": {"count": {"events": ["add_to_cart"], "window": "24h"}},
+                },
+                "segments": {"carting": {"condition": {"carts": {"$gte": 1}}}},
+            }
+        )
+    )
+    rows = [
+        ev("identify", T0, properties={"first_name_plain": "Grace"}),
+        ev("add_to_cart", T0 + timedelta(minutes=1)),
+    ]
+    engine.process(events_table(rows))
+    assert engine.features("u1") == {"first_name": "Grace", "carts": 1}
+
+
 def test_exclusive_group_keeps_only_the_highest_priority_match(
     engine: SegmentEngine, rec: Recorder
 ) -> None:

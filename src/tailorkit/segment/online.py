@@ -960,9 +960,10 @@ class SegmentEngine:
                 after = self._event_plans.get(touched) or self._event_plan(touched)
                 assert p.cache is not None
                 mask = after(p, minute, p.cache, ts)
-            if kind == "identify" and self.trait_names:
+            if kind == "identify" and self.plan.traits:  # read by templates too, not only segments
                 self.plan.add_traits(p, ts, batch.event_id[i], props)
-                mask |= self._refresh(p, self._steps(self.trait_names), minute)
+                if self.trait_names:
+                    mask |= self._refresh(p, self._steps(self.trait_names), minute)
         if fresh or was != (p.consent and not p.bot and p.person not in flagged):
             mask = self.all_mask  # a new profile may match with nothing changed
         if mask:
