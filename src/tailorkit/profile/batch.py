@@ -89,10 +89,12 @@ class _Paths:
         self.slots.setdefault(path, set()).update(slots)
 
     def project(self, table: ir.Table, rows: ir.BooleanValue) -> ir.Table:
-        """Two steps: each path's JSON text once, then every slot from that text.
+        """Each path's JSON text, once; the typed slots are derived where they are read.
 
         Only ``rows`` (and of those only the event types whose features read
-        a path) are parsed; the others get nulls.
+        a path) are parsed; the others get nulls. Slots are not projected as
+        columns of their own: inside a feature's condition or aggregate the
+        engine derives them only for the rows that reach them.
         """
         texts: dict[str, ir.Value] = {}
         fast = _backend_name(table) == "duckdb"
@@ -101,29 +103,19 @@ class _Paths:
             wanted = rows if types is None else rows & table.type.isin(sorted(types))
             text = _json_text(table.properties, path, fast)
             texts[f"{name}_j"] = ibis.cases((wanted, text), else_=ibis.null("string"))
-        if not texts:
-            return table
-        table = table.mutate(**texts)
-        columns: dict[str, ir.Value] = {}
-        for name in self.paths.values():
-            j = table[f"{name}_j"]
-            derived = text_slots(j, partial(_reparsed, j))
-            for slot in sorted(self.slots[self._path_of(name)] - {"j"}):
-                columns[f"{name}_{slot}"] = derived[slot]
-        return table.mutate(**columns) if columns else table
+        return table.mutate(**texts) if texts else table
 
     def columns(self) -> list[str]:
         """Names of the columns :meth:`project` adds."""
-        return [f"{name}_{slot}" for path, name in self.paths.items() for slot in self.slots[path]]
-
-    def _path_of(self, name: str) -> str:
-        return next(p for p, n in self.paths.items() if n == name)
+        return [f"{name}_j" for name in self.paths.values()]
 
     def value(self, table: ir.Table, path: str) -> SqlValue:
         name, slots = self.paths[path], self.slots[path]
+        j = table[f"{name}_j"]
+        derived = text_slots(j, partial(_reparsed, j))
 
         def slot(key: str) -> Any:
-            return table[f"{name}_{key}"] if key in slots else None
+            return derived[key] if key in slots else None
 
         is_text = slot("t")
         return SqlValue(
