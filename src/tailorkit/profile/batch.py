@@ -71,10 +71,11 @@ _SLOTS = {"n": "float64", "s": "string", "b": "boolean", "j": "string", "t": "bo
 
 
 class _Paths:
-    """Property paths extracted once into typed columns, shared by every feature.
+    """Property paths extracted once into JSON text columns, shared by every feature.
 
     A path is parsed only for the event types whose features read it, and
-    only into the slots they need: JSON parsing is most of a batch's cost.
+    only the slots they need are derived from its text: JSON parsing is most
+    of a batch's cost.
     """
 
     def __init__(self) -> None:
