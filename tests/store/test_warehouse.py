@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
+import tailorkit.store.warehouse as warehouse_module
 from tailorkit.collect.jsonlines import raw_from_items
 from tailorkit.collect.pipeline import Collector
 from tailorkit.decide.exposures import exposure_event_for
 from tailorkit.decide.log import store_exposures
 from tailorkit.evaluate import ExposureRecord
 from tailorkit.project.loader import PiiSettings, Settings
-from tailorkit.store.warehouse import Warehouse
+from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA, Warehouse
 from tests.helpers import event
 
 
@@ -130,3 +133,30 @@ def test_daily_exposure_ids_are_deduplicated_across_midnight(warehouse: Warehous
     assert after_midnight["event_id"] != repeat["event_id"]
     assert store_exposures(store, [after_midnight, repeat], "decision", daily_ids=True) == 1
     assert warehouse.count_events() == 2
+
+
+def test_insert_stores_exactly_the_rows_given(
+    warehouse: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Values survive the write path unchanged (DuckDB stages them in a scratch Parquet file,
+    which is removed, also when the insert fails and nothing is stored)."""
+    monkeypatch.setattr(warehouse_module, "_SCRATCH", str(tmp_path))
+    at = datetime(2026, 11, 20, 23, 59, 59, 123456, tzinfo=UTC)
+    rows = [
+        {"event_id": "e1", "type": "exposure", "user_id": "ü-1", "anonymous_id": None,
+         "timestamp": at, "received_at": at + timedelta(microseconds=1), "clock_skew_ms": -5,
+         "source": "decide", "properties": '{"k":"✓","p":1.0}', "context": None,
+         "personalization": True},
+        {"event_id": "e2", "type": "page_view", "user_id": None, "anonymous_id": "a 2",
+         "timestamp": at - timedelta(days=400), "received_at": at, "clock_skew_ms": None,
+         "source": "test", "properties": None, "context": "{}", "personalization": False},
+    ]  # fmt: skip
+    events = pa.Table.from_pylist(rows, schema=EVENT_ARROW_SCHEMA)
+    warehouse.insert(events)
+    stored = warehouse.con.to_pyarrow(warehouse.events.order_by("event_id"))
+    assert stored.cast(EVENT_ARROW_SCHEMA).to_pylist() == rows
+    broken = events.set_column(1, "type", pa.array([None, "x"], pa.string()))
+    with pytest.raises(Exception, match=r"(?i)null"):
+        warehouse.insert(broken.set_column(0, "event_id", pa.array(["e3", "e4"])))
+    assert warehouse.count_events() == 2
+    assert list(tmp_path.glob("tailorkit-*")) == []

@@ -7,7 +7,9 @@ the same code runs on each backend; only connection set-up differs.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlglot
 
 EVENTS = "events"
@@ -61,6 +64,8 @@ EVENT_ARROW_SCHEMA = EVENT_SCHEMA.to_pyarrow()
 # PostgreSQL advisory lock id held while deduplicating and inserting ("tkwrite").
 WRITE_LOCK_KEY = 0x746B7772697465
 _POSTGRES = re.compile(r"^postgres(ql)?://")
+#: Where DuckDB writes stage their rows: in memory where the OS offers it
+_SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 
 def connect_url(url: str) -> ibis.BaseBackend:
@@ -263,29 +268,31 @@ class Warehouse:
                     self.con.insert(name, ibis.memtable(table))
 
     # DuckDB fast paths: on the ingestion hot path Ibis's per-call schema
-    # look-ups cost more than the insert itself; Arrow goes straight in.
+    # look-ups cost more than the insert itself. Rows go in through a Parquet
+    # file, not a registered pyarrow table: DuckDB scans the latter holding
+    # the GIL (it builds and reads a pyarrow dataset scanner), which stalls
+    # the server's event loop, while pyarrow writes and DuckDB reads Parquet
+    # without it.
     def _duckdb_stored_ids(self, ids: pa.Table, since: datetime | None) -> frozenset[str]:
         raw: Any = self.con.con
-        query = "SELECT event_id FROM events WHERE event_id IN (SELECT event_id FROM _tk_ids)"
-        params: list[datetime] = []
+        query = (
+            "SELECT event_id FROM events WHERE event_id IN (SELECT event_id FROM read_parquet(?))"
+        )
+        params: list[Any] = []
         if since is not None:
             query += " AND timestamp >= ?"
             params.append(since)
-        raw.register("_tk_ids", ids)
-        try:
-            found = raw.execute(query, params).fetchall()
-        finally:
-            raw.unregister("_tk_ids")
+        with _parquet_file(ids) as path:
+            found = raw.execute(query, [path, *params]).fetchall()
         return frozenset(row[0] for row in found)
 
     def _duckdb_append(self, name: str, table: pa.Table) -> None:
         raw: Any = self.con.con
-        raw.register("_tk_rows", table)
-        try:
-            columns = ", ".join(f'"{c}"' for c in table.column_names)
-            raw.execute(f'INSERT INTO "{name}" ({columns}) SELECT {columns} FROM _tk_rows')
-        finally:
-            raw.unregister("_tk_rows")
+        columns = ", ".join(f'"{c}"' for c in table.column_names)
+        with _parquet_file(table) as path:
+            raw.execute(
+                f'INSERT INTO "{name}" ({columns}) SELECT {columns} FROM read_parquet(?)', [path]
+            )
 
     def user_anonymous_ids(self, user_id: str) -> list[str]:
         """Anonymous ids merged into ``user_id``."""
@@ -333,6 +340,23 @@ class Warehouse:
         where = select.args["where"].this.transform(_unqualify)
         stmt = sqlglot.exp.delete(sqlglot.exp.to_table(name, quoted=True), where=where)
         self.con.raw_sql(stmt.sql(dialect=self.con.dialect))
+
+
+@contextmanager
+def _parquet_file(table: pa.Table) -> Iterator[str]:
+    """The path of a scratch Parquet file holding ``table``, removed afterwards.
+
+    >>> with _parquet_file(pa.table({"n": [1, 2]})) as path:
+    ...     pq.read_table(path)["n"].to_pylist()
+    [1, 2]
+    """
+    fd, path = tempfile.mkstemp(prefix="tailorkit-", suffix=".parquet", dir=_SCRATCH)
+    os.close(fd)
+    try:
+        pq.write_table(table, path, compression="none")
+        yield path
+    finally:
+        os.remove(path)
 
 
 def _unqualify(node: sqlglot.exp.Expression) -> sqlglot.exp.Expression:
