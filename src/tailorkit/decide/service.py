@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ class ExposureLogger:
                 self._retry(batch)
                 break  # the store is failing: try again at the next flush, not at once
             if future is not None:
-                future.add_done_callback(self._retry_if_failed(batch))
+                future.add_done_callback(partial(self._retry_if_failed, batch))
             metrics.EXPOSURES_LOGGED.labels("queued").inc(len(batch))
             sent += len(batch)
         return sent
@@ -158,18 +159,16 @@ class ExposureLogger:
         """
         metrics.EXPOSURES_LOGGED.labels("failed").inc(len(batch))
         room = max(0, self.max_queue - len(self._queue))
-        kept = batch[len(batch) - room :] if room < len(batch) else batch
+        kept = batch[max(0, len(batch) - room) :]
         if len(kept) < len(batch):
             metrics.EXPOSURES_LOGGED.labels("dropped").inc(len(batch) - len(kept))
         self._queue.extendleft(reversed(kept))  # one C call: atomic for the request path
 
-    def _retry_if_failed(self, batch: list[dict[str, Any]]) -> Callable[[Future[Any]], None]:
-        def done(future: Future[Any]) -> None:
-            if future.exception() is not None:
-                log.error("storing %d exposure events failed; retried later", len(batch))
-                self._retry(batch)
-
-        return done
+    def _retry_if_failed(self, batch: list[dict[str, Any]], future: Future[Any]) -> None:
+        """Storing is asynchronous: a batch that failed there is retried too."""
+        if future.exception() is not None:
+            log.error("storing %d exposure events failed; retried later", len(batch))
+            self._retry(batch)
 
 
 @dataclass(frozen=True)

@@ -555,6 +555,7 @@ def _fields_of(record: ExposureRecord) -> tuple[Any, ...]:
     >>> ExposureRecord(*_fields_of(r)) == r
     True
     """
+    # not dataclasses.astuple: it deep-copies every value, on the cache's miss path
     return tuple([getattr(record, name) for name in _RECORD_FIELDS])
 
 
