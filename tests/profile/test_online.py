@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 from typing import Any
 
@@ -140,3 +141,21 @@ def test_memory_per_window_is_bounded_by_its_buckets() -> None:
 
 def _when(e: tuple[int, int, Any]) -> tuple[int, int]:
     return e[0], e[1]
+
+
+def test_window_buckets_are_left_untracked_by_the_garbage_collector() -> None:
+    """A server holds a profile per user: the collector must not scan every bucket of every
+    window, so buckets are tuples of numbers, which it stops tracking after one pass."""
+    plan = ProfilePlan(FEATURES)
+    profile = plan.new_profile("u")
+    feed(plan, profile, [(m * 3, 0, m % 7) for m in range(500)])  # late events below too
+    feed(plan, profile, [(10, 5, 2), (1499, 5, 9)])
+    gc.collect()
+    buckets = [
+        bucket
+        for s in plan.streams
+        if s.window is not None
+        for bucket in profile.streams[s.index].buckets
+    ]
+    assert len(buckets) > 100
+    assert not any(gc.is_tracked(bucket) for bucket in buckets)

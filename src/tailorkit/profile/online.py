@@ -3,8 +3,11 @@
 Aggregates that share an event filter, window and property share one
 *stream*. A stream keeps, per user:
 
-* sliding windows: a deque of non-empty buckets ``[bucket, count, sum]``
-  (plus per-bucket min/max when a feature needs them) with running totals;
+* sliding windows: a deque of non-empty buckets ``(bucket, count, sum, min,
+  max)`` (min/max ``None`` unless a feature needs them) with running totals;
+  a bucket is a tuple, replaced when it changes, because the garbage
+  collector stops tracking tuples of numbers: lists, one per bucket, were
+  most of what it scanned in a server holding many profiles;
   buckets are ``r`` minutes long (:func:`tailorkit.profile.windows.resolution`)
   and leave from the front as the clock passes ``(bucket + K) * r``.
   Memory: at most ``K + 1`` buckets (1,441 for windows in days).
@@ -121,7 +124,7 @@ class WindowState:
     __slots__ = ("buckets", "count", "hi", "lo", "newest", "total", "values")
 
     def __init__(self, stream: Stream | None) -> None:
-        self.buckets: deque[list[Any]] = deque()
+        self.buckets: deque[tuple[int, int, int, int | None, int | None]] = deque()
         self.count = 0
         self.total = 0
         extremes = stream is not None and stream.extremes
@@ -142,41 +145,38 @@ class WindowState:
     def add(self, minute: int, units: int | None, key: Any, cap: int) -> None:
         """Count one event of ``minute`` (the caller checked it is inside the window)."""
         buckets = self.buckets
-        if buckets and buckets[-1][0] == minute:
-            bucket = buckets[-1]
-            bucket[1] += 1
-        elif not buckets or buckets[-1][0] < minute:
-            bucket = [minute, 1, 0, None, None]
-            buckets.append(bucket)
+        if not buckets or buckets[-1][0] < minute:
+            buckets.append((minute, 0, 0, None, None))
+            at = -1
+        elif buckets[-1][0] == minute:
+            at = -1
         else:
-            bucket = self._late_bucket(minute)
+            at = self._late_index(minute)
+        _, count, total, low, high = buckets[at]
         self.count += 1
         if units is not None:
-            bucket[2] += units
+            total += units
             self.total += units
             if self.lo is not None:
-                self._extremes(bucket, minute, units)
+                low = units if low is None or units < low else low
+                high = units if high is None or units > high else high
+        buckets[at] = (minute, count + 1, total, low, high)
+        if units is not None and self.lo is not None:
+            self._wedges(at, minute, units)
         if key is not None and self.values is not None:
             self._distinct(key, minute, cap)
 
-    def _late_bucket(self, minute: int) -> list[Any]:
+    def _late_index(self, minute: int) -> int:
+        """The index of ``minute``'s bucket, inserted empty if there is none."""
         minutes = [b[0] for b in self.buckets]
         at = bisect.bisect_left(minutes, minute)
-        if at < len(minutes) and minutes[at] == minute:
-            bucket = self.buckets[at]
-            bucket[1] += 1
-            return bucket
-        bucket = [minute, 1, 0, None, None]
-        self.buckets.insert(at, bucket)
-        return bucket
+        if at == len(minutes) or minutes[at] != minute:
+            self.buckets.insert(at, (minute, 0, 0, None, None))
+        return at
 
-    def _extremes(self, bucket: list[Any], minute: int, units: int) -> None:
-        low, high = bucket[3], bucket[4]
-        if low is None or units < low:
-            bucket[3] = units
-        if high is None or units > high:
-            bucket[4] = units
-        if bucket is not self.buckets[-1]:
+    def _wedges(self, at: int, minute: int, units: int) -> None:
+        """Update the min/max wedges after bucket ``at`` took ``units``."""
+        if at != -1 and at != len(self.buckets) - 1:
             self.rebuild_wedges()
             return
         lo, hi = self.lo, self.hi
@@ -195,7 +195,7 @@ class WindowState:
         self.lo.clear()
         self.hi.clear()
         for minute, _, _, low, high in self.buckets:
-            if low is None:
+            if low is None or high is None:  # both are set together
                 continue
             while self.lo and self.lo[-1][1] >= low:
                 self.lo.pop()
@@ -265,7 +265,7 @@ class WindowState:
     def from_json(cls, data: list[Any]) -> WindowState:
         """Inverse of :meth:`to_json`."""
         state = cls(None)
-        state.buckets = deque(data[0])
+        state.buckets = deque(tuple(bucket) for bucket in data[0])
         state.count, state.total = data[1], data[2]
         if data[3] is not None:
             state.values = OrderedDict((k, m) for k, m in data[3])
@@ -719,10 +719,10 @@ def _compile_adder(streams: tuple[Stream, ...]) -> Callable[[list[Any], int, int
                 body += [
                     "    buckets = state.buckets",
                     "    if not buckets or buckets[-1][0] < bucket:",
-                    "        buckets.append([bucket, 1, 0, None, None])",
+                    "        buckets.append((bucket, 1, 0, None, None))",
                     "        state.count += 1",
                     "    elif buckets[-1][0] == bucket:",
-                    "        buckets[-1][1] += 1",
+                    "        buckets[-1] = (bucket, buckets[-1][1] + 1, 0, None, None)",
                     "        state.count += 1",
                     "    else:",
                     "        state.add(bucket, None, None, 0)",
@@ -955,7 +955,7 @@ def _merge_windows(a: WindowState, b: WindowState, cap: int) -> None:
         mine[2] += total
         mine[3] = _pick(min, mine[3], low)
         mine[4] = _pick(max, mine[4], high)
-    b.buckets = deque(by_minute[m] for m in sorted(by_minute))
+    b.buckets = deque(tuple(by_minute[m]) for m in sorted(by_minute))
     b.count = sum(bucket[1] for bucket in b.buckets)
     b.total = sum(bucket[2] for bucket in b.buckets)
     b.rebuild_wedges()
