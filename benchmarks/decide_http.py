@@ -89,7 +89,7 @@ def placements_doc() -> dict[str, Any]:
     """10 placements with rules, owners and stability settings."""
     placements: dict[str, Any] = {}
     for i in range(10):
-        variants = {
+        variants: dict[str, Any] = {
             "default": {"content": f"<section class='p{i}'><h2>Welcome</h2></section>"},
             "mobile": {"content": f"<section class='p{i}'><h2>On the go, {DEVICE}</h2></section>"},
             "germany": {"content": f"<section class='p{i}'><h2>Willkommen</h2></section>"},
@@ -161,7 +161,7 @@ def write_bench_project(root: Path) -> tuple[Path, str]:
 def request_bodies(n: int = 4000, seed: int = 1) -> list[bytes]:
     """Decision requests as sessions: a user (of ``USERS``) asks on ``PAGES`` pages in a row."""
     rng = random.Random(seed)
-    out = []
+    out: list[bytes] = []
     while len(out) < n:
         user = f"user-{rng.randrange(USERS)}"
         country = rng.choice(["DE", "FR", "US", "GB", "AT"])

@@ -217,7 +217,7 @@ def main() -> None:
     bench_clusters(features, truth.reindex(features.index))
 
     frame = fetch(wh, session_steps(source.clean(), detail="category"))
-    sessions = [collapse_repeats(list(s)) for s in frame.steps]
+    sessions = [[str(step) for step in collapse_repeats(list(s))] for s in frame.steps]
     if args.journey_sessions:
         sessions = sessions[: args.journey_sessions]
     bench_journeys(sessions, min_share=0.005, max_length=4)

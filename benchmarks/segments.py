@@ -170,7 +170,7 @@ def build_warehouse(path: Path, users: int, base_users: int, days: int, seed: in
     shop = generate_shop(base_users, days, seed)
     base = stored(shop.events)
     wh = Warehouse(f"duckdb://{path}")
-    raw: Any = wh.con.con  # type: ignore[attr-defined]
+    raw: Any = wh.con.con
     raw.execute(DUCKDB_SETTINGS)
     raw.register("base", base)
     raw.register("ids", identities_from(base))
@@ -354,7 +354,7 @@ def batch(users: int, base_users: int, days: int, seed: int) -> str:
         path = Path(folder) / "bench.duckdb"
         at = build_warehouse(path, users, base_users, days, seed) + timedelta(minutes=7)
         wh = Warehouse(f"duckdb://{path}")
-        raw: Any = wh.con.con  # type: ignore[attr-defined]
+        raw: Any = wh.con.con
         raw.execute(DUCKDB_SETTINGS)
         n_events = raw.execute("SELECT count(*) FROM events").fetchone()[0]
         cap = defs.features.settings.max_distinct

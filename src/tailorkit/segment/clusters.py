@@ -40,7 +40,7 @@ The pipeline is a pure core (numpy/pandas in, plain values out):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -588,7 +588,7 @@ def drift_report(old: ClusterModel, new: ClusterModel, frame: pd.DataFrame) -> d
     }
 
 
-def agreement(labels: Sequence[Any], truth: Sequence[Any]) -> float:
+def agreement(labels: Iterable[Any], truth: Iterable[Any]) -> float:
     """Adjusted Rand index between cluster labels and known groups (1 = identical).
 
     >>> agreement([0, 0, 1, 1], ["a", "a", "b", "b"])
