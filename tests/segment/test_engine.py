@@ -336,3 +336,22 @@ def test_a_score_that_windows_lower_leaves_when_its_first_input_expires(
         ("u1", "entered", entered, "event"),
         ("u1", "exited", T0 + timedelta(minutes=60), "window"),
     ]
+
+
+def test_a_falling_count_wakes_only_where_a_comparison_can_change() -> None:
+    """``$gt: 3`` changes between 3 and 4: once the count is down to 3, expiry changes nothing,
+    so the profile is not woken again (it was, at every expiry near the threshold)."""
+    defs = parse_definitions({
+        "features": {"views_24h": {"count": {"events": ["product_view"], "window": "24h"}}},
+        "segments": {"browsers": {"condition": {"views_24h": {"$gt": 3}}}},
+    })  # fmt: skip
+    rec = Recorder()
+    engine = SegmentEngine(defs, on_changes=rec)
+    engine.process(events_table([ev("product_view", T0 + timedelta(minutes=i)) for i in range(6)]))
+    engine.advance_to(T0 + timedelta(days=1, minutes=2))
+    assert rec.of("browsers") == [
+        ("u1", "entered", T0 + timedelta(minutes=3), "event"),
+        ("u1", "exited", T0 + timedelta(days=1, minutes=2), "window"),  # 3 views left
+    ]
+    profile = engine.store.get("u1")
+    assert profile is not None and profile.wake is None

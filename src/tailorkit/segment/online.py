@@ -73,7 +73,7 @@ from tailorkit.profile.online import Profile, ProfilePlan, merge_profiles
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, iso, to_us
 from tailorkit.segment.definitions import ENTERED, EXITED, Definitions, time_dependent
 from tailorkit.segment.explain import explain
-from tailorkit.segment.triggers import Atom, atoms, flip_source, points
+from tailorkit.segment.triggers import Atom, atoms, flip_source, integer_bounds
 from tailorkit.store.profiles import MemoryProfileStore, Profiles, ProfileStore
 from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA
 
@@ -341,7 +341,8 @@ class SegmentEngine:
         self._by_type: dict[str, tuple[Callable[[list[Any], int, int, Any], int], bool]] = {}
 
     def _threshold_mode(self, index: int) -> _Mode | None:
-        """``("count"|"distinct", thresholds, scores)`` when only thresholds matter.
+        """``("count"|"distinct", bounds, scores)`` when only thresholds matter (bounds:
+        :func:`~tailorkit.segment.triggers.integer_bounds` of the comparisons).
 
         True when every feature of the stream is a count (or every one a
         distinct count), read by segment conditions directly and only through
@@ -367,7 +368,7 @@ class SegmentEngine:
             for _, found in self.direct.get(name, ()):
                 if found is None:
                     return None
-                numbers.update(points(found))
+                numbers.update(integer_bounds(found))
         self.falling_scores.update(scores)
         lowest = tuple((n, _lowest(f, "ge"), _lowest(f, "gt")) for n, f in sorted(scores.items()))
         return (kinds.pop(), tuple(sorted(numbers)), lowest)
@@ -410,7 +411,7 @@ class SegmentEngine:
         at = bisect.bisect_right(marks, value)
         if at == 0 or value == 0:
             return None  # only decreases until the next event: no threshold below
-        need = value - marks[at - 1]
+        need = value - marks[at - 1] + 1  # to fall below the highest bound it is at or above
         # a long walk stops at the 256th bucket or value and resumes at the next wake
         if kind != "count":  # one per value: the value whose expiry drops `need`
             skip = max(0, min(math.ceil(need) - 1, 255))

@@ -79,13 +79,30 @@ def flips(found: tuple[Atom, ...], old: float | None, new: float | None) -> bool
     return any(truth(atom, old) != truth(atom, new) for atom in found)
 
 
-def points(found: tuple[Atom, ...]) -> tuple[float, ...]:
-    """The numbers the atoms compare with (where the truth can change).
+def integer_bounds(found: tuple[Atom, ...]) -> tuple[int, ...]:
+    """For a feature whose values are integers that are never null (a count): the
+    integers ``b`` where some atom is true at ``b - 1`` and false at ``b``, or the reverse.
 
-    >>> points((("gt", 3.0), ("null", 0.0), ("seq", 1.0)))
-    (1.0, 3.0)
+    A count that falls can change a condition only by falling below one of
+    them, so the online executor wakes exactly then, not at every value near
+    a threshold (``$gt: 3`` changes between 3 and 4, not between 2 and 3).
+
+    >>> integer_bounds((("gt", 3.0), ("ge", 2.5), ("seq", 0.0), ("eq", 1.5), ("null", 0.0)))
+    (0, 1, 3, 4)
+    >>> integer_bounds((("lt", 7.0), ("le", 7.0), ("truthy", 0.0)))
+    (1, 7, 8)
     """
-    return tuple(sorted({c for kind, c in found if kind not in ("null", "truthy")}))
+    bounds: set[int] = set()
+    for kind, c in found:
+        if kind in ("gt", "le"):  # x > c and x <= c: between floor(c) and floor(c) + 1
+            bounds.add(math.floor(c) + 1)
+        elif kind in ("ge", "lt"):  # x >= c and x < c: between ceil(c) - 1 and ceil(c)
+            bounds.add(math.ceil(c))
+        elif kind in ("eq", "seq") and c == math.floor(c):  # true at c only
+            bounds.update((int(c), int(c) + 1))
+        elif kind == "truthy":  # x != 0
+            bounds.add(1)
+    return tuple(sorted(bounds))
 
 
 def _walk(condition: Any, feature: str, out: list[Atom]) -> None:
