@@ -355,3 +355,21 @@ def test_a_falling_count_wakes_only_where_a_comparison_can_change() -> None:
     ]
     profile = engine.store.get("u1")
     assert profile is not None and profile.wake is None
+
+
+def test_a_recency_wakes_only_at_the_minute_its_comparison_changes() -> None:
+    """``$lt: 2`` days turns false at exactly 2 days (2.0 < 2 is false), not a minute later."""
+    defs = parse_definitions({
+        "features": {"first_seen": {"first_seen": {}}, "age": {"recency": "first_seen"}},
+        "segments": {"new": {"condition": {"age": {"$lt": 2}}}},
+    })  # fmt: skip
+    rec = Recorder()
+    engine = SegmentEngine(defs, on_changes=rec)
+    engine.process(events_table([ev("page_view", T0)]))
+    engine.advance_to(T0 + timedelta(days=2))
+    assert rec.of("new") == [
+        ("u1", "entered", T0, "event"),
+        ("u1", "exited", T0 + timedelta(days=2), "window"),
+    ]
+    profile = engine.store.get("u1")
+    assert profile is not None and profile.wake is None

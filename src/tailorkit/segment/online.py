@@ -73,7 +73,7 @@ from tailorkit.profile.online import Profile, ProfilePlan, merge_profiles
 from tailorkit.profile.windows import MINUTE_US, MINUTES_PER_DAY, iso, to_us
 from tailorkit.segment.definitions import ENTERED, EXITED, Definitions, time_dependent
 from tailorkit.segment.explain import explain
-from tailorkit.segment.triggers import Atom, atoms, flip_source, integer_bounds
+from tailorkit.segment.triggers import Atom, atoms, flip_source, integer_bounds, truth
 from tailorkit.store.profiles import MemoryProfileStore, Profiles, ProfileStore
 from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA
 
@@ -300,6 +300,7 @@ class SegmentEngine:
                 x = c * MINUTES_PER_DAY
                 # (M - L) / 1440 crosses c between these minute offsets
                 offsets.update({math.floor(x), math.floor(x) + 1, math.ceil(x)})
+            offsets = _changing_offsets(offsets, self.direct.get(name, ()))
             if offsets:
                 index = self.plan.stream_of[f.of].index
                 entry = (base.kind, tuple(sorted(offsets)))
@@ -1406,6 +1407,31 @@ def _oldest(state: Any, cutoff: int | None) -> int | None:
         if oldest is None or first < oldest:
             oldest = first
     return oldest
+
+
+def _changing_offsets(
+    offsets: set[int], readers: tuple[tuple[int, tuple[Atom, ...] | None], ...]
+) -> set[int]:
+    """The minute offsets at which some comparison of a recency (``offset / 1440`` days,
+    computed as the feature is) differs from the minute before; all of them when a
+    reader's comparisons are not known (unsafe).
+
+    >>> sorted(_changing_offsets({2880, 2881}, ((0, (("lt", 2.0),)),)))
+    [2880]
+    >>> sorted(_changing_offsets({2880, 2881}, ((0, (("gt", 2.0),)), (1, None))))
+    [2880, 2881]
+    """
+    if any(found is None for _, found in readers):
+        return offsets
+    compared = {atom for _, found in readers for atom in found or ()}
+    return {
+        k
+        for k in offsets
+        if any(
+            truth(atom, k / MINUTES_PER_DAY) != truth(atom, (k - 1) / MINUTES_PER_DAY)
+            for atom in compared
+        )
+    }
 
 
 def _recency_source(index: int, source: int, kind: str, offsets: tuple[int, ...]) -> list[str]:
