@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,8 +15,15 @@ from tailorkit.decide.exposures import exposure_event_for
 from tailorkit.decide.log import store_exposures
 from tailorkit.evaluate import ExposureRecord
 from tailorkit.project.loader import PiiSettings, Settings
-from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA, Warehouse
+from tailorkit.store.warehouse import (
+    EVENT_ARROW_SCHEMA,
+    INGEST_STATS,
+    INGEST_STATS_SCHEMA,
+    Warehouse,
+)
 from tests.helpers import event
+
+INGEST_STATS_ARROW_SCHEMA = INGEST_STATS_SCHEMA.to_pyarrow()
 
 
 def collector(wh: Warehouse) -> Collector:
@@ -160,3 +167,17 @@ def test_insert_stores_exactly_the_rows_given(
         warehouse.insert(broken.set_column(0, "event_id", pa.array(["e3", "e4"])))
     assert warehouse.count_events() == 2
     assert list(tmp_path.glob("tailorkit-*")) == []
+
+
+def test_insert_stores_exactly_the_ingest_statistics_given(warehouse: Warehouse) -> None:
+    """Statistics rows (a few per store; DuckDB binds them as parameters) are stored as given."""
+    rows = [
+        {"day": date(2026, 11, 20), "source": "decide", "outcome": "accepted", "reason": None,
+         "n": 3},
+        {"day": date(2026, 11, 21), "source": "ü", "outcome": "rejected", "reason": "schema",
+         "n": 1 << 40},
+    ]  # fmt: skip
+    events = EVENT_ARROW_SCHEMA.empty_table()
+    warehouse.insert(events, stats=pa.Table.from_pylist(rows, schema=INGEST_STATS_ARROW_SCHEMA))
+    stored = warehouse.con.to_pyarrow(warehouse.con.table(INGEST_STATS).order_by("day"))
+    assert stored.cast(INGEST_STATS_ARROW_SCHEMA).to_pylist() == rows
