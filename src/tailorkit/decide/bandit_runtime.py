@@ -55,6 +55,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tailorkit.decide.bandit_state import RedisBanditStats
 from tailorkit.decide.bandits import (
@@ -466,11 +467,10 @@ def _properties(text: str | None) -> dict[str, Any]:
 
 
 def _reward_rows(events: pa.Table, wanted: set[str]) -> list[tuple[str, str, str | None, float]]:
-    types = events.column("type").to_pylist()
-    index = [i for i, t in enumerate(types) if t in wanted]
-    if not index:
+    # picked by Arrow: most stored events (the decision log's among them) are not rewards
+    picked = events.filter(pc.is_in(events["type"], pa.array(list(wanted), pa.string())))
+    if not picked.num_rows:
         return []
-    picked = events.take(pa.array(index))
     users = picked.column("user_id").to_pylist()
     anons = picked.column("anonymous_id").to_pylist()
     props = picked.column("properties").to_pylist()

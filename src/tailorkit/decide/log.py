@@ -110,7 +110,7 @@ def exposures_table(
         props = event["properties"]
         if props.get("hash_attribute") in hidden and "hash_value" in props:
             props = {k: v for k, v in props.items() if k != "hash_value"}
-        properties.append(orjson.dumps(props).decode())
+        properties.append(orjson.dumps(props))  # UTF-8 bytes: Arrow takes them as strings
     n = len(events)
     schema = EVENT_ARROW_SCHEMA
 

@@ -134,10 +134,8 @@ class ExposureLogger:
         sent = 0
         due = len(self._queue)
         while due:
-            batch: list[dict[str, Any]] = []
-            while due and len(batch) < self.max_batch:
-                batch.append(self._queue.popleft())
-                due -= 1
+            batch = [self._queue.popleft() for _ in range(min(due, self.max_batch))]
+            due -= len(batch)
             try:
                 future = self.submit(batch)
             except Exception:
