@@ -12,7 +12,7 @@ import tailorkit.store.warehouse as warehouse_module
 from tailorkit.collect.jsonlines import raw_from_items
 from tailorkit.collect.pipeline import Collector
 from tailorkit.decide.exposures import exposure_event_for
-from tailorkit.decide.log import store_exposures
+from tailorkit.decide.log import StoredToday, store_exposures
 from tailorkit.evaluate import ExposureRecord
 from tailorkit.project.loader import PiiSettings, Settings
 from tailorkit.store.warehouse import (
@@ -140,6 +140,36 @@ def test_daily_exposure_ids_are_deduplicated_across_midnight(warehouse: Warehous
     assert after_midnight["event_id"] != repeat["event_id"]
     assert store_exposures(store, [after_midnight, repeat], "decision", daily_ids=True) == 1
     assert warehouse.count_events() == 2
+
+
+def test_exposure_ids_held_in_memory_find_the_repeats_the_store_would(
+    warehouse: Warehouse,
+) -> None:
+    """With :class:`StoredToday` (DuckDB: one writing process) the flag log's daily ids are
+    checked in memory. Repeats of an earlier process's events (read once from the store) and
+    of this one's are still skipped and counted, across midnight too, and an erased user's
+    exposure is stored again. On PostgreSQL the store is asked, with the same results."""
+    store = collector(warehouse)
+    record = ExposureRecord("exp", 1, "b", "id", "u1", "f", 0.25, 0.5)
+    late = datetime(2026, 11, 20, 23, 59, 59, tzinfo=UTC)
+
+    def exposure(user: str, at: datetime) -> dict:
+        return exposure_event_for(record, user_id=user, anonymous_id=None, timestamp=at)
+
+    def log(*events: dict) -> int:
+        return store_exposures(store, list(events), "decision", daily_ids=True, stored_today=today)
+
+    assert store_exposures(store, [exposure("u1", late)], "decision", daily_ids=True) == 1
+    today = StoredToday("decision")  # a new process: u1's exposure was stored before it
+    assert log(exposure("u1", late), exposure("u2", late)) == 1
+    assert log(exposure("u2", late - timedelta(hours=1)), exposure("u3", late)) == 1
+    after_midnight = late + timedelta(seconds=2)
+    assert log(exposure("u1", after_midnight), exposure("u3", late)) == 1
+    warehouse.erase_user("u2")
+    assert log(exposure("u2", late)) == 1
+    assert warehouse.count_events() == 4  # u1 on both days, u2 again after its erasure, u3
+    stats = warehouse.con.table(INGEST_STATS).to_pyarrow().to_pylist()
+    assert sum(r["n"] for r in stats if r["outcome"] == "duplicate") == 3
 
 
 def test_insert_stores_exactly_the_rows_given(

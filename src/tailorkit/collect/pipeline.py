@@ -223,6 +223,7 @@ class Collector:
         dedup: bool = True,
         notify: bool = True,
         dedup_since: datetime | None = None,
+        duplicates: frozenset[str] | None = None,
     ) -> frozenset[str]:
         """Store validated parts in one transaction, skipping ids already stored.
 
@@ -235,16 +236,21 @@ class Collector:
         itself: the check scans every stored id, a cost that grows with the store.
         ``dedup_since`` bounds the check to events stored with a timestamp from
         then on, for ids that cannot repeat older ones (see
-        :meth:`~tailorkit.store.warehouse.Warehouse.stored_ids`).
+        :meth:`~tailorkit.store.warehouse.Warehouse.stored_ids`). ``duplicates``:
+        the ids already stored, when the caller knows them (it holds
+        :meth:`~tailorkit.store.warehouse.Warehouse.exclusive`); the store is not asked.
         """
         events = pa.concat_tables([p.validated.accepted for p in parts])
         identities = pa.concat_tables(
             [p.validated.identities for p in parts if p.validated.identities is not None]
         )
         with self.warehouse.exclusive():
-            dups = (
-                self.warehouse.stored_ids(events["event_id"], dedup_since) if dedup else frozenset()
-            )
+            if duplicates is not None:
+                dups = duplicates
+            elif dedup:
+                dups = self.warehouse.stored_ids(events["event_id"], dedup_since)
+            else:
+                dups = frozenset()
             if dups:
                 fresh = pc.invert(pc.is_in(events["event_id"], pa.array(list(dups))))
                 events = events.filter(fresh)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -37,6 +37,7 @@ from tailorkit.store.warehouse import EVENT_ARROW_SCHEMA, IDENTITY_SCHEMA
 
 if TYPE_CHECKING:
     from tailorkit.collect.pipeline import Collector
+    from tailorkit.store.warehouse import Warehouse
 
 EXPOSURE = "exposure"
 KINDS = ("experiment", "feature", "bandit", "rule", "recommendation", "default")
@@ -149,12 +150,71 @@ def _timestamps(texts: list[str]) -> pa.Array:
         return pa.array([datetime.fromisoformat(t) for t in texts], kind)
 
 
+class StoredToday:
+    """The ids of one source's events stored each UTC day, kept by the store's only writer.
+
+    The exposure log's ids are derived from the UTC day, so a flush can only
+    repeat that day's events; asking the store scans every event stored that
+    day, on every flush (20 ms at 1M events, 50 ms at 3M: a server logging
+    all day would spend a core on it). Here a day's ids are read from the
+    store once, then kept up to date with what is stored. An embedded DuckDB
+    file admits one writing process, so nothing else adds to them; an
+    erasure or a purge (:attr:`Warehouse.deletions`) makes the next check
+    read them again. A day with more than ``max_ids`` stored is checked in
+    the store, as without this. Ids stored under another source are not
+    seen (only an import of exported exposures could repeat one).
+    """
+
+    def __init__(self, source: str, max_ids: int = 500_000) -> None:
+        self.source = source
+        self.max_ids = max_ids
+        self._days: dict[date, set[str] | None] = {}  # None: too many, ask the store
+        self._deletions = -1
+
+    def stored(
+        self, warehouse: Warehouse, ids: list[str], days: list[date]
+    ) -> frozenset[str] | None:
+        """Those of ``ids`` (of events of ``days``) already stored; ``None``: ask the store.
+
+        Call it holding :meth:`Warehouse.exclusive`, then :meth:`add` what was stored.
+        """
+        if warehouse.deletions != self._deletions:
+            self._days.clear()
+            self._deletions = warehouse.deletions
+        held: dict[date, set[str]] = {}
+        for day in set(days):
+            known = self._ids_of(warehouse, day)
+            if known is None:
+                return None
+            held[day] = known
+        return frozenset(i for i, day in zip(ids, days, strict=True) if i in held[day])
+
+    def add(self, ids: list[str], days: list[date]) -> None:
+        """Remember ids just stored."""
+        for i, day in zip(ids, days, strict=True):
+            known = self._days.get(day)
+            if known is not None:
+                known.add(i)
+                if len(known) > self.max_ids:
+                    self._days[day] = None
+
+    def _ids_of(self, warehouse: Warehouse, day: date) -> set[str] | None:
+        if day not in self._days:
+            for old in [d for d in self._days if d < day - timedelta(days=1)]:
+                del self._days[old]  # a flush spans at most today and yesterday
+            start = datetime.combine(day, time(), UTC)
+            ids = warehouse.event_ids(self.source, start, start + timedelta(days=1))
+            self._days[day] = ids if len(ids) <= self.max_ids else None
+        return self._days[day]
+
+
 def store_exposures(
     collector: Collector,
     events: list[dict[str, Any]],
     source: str = "decide",
     fresh_ids: bool = False,
     daily_ids: bool = False,
+    stored_today: StoredToday | None = None,
 ) -> int:
     """Store decision-log events now (or publish them to the event bus); returns how many.
 
@@ -165,7 +225,8 @@ def store_exposures(
     says an id is derived from the UTC day of the event's timestamp (the
     exposure log's), so it can only repeat an event of that day: the check
     then looks at events from the start of the earliest event's day on,
-    not at every stored id.
+    not at every stored id, or (with ``stored_today``, on DuckDB) at
+    :class:`StoredToday`'s ids in memory.
     """
     from tailorkit.collect.pipeline import Part  # late: the pipeline imports much
     from tailorkit.collect.validate import Validated
@@ -176,6 +237,15 @@ def store_exposures(
     if collector.publish is not None:
         collector.publish([part])
         return len(events)
+    if daily_ids and stored_today is not None and collector.warehouse.backend == "duckdb":
+        ids = table["event_id"].to_pylist()
+        days = pc.cast(table["timestamp"], pa.date32()).to_pylist()
+        with collector.warehouse.exclusive():
+            known = stored_today.stored(collector.warehouse, ids, days)
+            if known is not None:
+                skipped = collector.store_parts([part], duplicates=known)
+                stored_today.add(ids, days)
+                return len(events) - len(skipped)
     since = _day_start(table["timestamp"]) if daily_ids and events else None
     return len(events) - len(collector.store_parts([part], dedup=not fresh_ids, dedup_since=since))
 

@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tailorkit.decide.exposures import EXPOSURE_SOURCE, ExposureLog
 from tailorkit.decide.features import FeatureService, ProfileLookup
-from tailorkit.decide.log import store_exposures
+from tailorkit.decide.log import StoredToday, store_exposures
 from tailorkit.evaluate import FeatureResult
 from tailorkit.project.loader import ConfigError
 from tailorkit.server.app import Admin, AppState, Ingest, read_bounded
@@ -57,10 +57,14 @@ def install(app: FastAPI) -> FeatureService:
     state: AppState = app.state.tk
     settings = state.project.settings
 
+    stored_today = StoredToday(EXPOSURE_SOURCE)
+
     def submit(events: list[dict[str, Any]]) -> object:
         # tailorkit's own events: stored directly, without the JSON path's validation;
         # their ids are per UTC day, so only that day's stored events can repeat them
-        return store_exposures(state.collector, events, EXPOSURE_SOURCE, daily_ids=True)
+        return store_exposures(
+            state.collector, events, EXPOSURE_SOURCE, daily_ids=True, stored_today=stored_today
+        )
 
     exposures = ExposureLog(submit, hide_hash_values_of=settings.pii.fields)
     # Read the file again (not the project's copy): a change since the project

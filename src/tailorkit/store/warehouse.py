@@ -129,6 +129,9 @@ class Warehouse:
         # Ibis connections are not thread-safe; the HTTP writer thread and
         # admin requests share one connection through this lock.
         self.lock = threading.RLock()
+        #: events deleted (erasure, retention) by this connection so far: caches of
+        #: stored ids (:class:`~tailorkit.decide.log.StoredToday`) read them again
+        self.deletions = 0
         self.ensure_schema()
 
     def close(self) -> None:
@@ -245,6 +248,15 @@ class Warehouse:
             found = staging.semi_join(stored, staging.event_id == stored.event_id)
             return frozenset(self.con.to_pyarrow(found.event_id).to_pylist())
 
+    def event_ids(self, source: str, start: datetime, end: datetime) -> set[str]:
+        """Ids of the stored events of ``source`` with a timestamp in ``[start, end)``."""
+        events = self.events
+        expr = events.filter(
+            (events.source == source) & (events.timestamp >= start) & (events.timestamp < end)
+        ).event_id
+        with self.lock:
+            return set(self.con.to_pyarrow(expr).to_pylist())
+
     def insert(
         self, events: pa.Table, identities: pa.Table | None = None, stats: pa.Table | None = None
     ) -> None:
@@ -348,6 +360,8 @@ class Warehouse:
             return n
 
     def _delete(self, name: str, table: ir.Table, cond: ir.BooleanValue) -> None:
+        if name == EVENTS:
+            self.deletions += 1
         # Ibis has no DELETE: compile the predicate with Ibis (so quoting and
         # literals follow the backend's dialect) and wrap it with sqlglot.
         select = self.con.compiler.to_sqlglot(table.filter(cond))
