@@ -172,6 +172,21 @@ def test_exposure_ids_held_in_memory_find_the_repeats_the_store_would(
     assert sum(r["n"] for r in stats if r["outcome"] == "duplicate") == 3
 
 
+def test_a_day_with_too_many_exposure_ids_for_memory_is_checked_in_the_store(
+    warehouse: Warehouse,
+) -> None:
+    store = collector(warehouse)
+    record = ExposureRecord("exp", 1, "b", "id", "u1", "f", 0.25, 0.5)
+    at = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    events = [exposure_event_for(record, user_id=f"u{i}", anonymous_id=None, timestamp=at)
+              for i in range(3)]  # fmt: skip
+    today = StoredToday("decision", max_ids=2)
+    assert store_exposures(store, events[:2], "decision", daily_ids=True, stored_today=today) == 2
+    assert store_exposures(store, events, "decision", daily_ids=True, stored_today=today) == 1
+    assert store_exposures(store, events, "decision", daily_ids=True, stored_today=today) == 0
+    assert warehouse.count_events() == 3
+
+
 def test_insert_stores_exactly_the_rows_given(
     warehouse: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
