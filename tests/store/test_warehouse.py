@@ -34,6 +34,12 @@ def ingest(wh: Warehouse, items: list) -> dict:
     return collector(wh).ingest(raw_from_items(items, Settings("x").limits), "test").to_dict()
 
 
+def flag_exposure(user: str, at: datetime) -> dict:
+    """The exposure log's event for one user's flag evaluation at ``at`` (a daily id)."""
+    record = ExposureRecord("exp", 1, "b", "id", user, "f", 0.25, 0.5)
+    return exposure_event_for(record, user_id=user, anonymous_id=None, timestamp=at)
+
+
 def test_dedup_is_exact_across_batches(warehouse: Warehouse) -> None:
     items = [event() for _ in range(50)]
     assert ingest(warehouse, items)["accepted"] == 50
@@ -129,14 +135,10 @@ def test_stored_ids_since_looks_only_at_events_from_then_on(warehouse: Warehouse
 def test_daily_exposure_ids_are_deduplicated_across_midnight(warehouse: Warehouse) -> None:
     """A flush spanning midnight still finds a repeat of the earlier day's exposure."""
     store = collector(warehouse)
-    record = ExposureRecord("exp", 1, "b", "id", "u1", "f", 0.25, 0.5)
     late = datetime(2026, 11, 20, 23, 59, 59, tzinfo=UTC)
-
-    def exposure(at: datetime) -> dict:
-        return exposure_event_for(record, user_id="u1", anonymous_id=None, timestamp=at)
-
-    assert store_exposures(store, [exposure(late)], "decision", daily_ids=True) == 1
-    after_midnight, repeat = exposure(late + timedelta(seconds=2)), exposure(late)
+    assert store_exposures(store, [flag_exposure("u1", late)], "decision", daily_ids=True) == 1
+    after_midnight = flag_exposure("u1", late + timedelta(seconds=2))
+    repeat = flag_exposure("u1", late)
     assert after_midnight["event_id"] != repeat["event_id"]
     assert store_exposures(store, [after_midnight, repeat], "decision", daily_ids=True) == 1
     assert warehouse.count_events() == 2
@@ -150,23 +152,19 @@ def test_exposure_ids_held_in_memory_find_the_repeats_the_store_would(
     of this one's are still skipped and counted, across midnight too, and an erased user's
     exposure is stored again. On PostgreSQL the store is asked, with the same results."""
     store = collector(warehouse)
-    record = ExposureRecord("exp", 1, "b", "id", "u1", "f", 0.25, 0.5)
     late = datetime(2026, 11, 20, 23, 59, 59, tzinfo=UTC)
-
-    def exposure(user: str, at: datetime) -> dict:
-        return exposure_event_for(record, user_id=user, anonymous_id=None, timestamp=at)
 
     def log(*events: dict) -> int:
         return store_exposures(store, list(events), "decision", daily_ids=True, stored_today=today)
 
-    assert store_exposures(store, [exposure("u1", late)], "decision", daily_ids=True) == 1
+    assert store_exposures(store, [flag_exposure("u1", late)], "decision", daily_ids=True) == 1
     today = StoredToday("decision")  # a new process: u1's exposure was stored before it
-    assert log(exposure("u1", late), exposure("u2", late)) == 1
-    assert log(exposure("u2", late - timedelta(hours=1)), exposure("u3", late)) == 1
+    assert log(flag_exposure("u1", late), flag_exposure("u2", late)) == 1
+    assert log(flag_exposure("u2", late - timedelta(hours=1)), flag_exposure("u3", late)) == 1
     after_midnight = late + timedelta(seconds=2)
-    assert log(exposure("u1", after_midnight), exposure("u3", late)) == 1
+    assert log(flag_exposure("u1", after_midnight), flag_exposure("u3", late)) == 1
     warehouse.erase_user("u2")
-    assert log(exposure("u2", late)) == 1
+    assert log(flag_exposure("u2", late)) == 1
     assert warehouse.count_events() == 4  # u1 on both days, u2 again after its erasure, u3
     stats = warehouse.con.table(INGEST_STATS).to_pyarrow().to_pylist()
     assert sum(r["n"] for r in stats if r["outcome"] == "duplicate") == 3
@@ -176,10 +174,7 @@ def test_a_day_with_too_many_exposure_ids_for_memory_is_checked_in_the_store(
     warehouse: Warehouse,
 ) -> None:
     store = collector(warehouse)
-    record = ExposureRecord("exp", 1, "b", "id", "u1", "f", 0.25, 0.5)
-    at = datetime(2026, 11, 20, 12, tzinfo=UTC)
-    events = [exposure_event_for(record, user_id=f"u{i}", anonymous_id=None, timestamp=at)
-              for i in range(3)]  # fmt: skip
+    events = [flag_exposure(f"u{i}", datetime(2026, 11, 20, 12, tzinfo=UTC)) for i in range(3)]
     today = StoredToday("decision", max_ids=2)
     assert store_exposures(store, events[:2], "decision", daily_ids=True, stored_today=today) == 2
     assert store_exposures(store, events, "decision", daily_ids=True, stored_today=today) == 1
