@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tailorkit.profile.materialized import KEPT_PROFILES
 from tailorkit.project import Project, load_project
 from tailorkit.project.init import write_project
 from tailorkit.store.warehouse import Warehouse
@@ -70,7 +71,7 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wareho
     url = request.getfixturevalue("pg_database")
     wh = Warehouse(url)
     yield wh
-    for table in ("events", "identities", "ingest_stats"):
+    for table in ("events", "identities", "ingest_stats", *KEPT_PROFILES):
         wh.con.drop_table(table, force=True)
 
 

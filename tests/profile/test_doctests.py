@@ -14,6 +14,7 @@ MODULES = [
     "tailorkit.profile.definitions",
     "tailorkit.profile.online",
     "tailorkit.profile.batch",
+    "tailorkit.profile.materialized",
     "tailorkit.store.profiles",
     "tailorkit.segment.definitions",
     "tailorkit.segment.triggers",

@@ -82,17 +82,22 @@ class AsOf(Warehouse):
     complete = False
 
     def resolved_events(
-        self, types: Sequence[str] | None = None, without: Sequence[str] | None = None
+        self,
+        types: Sequence[str] | None = None,
+        without: Sequence[str] | None = None,
+        persons: ir.Table | None = None,
     ) -> ir.Table:
-        """Resolved events with ``timestamp < until`` (optionally only ``types``)."""
+        """Resolved events with ``timestamp < until`` (optionally only ``types``, ``persons``)."""
         if self._resolved is not None:
             events = self._resolved
             if types is not None:
                 events = events.filter(events.type.isin(list(types)))
             if without is not None:
                 events = events.filter(events.type.notin(list(without)))
+            if persons is not None:
+                events = events.filter(events.person_id.isin(persons.person_id))
         else:
-            events = super().resolved_events(types, without)
+            events = super().resolved_events(types, without, persons)
         if self.until is None:
             return events
         return events.filter(events.timestamp < ibis.literal(self.until))

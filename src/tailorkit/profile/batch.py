@@ -356,14 +356,12 @@ def latest_scores(scores: ir.Table, names: list[str]) -> ir.Table:
     return t.group_by("person_id").aggregate(**columns)
 
 
-def _with_model_scores(
-    features: FeatureSet, table: ir.Table, events: ir.Table, scores: ir.Table | None
-) -> ir.Table:
+def _with_model_scores(features: FeatureSet, table: ir.Table, scores: ir.Table) -> ir.Table:
     wanted = features.model_scores
     if not wanted:
         return table
     names = sorted(set(wanted.values()))
-    latest = latest_scores(scores_beside(events) if scores is None else scores, names)
+    latest = latest_scores(scores, names)
     table = table.left_join(latest, "person_id").drop("person_id_right")
     columns = {}
     for name, score in wanted.items():
@@ -403,6 +401,21 @@ def profile_table(
     beside ``events``, :func:`scores_beside`). ``rows``: :func:`profile_rows`
     of ``events`` without ``at``, e.g. materialized once for many instants.
     """
+    table = person_aggregates(features, events, at, rows)
+    return profiles_from(features, table, at, scores_beside(events) if scores is None else scores)
+
+
+def person_aggregates(
+    features: FeatureSet, events: ir.Table, at: datetime, rows: ir.Table | None = None
+) -> ir.Table:
+    """What each person's own events give as of ``at``, before the population-wide steps.
+
+    One row per person with a profiled event (consented or not): the
+    aggregate features, traits, the RFM sums and the latest consent and
+    refusal. A person's row depends on their events only, so a store of
+    these rows can be brought up to date person by person
+    (:mod:`tailorkit.profile.materialized`); :func:`profiles_from` finishes it.
+    """
     paths = _register_paths(features)
     if rows is None:
         rows = profile_rows(features, events, at)
@@ -419,6 +432,25 @@ def profile_table(
     if features.rfm is not None:
         aggregates.update(_rfm_sums(features.rfm, rows, paths, at))
     table = rows.group_by("person_id").aggregate(**aggregates, **_consent(rows))
+    consented = rows.filter(rows.personalization)
+    for f in features.features.values():
+        if isinstance(f, Trait):
+            traits = _trait(f, consented, paths)
+            table = table.left_join(traits, "person_id").drop("person_id_right")
+    return table
+
+
+def profiles_from(
+    features: FeatureSet, aggregates: ir.Table, at: datetime, scores: ir.Table
+) -> ir.Table:
+    """Profiles as of ``at`` from :func:`person_aggregates` rows of the same instant.
+
+    The steps that look past one person (RFM ranks every buyer, whatever
+    their consent) and those that need only ``at`` (recency, derived
+    features), then the consent filter and the ``model_score`` features
+    from ``scores``.
+    """
+    table = aggregates
     if features.rfm is not None:
         rfm = _rfm_scores(table, at)
         table = table.left_join(rfm, "person_id").drop("person_id_right")
@@ -427,12 +459,7 @@ def profile_table(
         table._consent_at.notnull()
         & (table._refusal_at.isnull() | (table._refusal_at < table._consent_at))
     )
-    consented = rows.filter(rows.personalization)
-    for f in features.features.values():
-        if isinstance(f, Trait):
-            traits = _trait(f, consented, paths)
-            table = table.left_join(traits, "person_id").drop("person_id_right")
-    table = _with_model_scores(features, table, events, scores)
+    table = _with_model_scores(features, table, scores)
     return _with_derived(features, table, at)
 
 

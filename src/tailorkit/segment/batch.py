@@ -35,6 +35,7 @@ import pyarrow as pa
 from tailorkit.collect.quality import clean_events, flagged_users
 from tailorkit.profile.batch import latest_scores, profile_rows, profile_table, scores_in
 from tailorkit.profile.definitions import RFM_FEATURES, FeatureSet
+from tailorkit.profile.materialized import profiles_now
 from tailorkit.profile.sqlconditions import compile_sql
 from tailorkit.profile.windows import to_us
 from tailorkit.project.loader import QualitySettings
@@ -66,9 +67,25 @@ def membership_table(
 
     ``rows``: :func:`tailorkit.profile.batch.profile_rows` of ``events``, if computed already.
     """
-    profiles = profile_table(definitions.features, events, at, rows=rows)
+    return members_of(definitions, profile_table(definitions.features, events, at, rows=rows))
+
+
+def members_of(definitions: Definitions, profiles: ir.Table) -> ir.Table:
+    """``person_id`` and one boolean per segment (exclusive groups applied) of profiles."""
     keys = [s.key for s in definitions.segments]
     return with_segments(definitions, profiles).select("person_id", *keys)
+
+
+def stored_membership(
+    definitions: Definitions, wh: Warehouse, quality: QualitySettings, at: datetime
+) -> ir.Table:
+    """:func:`membership_table` of the clean events as of ``at``, from profiles kept in the store.
+
+    The stored rows are brought to ``at`` first, recomputing only the
+    persons that can have changed (:mod:`tailorkit.profile.materialized`);
+    an instant before theirs is computed from scratch.
+    """
+    return members_of(definitions, profiles_now(wh, definitions.features, quality, at))
 
 
 def _sizes_expr(

@@ -28,8 +28,11 @@ INGEST_STATS = "ingest_stats"
 #: Stored bot/outlier flags and their watermark (written by ``tailorkit.collect.quality``)
 FLAGGED_USERS = "flagged_users"
 PROFILE_SCORES = "profile_scores"  # written by tailorkit.learn.scores
+#: Profiles kept for batch segments (written by ``tailorkit.profile.materialized``)
+PROFILE_STATE = "profile_state"
+PROFILE_STATE_FLAGGED = "profile_state_flagged"
 #: Derived tables keyed by ``person_id``: erasure deletes the person's rows there too.
-PERSON_TABLES = (FLAGGED_USERS, PROFILE_SCORES)
+PERSON_TABLES = (FLAGGED_USERS, PROFILE_SCORES, PROFILE_STATE, PROFILE_STATE_FLAGGED)
 FLAGS_STATE = "flagged_users_state"
 
 EVENT_SCHEMA = ibis.schema(
@@ -165,7 +168,10 @@ class Warehouse:
         return self.con.table(IDENTITIES)
 
     def resolved_events(
-        self, types: Sequence[str] | None = None, without: Sequence[str] | None = None
+        self,
+        types: Sequence[str] | None = None,
+        without: Sequence[str] | None = None,
+        persons: ir.Table | None = None,
     ) -> ir.Table:
         """Events with ``person_id``: the known user id, merging anonymous history.
 
@@ -174,7 +180,9 @@ class Warehouse:
         ``types`` keeps only those event types, filtered *before* the identity
         join (two differently filtered uses in one query then stay two cheap
         scans instead of one shared, materialized join of the whole table);
-        ``without`` leaves those types out the same way.
+        ``without`` leaves those types out the same way. ``persons`` (a table
+        with ``person_id``) keeps only their events, also before the join: by
+        the raw ids that can resolve to them.
         """
         events = self.events
         if types is not None:
@@ -184,9 +192,24 @@ class Warehouse:
         ids = self.identities.group_by("anonymous_id").aggregate(
             merged_user_id=self.identities.user_id.max()
         )
+        if persons is not None:
+            events = self._events_of(events, persons)
         joined = events.left_join(ids, events.anonymous_id == ids.anonymous_id)
         person = ibis.coalesce(joined.user_id, joined.merged_user_id, joined.anonymous_id)
-        return joined.select(*[c for c in events.columns], person_id=person)
+        resolved = joined.select(*[c for c in events.columns], person_id=person)
+        if persons is not None:
+            resolved = resolved.filter(resolved.person_id.isin(persons.person_id))
+        return resolved
+
+    def _events_of(self, events: ir.Table, persons: ir.Table) -> ir.Table:
+        """``events`` whose raw ids can resolve to one of ``persons`` (a superset)."""
+        ids = self.identities
+        merged = ids.filter(ids.user_id.isin(persons.person_id)).select("anonymous_id")
+        return events.filter(
+            events.user_id.isin(persons.person_id)
+            | events.anonymous_id.isin(persons.person_id)
+            | events.anonymous_id.isin(merged.anonymous_id)
+        )
 
     def count_events(self) -> int:
         """Number of stored events."""

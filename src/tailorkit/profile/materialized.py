@@ -1,0 +1,355 @@
+"""Profiles kept in the warehouse and brought forward person by person.
+
+A batch from scratch (:func:`~tailorkit.profile.batch.profile_table`) reads
+every event: tens of seconds at a million persons. Yet from one instant
+``T0`` to a later ``T1`` a person's own row of
+:func:`~tailorkit.profile.batch.person_aggregates` can change only if
+
+* one of their events was stored since the row was written (by
+  ``received_at``: late events included);
+* one of their events has ``T0 < timestamp <= T1`` (it starts to count);
+* one of their events leaves a window: ``window_start(T0, W) <= timestamp <
+  window_start(T1, W)`` for a window ``W`` of the definitions;
+* an identity merge since then moved events to or from them;
+* their bot/outlier flag changed (flagged persons have no row).
+
+:func:`refresh_state` keeps those rows in ``profile_state``, with a one-row
+``profile_state_mark`` saying what they are up to date with, and
+recomputes only such persons: a refresh an hour later reads a few percent of
+the events. The steps that look past one person (RFM ranks, recency as of
+``T1``, derived features, model scores, segments) run on every refresh, over
+the stored rows (:func:`~tailorkit.profile.batch.profiles_from`).
+
+It falls back to a full recompute whenever it cannot prove the rows current:
+no mark, other definitions or quality settings, an instant before the
+mark's, or events or identity merges deleted or stored late (the count of
+rows received up to the mark's watermark changed: an erasure, a retention
+purge, or a write committed more than :data:`GRACE` after its
+``received_at``). An instant before the mark's is computed from scratch
+without touching the state.
+
+>>> from datetime import UTC, datetime
+>>> from tailorkit.profile.definitions import parse_features
+>>> from tailorkit.project.loader import QualitySettings
+>>> from tailorkit.segment.online import events_table
+>>> from tailorkit.store.warehouse import PROFILE_STATE, PROFILE_STATE_FLAGGED, Warehouse
+>>> wh = Warehouse("duckdb://:memory:")
+>>> wh.insert(events_table([{"event_id": "e1", "type": "view", "user_id": "u1",
+...     "timestamp": datetime(2024, 5, 1, tzinfo=UTC)}]))
+>>> fs = parse_features({"features": {"views": {"count": {"events": ["view"]}}}})
+>>> refresh_state(wh, fs, QualitySettings(), datetime(2024, 5, 2, tzinfo=UTC)).full
+True
+>>> refresh_state(wh, fs, QualitySettings(), datetime(2024, 5, 3, tzinfo=UTC))
+Refresh(full=False, recomputed=1, reason='incremental')
+>>> stored_profiles(wh, fs, datetime(2024, 5, 3, tzinfo=UTC)).to_pyarrow().to_pylist()
+[{'person_id': 'u1', 'views': 1}]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from tailorkit.collect.quality import clean_events, flags_in_effect
+from tailorkit.profile.batch import (
+    person_aggregates,
+    profile_table,
+    profiles_from,
+    scores_in,
+)
+from tailorkit.profile.definitions import SYSTEM_EVENT_TYPES, Aggregate, FeatureSet
+from tailorkit.profile.windows import window_start
+from tailorkit.project.loader import QualitySettings
+from tailorkit.store.warehouse import PROFILE_STATE, PROFILE_STATE_FLAGGED, Warehouse
+
+STATE = PROFILE_STATE
+STATE_MARK = "profile_state_mark"
+STATE_FLAGGED = PROFILE_STATE_FLAGGED
+#: Every table the kept profiles use
+KEPT_PROFILES = (STATE, STATE_MARK, STATE_FLAGGED)
+#: How long after its ``received_at`` an event may still be committed without forcing a
+#: full recompute: the rows received in the last minute before a refresh are read again.
+GRACE = timedelta(minutes=1)
+#: Part of the mark: changing what a state row holds makes stored states stale.
+VERSION = 1
+# PostgreSQL advisory lock held while a refresh writes the state ("tkprof")
+_PG_LOCK_KEY = 0x746B70726F66
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What the stored rows are up to date with."""
+
+    as_of: str  # ISO instant the rows are computed as of
+    received: str | None  # every event received up to here is in the rows ...
+    events: int  # ... and this many of them were stored then
+    merged: str | None  # the same for identity merges
+    identities: int
+    definition: str  # fingerprint of the features and quality settings
+
+
+_MARK_SCHEMA = pa.schema(
+    {"as_of": pa.string(), "received": pa.string(), "events": pa.int64(),
+     "merged": pa.string(), "identities": pa.int64(), "definition": pa.string()}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """What one :func:`refresh_state` did."""
+
+    full: bool  # recomputed every person (else only ``recomputed`` of them)
+    recomputed: int  # persons whose rows were computed again (full: rows written)
+    reason: str  # why a full recompute, or "incremental"
+
+
+def refresh_state(
+    wh: Warehouse, features: FeatureSet, quality: QualitySettings, at: datetime
+) -> Refresh:
+    """Bring ``profile_state`` to ``at``: recompute the persons that can have changed.
+
+    Run it on a :func:`~tailorkit.segment.batch.reader` view beside
+    ingestion. An ``at`` before the stored rows' instant leaves them alone
+    (read :func:`~tailorkit.profile.batch.profile_table` instead).
+    """
+    with _exclusive(wh):
+        old = _stored_mark(wh)
+        new = _current_mark(wh, features, quality, at)
+        flagged = _flagged_ids(wh, quality)
+        why = _why_full(wh, old, new)
+        if old is not None and why == "" and datetime.fromisoformat(old.as_of) > at:
+            raise ValueError(f"the stored profiles are as of {old.as_of}, after {at.isoformat()}")
+        persons = None if old is None or why else _changed_persons(wh, features, old, at, flagged)
+        _drop(wh, STATE_MARK)  # a crash from here on leaves no mark: the next refresh is full
+        wh.con.create_table(STATE_FLAGGED, flagged, overwrite=True)
+        known = wh.con.table(STATE_FLAGGED)
+        if persons is None:
+            rows = person_aggregates(features, clean_events(wh, quality, flagged=known), at)
+            wh.con.create_table(STATE, rows, overwrite=True)
+            done = Refresh(True, int(wh.con.table(STATE).count().to_pyarrow().as_py()), why)
+        else:
+            done = Refresh(False, _recompute(wh, features, quality, at, persons, known), why)
+        mark = pa.Table.from_pylist([asdict(new)], schema=_MARK_SCHEMA)
+        wh.con.create_table(STATE_MARK, mark, overwrite=True)
+        return done if why else Refresh(False, done.recomputed, "incremental")
+
+
+def can_refresh(wh: Warehouse, at: datetime) -> bool:
+    """Whether :func:`refresh_state` may move the stored rows to ``at`` (none or older ones)."""
+    old = _stored_mark(wh)
+    return old is None or datetime.fromisoformat(old.as_of) <= at
+
+
+def stored_profiles(wh: Warehouse, features: FeatureSet, at: datetime) -> ir.Table:
+    """Profiles as of ``at`` from the rows :func:`refresh_state` brought to ``at``."""
+    return profiles_from(features, wh.con.table(STATE), at, scores_in(wh.con))
+
+
+def profiles_now(
+    wh: Warehouse, features: FeatureSet, quality: QualitySettings, at: datetime
+) -> ir.Table:
+    """Profiles as of ``at``: from the state brought forward, or from scratch for a past instant."""
+    if not can_refresh(wh, at):
+        return profile_table(features, clean_events(wh, quality), at)
+    refresh_state(wh, features, quality, at)
+    return stored_profiles(wh, features, at)
+
+
+# -- the mark ------------------------------------------------------------------------
+
+
+def fingerprint(features: FeatureSet, quality: QualitySettings) -> str:
+    """What the rows are computed with: a change makes the stored rows stale.
+
+    >>> from tailorkit.profile.definitions import parse_features
+    >>> fs = parse_features({"features": {"views": {"count": {"events": ["view"]}}}})
+    >>> fingerprint(fs, QualitySettings()) == fingerprint(fs, QualitySettings(False))
+    False
+    """
+    text = repr((VERSION, features, quality))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _current_mark(
+    wh: Warehouse, features: FeatureSet, quality: QualitySettings, at: datetime
+) -> Mark:
+    """The store's watermark now, read *before* the rows are computed.
+
+    Rows received after it are read again by the next refresh, so rows
+    arriving while this one computes are never missed.
+    """
+    ev, ids = wh.events, wh.identities
+    latest = ev.aggregate(received=ev.received_at.max()).cross_join(
+        ids.aggregate(merged=ids.merged_at.max())
+    )
+    row = wh.con.to_pyarrow(latest).to_pylist()[0]
+    received = row["received"] - GRACE if row["received"] is not None else None
+    merged = row["merged"] - GRACE if row["merged"] is not None else None
+    events, identities = _counts(wh, received, merged)
+    return Mark(
+        as_of=at.isoformat(),
+        received=received.isoformat() if received else None,
+        events=events,
+        merged=merged.isoformat() if merged else None,
+        identities=identities,
+        definition=fingerprint(features, quality),
+    )
+
+
+def _counts(wh: Warehouse, received: datetime | None, merged: datetime | None) -> tuple[int, int]:
+    """Events received and identities merged up to the given instants (0 for ``None``)."""
+    ev, ids = wh.events, wh.identities
+    never = ibis.literal(False)
+    n_events = ev.count(where=ev.received_at <= received if received else never)
+    n_ids = ids.count(where=ids.merged_at <= merged if merged else never)
+    row = wh.con.to_pyarrow(ibis.memtable({"x": [0]}).select(e=n_events, i=n_ids)).to_pylist()
+    return int(row[0]["e"]), int(row[0]["i"])
+
+
+def _stored_mark(wh: Warehouse) -> Mark | None:
+    tables = set(wh.con.list_tables())
+    if STATE_MARK not in tables or STATE not in tables or STATE_FLAGGED not in tables:
+        return None
+    rows = wh.con.to_pyarrow(wh.con.table(STATE_MARK)).to_pylist()
+    try:
+        return Mark(**rows[0]) if len(rows) == 1 else None
+    except TypeError:  # a mark written by another version
+        return None
+
+
+def _why_full(wh: Warehouse, old: Mark | None, new: Mark) -> str:
+    """Why the stored rows cannot be brought forward ("" when they can)."""
+    if old is None:
+        return "no stored profiles"
+    if old.definition != new.definition:
+        return "definitions or quality settings changed"
+    if old.received is None:
+        return "no events stored before"
+    received = datetime.fromisoformat(old.received)
+    merged = datetime.fromisoformat(old.merged) if old.merged else None
+    if _counts(wh, received, merged) != (old.events, old.identities):
+        return "events or identity merges deleted or stored late"
+    return ""
+
+
+# -- incremental ---------------------------------------------------------------------
+
+
+def _windows(features: FeatureSet) -> set[int]:
+    found = {f.window for f in features.features.values() if isinstance(f, Aggregate)}
+    if features.rfm is not None:
+        found.add(features.rfm.window)
+    return {w for w in found if w is not None}
+
+
+def _changed_persons(
+    wh: Warehouse, features: FeatureSet, old: Mark, at: datetime, flagged: pa.Table
+) -> pa.Table:
+    """``person_id`` of every person whose row can differ between the mark's instant and ``at``."""
+    t0, received = datetime.fromisoformat(old.as_of), datetime.fromisoformat(old.received or "")
+    ev = wh.resolved_events(without=sorted(SYSTEM_EVENT_TYPES))
+    ts = ev.timestamp
+    moved = (ev.received_at > received) | ((ts > t0) & (ts <= at))
+    for minutes in sorted(_windows(features)):
+        lo, hi = window_start(t0, minutes), window_start(at, minutes)
+        if lo < hi:
+            moved = moved | ((ts >= lo) & (ts < hi))
+    # a merge since the mark moves the anonymous id's events to its (new) user
+    ids = wh.identities
+    since = ids if old.merged is None else ids.filter(ids.merged_at > old.merged)
+    touched = ids.filter(ids.anonymous_id.isin(since.anonymous_id))
+    parts = [
+        ev.filter(moved).select("person_id"),
+        since.select(person_id=since.anonymous_id.cast("string")),
+        touched.select(person_id=touched.user_id.cast("string")),
+    ]
+    found = wh.con.to_pyarrow(ibis.union(*parts, distinct=True)).column("person_id")
+    before = wh.con.to_pyarrow(wh.con.table(STATE_FLAGGED)).column("person_id")
+    flips = set(before.to_pylist()) ^ set(flagged.column("person_id").to_pylist())
+    persons = set(found.to_pylist()) | flips
+    return pa.table({"person_id": pa.array(sorted(persons), pa.string())})
+
+
+def _recompute(
+    wh: Warehouse,
+    features: FeatureSet,
+    quality: QualitySettings,
+    at: datetime,
+    persons: pa.Table,
+    flagged: ir.Table,
+) -> int:
+    """Replace the rows of ``persons`` with their rows as of ``at``; returns how many persons."""
+    if not persons.num_rows:
+        return 0
+    name = f"_tk_changed_{uuid.uuid4().hex[:12]}"
+    changed = wh.con.create_table(name, persons, temp=True)
+    try:
+        state = wh.con.table(STATE)
+        events = clean_events(wh, quality, persons=changed, flagged=flagged)
+        rows = person_aggregates(features, events, at).select(*state.columns)
+        wh.con.raw_sql(f'DELETE FROM "{STATE}" WHERE person_id IN (SELECT person_id FROM "{name}")')
+        wh.con.insert(STATE, rows)
+    finally:
+        wh.con.drop_table(name, force=True)
+    return persons.num_rows
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _flagged_ids(wh: Warehouse, quality: QualitySettings) -> pa.Table:
+    """``person_id`` of the persons :func:`clean_events` excludes now, read once."""
+    if not quality.exclude_flagged_users:
+        return pa.table({"person_id": pa.array([], pa.string())})
+    flags = flags_in_effect(wh, quality)
+    ids = wh.con.to_pyarrow(flags.select("person_id").distinct())
+    return ids.cast(pa.schema([pa.field("person_id", pa.string())]))
+
+
+def _drop(wh: Warehouse, name: str) -> None:
+    wh.con.drop_table(name, force=True)
+
+
+@contextmanager
+def _exclusive(wh: Warehouse) -> Iterator[None]:
+    """One refresh at a time per store: in this process, and on PostgreSQL across processes."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(wh.url, threading.Lock())
+    with lock:
+        if wh.backend != "postgres":
+            yield
+            return
+        raw: Any = wh.con.con
+        with raw.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (_PG_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            with raw.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (_PG_LOCK_KEY,))
+
+
+__all__ = [
+    "GRACE",
+    "KEPT_PROFILES",
+    "STATE",
+    "Mark",
+    "Refresh",
+    "can_refresh",
+    "fingerprint",
+    "profiles_now",
+    "refresh_state",
+    "stored_profiles",
+]
