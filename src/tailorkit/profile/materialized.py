@@ -67,7 +67,7 @@ from tailorkit.profile.batch import (
     profiles_from,
     scores_in,
 )
-from tailorkit.profile.definitions import SYSTEM_EVENT_TYPES, Aggregate, FeatureSet
+from tailorkit.profile.definitions import Aggregate, FeatureSet
 from tailorkit.profile.windows import window_start
 from tailorkit.project.loader import QualitySettings
 from tailorkit.store.warehouse import PROFILE_STATE, PROFILE_STATE_FLAGGED, Warehouse
@@ -259,19 +259,24 @@ def _changed_persons(
 ) -> pa.Table:
     """``person_id`` of every person whose row can differ between the mark's instant and ``at``."""
     t0, received = datetime.fromisoformat(old.as_of), datetime.fromisoformat(old.received or "")
-    ev = wh.resolved_events(without=sorted(SYSTEM_EVENT_TYPES))
-    ts = ev.timestamp
-    moved = (ev.received_at > received) | ((ts > t0) & (ts <= at))
+    ev = wh.events
+    # one filtered scan per range, not one scan with their disjunction: a single range is
+    # checked inside the scan (on DuckDB against each row group's min and max first) before
+    # any id is read; system events are kept (filtering them costs more than recomputing
+    # the few persons who have nothing else in the ranges: they get no row, as before)
+    ranges = [ev.received_at > received, (ev.timestamp > t0) & (ev.timestamp <= at)]
     for minutes in sorted(_windows(features)):
         lo, hi = window_start(t0, minutes), window_start(at, minutes)
         if lo < hi:
-            moved = moved | ((ts >= lo) & (ts < hi))
+            ranges.append((ev.timestamp >= lo) & (ev.timestamp < hi))
+    ids_in = [ev.filter(r).select("user_id", "anonymous_id") for r in ranges]
+    moved = wh.resolve(ibis.union(*ids_in, distinct=True))
     # a merge since the mark moves the anonymous id's events to its (new) user
     ids = wh.identities
     since = ids if old.merged is None else ids.filter(ids.merged_at > old.merged)
     touched = ids.filter(ids.anonymous_id.isin(since.anonymous_id))
     parts = [
-        ev.filter(moved).select("person_id"),
+        moved.select("person_id"),
         since.select(person_id=since.anonymous_id.cast("string")),
         touched.select(person_id=touched.user_id.cast("string")),
     ]

@@ -189,27 +189,40 @@ class Warehouse:
             events = events.filter(events.type.isin(list(types)))
         if without is not None:
             events = events.filter(events.type.notin(list(without)))
-        ids = self.identities.group_by("anonymous_id").aggregate(
-            merged_user_id=self.identities.user_id.max()
-        )
         if persons is not None:
             events = self._events_of(events, persons)
-        joined = events.left_join(ids, events.anonymous_id == ids.anonymous_id)
-        person = ibis.coalesce(joined.user_id, joined.merged_user_id, joined.anonymous_id)
-        resolved = joined.select(*[c for c in events.columns], person_id=person)
+        resolved = self.resolve(events)
         if persons is not None:
             resolved = resolved.filter(resolved.person_id.isin(persons.person_id))
         return resolved
 
-    def _events_of(self, events: ir.Table, persons: ir.Table) -> ir.Table:
-        """``events`` whose raw ids can resolve to one of ``persons`` (a superset)."""
-        ids = self.identities
-        merged = ids.filter(ids.user_id.isin(persons.person_id)).select("anonymous_id")
-        return events.filter(
-            events.user_id.isin(persons.person_id)
-            | events.anonymous_id.isin(persons.person_id)
-            | events.anonymous_id.isin(merged.anonymous_id)
+    def resolve(self, rows: ir.Table) -> ir.Table:
+        """``rows`` (with ``user_id`` and ``anonymous_id``) plus their ``person_id``."""
+        ids = self.identities.group_by("anonymous_id").aggregate(
+            merged_user_id=self.identities.user_id.max()
         )
+        joined = rows.left_join(ids, rows.anonymous_id == ids.anonymous_id)
+        person = ibis.coalesce(joined.user_id, joined.merged_user_id, joined.anonymous_id)
+        return joined.select(*rows.columns, person_id=person)
+
+    def _events_of(self, events: ir.Table, persons: ir.Table) -> ir.Table:
+        """``events`` whose raw ids can resolve to one of ``persons`` (a superset).
+
+        An event's person is its ``user_id`` when set, else its anonymous id's
+        merged user or the anonymous id itself: so one probe of
+        ``coalesce(user_id, anonymous_id)`` into the persons and the anonymous
+        ids merged into them finds every event of theirs (one semi-join: a
+        probe per event is most of the cost).
+        """
+        ids = self.identities
+        merged = ids.filter(ids.user_id.isin(persons.person_id))
+        raw = ibis.union(
+            persons.select(raw_id=persons.person_id.cast("string")),
+            merged.select(raw_id=merged.anonymous_id.cast("string")),
+            distinct=True,
+        )
+        key = ibis.coalesce(events.user_id, events.anonymous_id)
+        return events.semi_join(raw, key == raw.raw_id)
 
     def count_events(self) -> int:
         """Number of stored events."""
