@@ -419,8 +419,8 @@ def kept_profiles(
     """
     before = at - timedelta(minutes=minutes)
     full_s, _ = timed(lambda: wh.con.to_pyarrow(stored_membership(defs, wh, quality, before)))
-    refresh_s, done = timed(lambda: refresh_state(wh, defs.features, quality, at))
-    members = members_of(defs, stored_profiles(wh, defs.features, at))
+    refresh_s, done = timed(lambda: refresh_state(wh, defs.features, at))
+    members = members_of(defs, stored_profiles(wh, defs.features, quality, at))
     read_s, got = timed(lambda: wh.con.to_pyarrow(members))
     check(got, expected, keys)
     return {

@@ -47,7 +47,7 @@ def scratch(wh: Warehouse, at: datetime) -> list[dict[str, Any]]:
 
 
 def kept(wh: Warehouse, at: datetime) -> list[dict[str, Any]]:
-    table = stored_profiles(wh, shop_definitions().features, at)
+    table = stored_profiles(wh, shop_definitions().features, QUALITY, at)
     return wh.con.to_pyarrow(table).sort_by("person_id").to_pylist()
 
 
@@ -102,7 +102,7 @@ def test_kept_profiles_follow_arrivals(warehouse: Warehouse) -> None:
         store_until(wh, events, before, at)
         if i == 4:  # `tailorkit build` stores fresh flags: the next refresh reads them
             refresh_flags(wh, QUALITY)
-        done = refresh_state(wh, features, QUALITY, at)
+        done = refresh_state(wh, features, at)
         reasons.append(done.reason)
         recomputed.append(done.recomputed)
         assert kept(wh, at) == scratch(wh, at), f"step {i} ({step}): {done}"
@@ -137,32 +137,32 @@ def view(event: str, user: str, minutes: float, received: float | None = None) -
 
 
 def views(wh: Warehouse, at: datetime) -> dict[str, int]:
-    rows = wh.con.to_pyarrow(stored_profiles(wh, VIEWS, at)).to_pylist()
+    rows = wh.con.to_pyarrow(stored_profiles(wh, VIEWS, QUALITY, at)).to_pylist()
     return {r["person_id"]: r["views"] for r in rows}
 
 
 @pytest.fixture
 def small(warehouse: Warehouse) -> Warehouse:
     warehouse.insert(events_table([view("e1", "u1", 0), view("e2", "u2", 60)]))
-    assert refresh_state(warehouse, VIEWS, QUALITY, T0 + timedelta(hours=2)).full
+    assert refresh_state(warehouse, VIEWS, T0 + timedelta(hours=2)).full
     return warehouse
 
 
 def test_window_expiry_moves_persons_without_new_events(small: Warehouse) -> None:
     at = T0 + timedelta(hours=24, minutes=30)
-    done = refresh_state(small, VIEWS, QUALITY, at)
+    done = refresh_state(small, VIEWS, at)
     # u1's view left the window; u2's did not, but it is the latest arrival: the minute
     # before the watermark (GRACE) is always read again
     assert (done.full, done.recomputed) == (False, 2)
     assert views(small, at) == {"u1": 0, "u2": 1}
     later = T0 + timedelta(hours=24, minutes=40)
-    assert refresh_state(small, VIEWS, QUALITY, later).recomputed == 1  # u2 only
+    assert refresh_state(small, VIEWS, later).recomputed == 1  # u2 only
 
 
 def test_a_late_commit_forces_a_full_recompute(small: Warehouse) -> None:
     # received long before the mark's watermark, committed only now (a stalled writer)
     small.insert(events_table([view("e3", "u3", 10, received=10)]))
-    done = refresh_state(small, VIEWS, QUALITY, T0 + timedelta(hours=3))
+    done = refresh_state(small, VIEWS, T0 + timedelta(hours=3))
     assert done.full and done.reason == "events or identity merges deleted or stored late"
     assert views(small, T0 + timedelta(hours=3)) == {"u1": 1, "u2": 1, "u3": 1}
 
@@ -171,14 +171,14 @@ def test_a_commit_within_the_grace_is_read_again(small: Warehouse) -> None:
     mark_received = T0 + timedelta(hours=1) - GRACE  # e2 is the latest received
     late = (mark_received - T0 + GRACE / 2).total_seconds() / 60
     small.insert(events_table([view("e3", "u3", 5, received=late)]))
-    done = refresh_state(small, VIEWS, QUALITY, T0 + timedelta(hours=3))
+    done = refresh_state(small, VIEWS, T0 + timedelta(hours=3))
     assert (done.full, done.recomputed) == (False, 2)  # u2 (its minute is read again) and u3
     assert views(small, T0 + timedelta(hours=3)) == {"u1": 1, "u2": 1, "u3": 1}
 
 
 def test_an_erasure_forces_a_full_recompute(small: Warehouse) -> None:
     small.erase_user("u1")
-    done = refresh_state(small, VIEWS, QUALITY, T0 + timedelta(hours=3))
+    done = refresh_state(small, VIEWS, T0 + timedelta(hours=3))
     assert done.full and done.reason == "events or identity merges deleted or stored late"
     assert views(small, T0 + timedelta(hours=3)) == {"u2": 1}
 
@@ -188,32 +188,28 @@ def test_an_erasure_deletes_the_kept_row(small: Warehouse) -> None:
     # the kept row, and nothing is left to bring back
     small.erase_user("u2")
     assert views(small, T0 + timedelta(hours=2)) == {"u1": 1}
-    done = refresh_state(small, VIEWS, QUALITY, T0 + timedelta(hours=3))
+    done = refresh_state(small, VIEWS, T0 + timedelta(hours=3))
     assert not done.full
     assert views(small, T0 + timedelta(hours=3)) == {"u1": 1}
 
 
 def test_other_definitions_force_a_full_recompute(small: Warehouse) -> None:
     lifetime = parse_features({"features": {"views": {"count": {"events": ["page_view"]}}}})
-    done = refresh_state(small, lifetime, QUALITY, T0 + timedelta(hours=3))
-    assert done.full and done.reason == "definitions or quality settings changed"
-    off = QualitySettings(exclude_flagged_users=False)
-    assert refresh_state(small, lifetime, off, T0 + timedelta(hours=3)).full
+    done = refresh_state(small, lifetime, T0 + timedelta(hours=3))
+    assert done.full and done.reason == "definitions changed"
 
 
 def test_a_lost_mark_forces_a_full_recompute(small: Warehouse) -> None:
     # what a crash while the rows are rewritten leaves: the mark is dropped first
     small.con.drop_table(STATE_MARK)
-    assert refresh_state(small, VIEWS, QUALITY, T0 + timedelta(hours=3)).reason == (
-        "no stored profiles"
-    )
+    assert refresh_state(small, VIEWS, T0 + timedelta(hours=3)).reason == ("no stored profiles")
 
 
 def test_a_past_instant_is_computed_from_scratch(small: Warehouse) -> None:
     past = T0 + timedelta(minutes=30)
     assert not can_refresh(small, past)
     with pytest.raises(ValueError, match="after"):
-        refresh_state(small, VIEWS, QUALITY, past)
+        refresh_state(small, VIEWS, past)
     rows = small.con.to_pyarrow(profiles_now(small, VIEWS, QUALITY, past)).to_pylist()
     assert rows == [{"person_id": "u1", "views": 1}]  # u2's view had not happened yet
     assert views(small, T0 + timedelta(hours=2)) == {"u1": 1, "u2": 1}  # kept rows untouched

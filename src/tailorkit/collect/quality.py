@@ -48,6 +48,11 @@ def flagged_users(wh: Warehouse, quality: QualitySettings) -> ir.Table:
     # Our own membership events would inflate event rates and move the flags; filtered
     # before the identity join, this is a scan of its own beside other uses of the events
     events = wh.resolved_events(without=SYSTEM_EVENT_TYPES)
+    return flags_of(bot_persons(events), daily_counts(events), quality)
+
+
+def bot_persons(events: ir.Table) -> ir.Table:
+    """``person_id`` of the persons of resolved ``events`` with a bot's user agent."""
     # A person has few distinct agents: each event gives only the agent's JSON text (one
     # extraction); unescaping it and matching the pattern happen once per person and agent
     agent_json = events.context.cast("json")["user_agent"].cast("string")
@@ -56,10 +61,20 @@ def flagged_users(wh: Warehouse, quality: QualitySettings) -> ir.Table:
     bots = agents.group_by("person_id").aggregate(
         _bot=agents._agent.cast("json").str.re_search(BOT_PATTERN).any()
     )
-    bots = bots.filter(bots._bot).select("person_id", reason=ibis.literal("bot_user_agent"))
-    daily = events.group_by(["person_id", events.timestamp.date().name("day")]).aggregate(
+    return bots.filter(bots._bot).select("person_id")
+
+
+def daily_counts(events: ir.Table) -> ir.Table:
+    """Events per person and UTC day (``person_id``, ``day``, ``n``) of resolved ``events``."""
+    return events.group_by(["person_id", events.timestamp.date().name("day")]).aggregate(
         n=events.count()
     )
+
+
+def flags_of(bots: ir.Table, daily: ir.Table, quality: QualitySettings) -> ir.Table:
+    """``person_id`` and ``reason`` of every flag, from everyone's :func:`bot_persons`
+    and :func:`daily_counts` (each person's rows depend on their events only)."""
+    bots = bots.select("person_id", reason=ibis.literal("bot_user_agent"))
     # exact on every backend: an approximate median (DuckDB's t-digest) could flag other
     # users than PostgreSQL or Spark, and exact costs DuckDB no more on person-day counts
     center = daily.aggregate(med=daily.n.median())

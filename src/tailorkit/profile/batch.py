@@ -147,10 +147,10 @@ def _json_text(properties: ir.StringValue, path: str, fast: bool) -> ir.StringVa
     return generic
 
 
-def _backend_name(table: ir.Table) -> str | None:
-    """Name of the backend ``table`` is bound to (``None`` for an unbound expression)."""
+def _backend_name(expr: ir.Expr) -> str | None:
+    """Name of the backend ``expr`` is bound to (``None`` for an unbound expression)."""
     try:
-        name: str = ibis.get_backend(table).name
+        name: str = ibis.get_backend(expr).name
     except ibis.common.exceptions.IbisError:
         return None
     return name
@@ -256,11 +256,23 @@ def _trait(f: Trait, table: ir.Table, paths: _Paths) -> ir.Table:
     return ranked.filter(ranked._rank == 0).select("person_id", **{f.name: ranked._v})
 
 
+@ibis.udf.scalar.builtin(name="epoch_us")
+def _epoch_us(ts: datetime) -> int:  # type: ignore[empty-body]
+    """DuckDB: microseconds since 1970 of a timestamp, exact."""
+
+
 def _recency(ts: ir.TimestampValue, at: datetime) -> ir.FloatingValue:
-    """``(minute(at) - minute(ts)) / 1440`` computed from an exact microsecond delta."""
-    at_us = to_us(at)
-    delta = ibis.literal(at).delta(ts, unit="microsecond").cast("int64")
-    minute = (ibis.literal(at_us) - delta) // MINUTE_US
+    """``(minute(at) - minute(ts)) / 1440`` computed from ``ts`` in exact microseconds.
+
+    On DuckDB with ``epoch_us`` (a date difference in microseconds costs it
+    ~0.3 s per million rows: a third of a kept-profiles read at 1M persons),
+    elsewhere from a microsecond difference to ``at``.
+    """
+    if _backend_name(ts) == "duckdb":
+        us: ir.IntegerValue = _epoch_us(ts)
+    else:
+        us = ibis.literal(to_us(at)) - ibis.literal(at).delta(ts, unit="microsecond").cast("int64")
+    minute = us // MINUTE_US
     return (ibis.literal(minute_of(at)) - minute).cast("float64") / float(MINUTES_PER_DAY)
 
 

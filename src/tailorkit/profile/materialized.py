@@ -10,38 +10,41 @@ every event: tens of seconds at a million persons. Yet from one instant
 * one of their events has ``T0 < timestamp <= T1`` (it starts to count);
 * one of their events leaves a window: ``window_start(T0, W) <= timestamp <
   window_start(T1, W)`` for a window ``W`` of the definitions;
-* an identity merge since then moved events to or from them;
-* their bot/outlier flag changed (flagged persons have no row).
+* an identity merge since then moved events to or from them.
 
-:func:`refresh_state` keeps those rows in ``profile_state``, with a one-row
-``profile_state_mark`` saying what they are up to date with, and
-recomputes only such persons: a refresh an hour later reads a few percent of
-the events. The steps that look past one person (RFM ranks, recency as of
-``T1``, derived features, model scores, segments) run on every refresh, over
-the stored rows (:func:`~tailorkit.profile.batch.profiles_from`).
+:func:`refresh_state` keeps those rows for every person in
+``profile_state``, with a one-row ``profile_state_mark`` saying what they
+are up to date with, and recomputes only such persons: a refresh an hour
+later reads a few percent of the events. What the bot/outlier flags read is
+kept the same way, per person (``profile_state_days``: events per day;
+``profile_state_bots``: persons with a bot's agent). The steps that look
+past one person run on every read, over the kept rows
+(:func:`stored_profiles`): the flags (a median over everyone's days), then
+RFM ranks, recency as of ``T1``, derived features, model scores
+(:func:`~tailorkit.profile.batch.profiles_from`) and segments.
 
 It falls back to a full recompute whenever it cannot prove the rows current:
-no mark, other definitions or quality settings, an instant before the
-mark's, or events or identity merges deleted or stored late (the count of
-rows received up to the mark's watermark changed: an erasure, a retention
-purge, or a write committed more than :data:`GRACE` after its
-``received_at``). An instant before the mark's is computed from scratch
-without touching the state.
+no mark, other definitions, or events or identity merges deleted or stored
+late (the count of rows received up to the mark's watermark changed: an
+erasure, a retention purge, or a write committed more than :data:`GRACE`
+after its ``received_at``). An instant before the mark's is refused
+(:func:`profiles_now` computes it from scratch, leaving the rows alone).
 
 >>> from datetime import UTC, datetime
 >>> from tailorkit.profile.definitions import parse_features
 >>> from tailorkit.project.loader import QualitySettings
 >>> from tailorkit.segment.online import events_table
->>> from tailorkit.store.warehouse import PROFILE_STATE, PROFILE_STATE_FLAGGED, Warehouse
+>>> from tailorkit.store.warehouse import PROFILE_STATE, Warehouse
 >>> wh = Warehouse("duckdb://:memory:")
 >>> wh.insert(events_table([{"event_id": "e1", "type": "view", "user_id": "u1",
 ...     "timestamp": datetime(2024, 5, 1, tzinfo=UTC)}]))
 >>> fs = parse_features({"features": {"views": {"count": {"events": ["view"]}}}})
->>> refresh_state(wh, fs, QualitySettings(), datetime(2024, 5, 2, tzinfo=UTC)).full
+>>> refresh_state(wh, fs, datetime(2024, 5, 2, tzinfo=UTC)).full
 True
->>> refresh_state(wh, fs, QualitySettings(), datetime(2024, 5, 3, tzinfo=UTC))
+>>> refresh_state(wh, fs, datetime(2024, 5, 3, tzinfo=UTC))
 Refresh(full=False, recomputed=1, reason='incremental')
->>> stored_profiles(wh, fs, datetime(2024, 5, 3, tzinfo=UTC)).to_pyarrow().to_pylist()
+>>> at = datetime(2024, 5, 3, tzinfo=UTC)
+>>> stored_profiles(wh, fs, QualitySettings(), at).to_pyarrow().to_pylist()
 [{'person_id': 'u1', 'views': 1}]
 """
 
@@ -59,8 +62,17 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from tailorkit.collect.quality import clean_events, flags_in_effect
+from tailorkit.collect.quality import (
+    BOT_PATTERN,
+    RULES_VERSION,
+    SYSTEM_EVENT_TYPES,
+    bot_persons,
+    clean_events,
+    daily_counts,
+    flags_of,
+)
 from tailorkit.profile.batch import (
     person_aggregates,
     profile_table,
@@ -70,13 +82,12 @@ from tailorkit.profile.batch import (
 from tailorkit.profile.definitions import Aggregate, FeatureSet
 from tailorkit.profile.windows import window_start
 from tailorkit.project.loader import QualitySettings
-from tailorkit.store.warehouse import PROFILE_STATE, PROFILE_STATE_FLAGGED, Warehouse
+from tailorkit.store.warehouse import PROFILE_STATE, Warehouse
 
-STATE = PROFILE_STATE
+STATE, STATE_DAYS, STATE_BOTS = PROFILE_STATE
 STATE_MARK = "profile_state_mark"
-STATE_FLAGGED = PROFILE_STATE_FLAGGED
 #: Every table the kept profiles use
-KEPT_PROFILES = (STATE, STATE_MARK, STATE_FLAGGED)
+KEPT_PROFILES = (*PROFILE_STATE, STATE_MARK)
 #: How long after its ``received_at`` an event may still be committed without forcing a
 #: full recompute: the rows received in the last minute before a refresh are read again.
 GRACE = timedelta(minutes=1)
@@ -84,6 +95,7 @@ GRACE = timedelta(minutes=1)
 VERSION = 1
 # PostgreSQL advisory lock held while a refresh writes the state ("tkprof")
 _PG_LOCK_KEY = 0x746B70726F66
+_PERSONS = pa.schema([pa.field("person_id", pa.string()), pa.field("stored", pa.bool_())])
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -97,7 +109,7 @@ class Mark:
     events: int  # ... and this many of them were stored then
     merged: str | None  # the same for identity merges
     identities: int
-    definition: str  # fingerprint of the features and quality settings
+    definition: str  # fingerprint of the features and flag rules
 
 
 _MARK_SCHEMA = pa.schema(
@@ -115,76 +127,83 @@ class Refresh:
     reason: str  # why a full recompute, or "incremental"
 
 
-def refresh_state(
-    wh: Warehouse, features: FeatureSet, quality: QualitySettings, at: datetime
-) -> Refresh:
-    """Bring ``profile_state`` to ``at``: recompute the persons that can have changed.
+def refresh_state(wh: Warehouse, features: FeatureSet, at: datetime) -> Refresh:
+    """Bring the kept rows to ``at``: recompute the persons that can have changed.
 
     Run it on a :func:`~tailorkit.segment.batch.reader` view beside
-    ingestion. An ``at`` before the stored rows' instant leaves them alone
-    (read :func:`~tailorkit.profile.batch.profile_table` instead).
+    ingestion. Raises ``ValueError`` for an ``at`` before the kept rows'
+    instant (see :func:`can_refresh`).
     """
     with _exclusive(wh):
         old = _stored_mark(wh)
-        new = _current_mark(wh, features, quality, at)
-        flagged = _flagged_ids(wh, quality)
-        why = _why_full(wh, old, new)
-        if old is not None and why == "" and datetime.fromisoformat(old.as_of) > at:
+        new = _current_mark(wh, features, at)
+        why = "no stored profiles" if old is None else _why_full(wh, old, new)
+        if old is not None and not why and datetime.fromisoformat(old.as_of) > at:
             raise ValueError(f"the stored profiles are as of {old.as_of}, after {at.isoformat()}")
-        persons = None if old is None or why else _changed_persons(wh, features, old, at, flagged)
+        persons = None if old is None or why else _changed_persons(wh, features, old, at)
         _drop(wh, STATE_MARK)  # a crash from here on leaves no mark: the next refresh is full
-        wh.con.create_table(STATE_FLAGGED, flagged, overwrite=True)
-        known = wh.con.table(STATE_FLAGGED)
         if persons is None:
-            rows = person_aggregates(features, clean_events(wh, quality, flagged=known), at)
-            wh.con.create_table(STATE, rows, overwrite=True)
-            done = Refresh(True, int(wh.con.table(STATE).count().to_pyarrow().as_py()), why)
+            _write_all(wh, features, at)
+            done = Refresh(True, int(wh.con.to_pyarrow(wh.con.table(STATE).count()).as_py()), why)
         else:
-            done = Refresh(False, _recompute(wh, features, quality, at, persons, known), why)
+            done = Refresh(False, _recompute(wh, features, at, persons), "incremental")
         mark = pa.Table.from_pylist([asdict(new)], schema=_MARK_SCHEMA)
         wh.con.create_table(STATE_MARK, mark, overwrite=True)
-        return done if why else Refresh(False, done.recomputed, "incremental")
+        return done
 
 
 def can_refresh(wh: Warehouse, at: datetime) -> bool:
-    """Whether :func:`refresh_state` may move the stored rows to ``at`` (none or older ones)."""
+    """Whether :func:`refresh_state` may move the kept rows to ``at`` (none or older ones)."""
     old = _stored_mark(wh)
     return old is None or datetime.fromisoformat(old.as_of) <= at
 
 
-def stored_profiles(wh: Warehouse, features: FeatureSet, at: datetime) -> ir.Table:
-    """Profiles as of ``at`` from the rows :func:`refresh_state` brought to ``at``."""
-    return profiles_from(features, wh.con.table(STATE), at, scores_in(wh.con))
+def stored_profiles(
+    wh: Warehouse, features: FeatureSet, quality: QualitySettings, at: datetime
+) -> ir.Table:
+    """Profiles as of ``at`` from the rows :func:`refresh_state` brought to ``at``.
+
+    The same rows as :func:`~tailorkit.profile.batch.profile_table` of
+    :func:`~tailorkit.collect.quality.clean_events`: flagged persons are
+    left out here, with flags computed from the kept days and bots.
+    """
+    rows = wh.con.table(STATE)
+    if quality.exclude_flagged_users:
+        flags = flags_of(wh.con.table(STATE_BOTS), wh.con.table(STATE_DAYS), quality)
+        # read once: the ranks and the profiles both read the rows, and the engine would
+        # compute the medians behind the flags for each
+        flagged = wh.con.to_pyarrow(flags.select("person_id").distinct())
+        rows = rows.anti_join(ibis.memtable(flagged), "person_id")
+    return profiles_from(features, rows, at, scores_in(wh.con))
 
 
 def profiles_now(
     wh: Warehouse, features: FeatureSet, quality: QualitySettings, at: datetime
 ) -> ir.Table:
-    """Profiles as of ``at``: from the state brought forward, or from scratch for a past instant."""
+    """Profiles as of ``at``: from the kept rows brought forward, or from scratch for a past one."""
     if not can_refresh(wh, at):
         return profile_table(features, clean_events(wh, quality), at)
-    refresh_state(wh, features, quality, at)
-    return stored_profiles(wh, features, at)
+    refresh_state(wh, features, at)
+    return stored_profiles(wh, features, quality, at)
 
 
 # -- the mark ------------------------------------------------------------------------
 
 
-def fingerprint(features: FeatureSet, quality: QualitySettings) -> str:
-    """What the rows are computed with: a change makes the stored rows stale.
+def fingerprint(features: FeatureSet) -> str:
+    """What the rows are computed with: a change makes the kept rows stale.
 
     >>> from tailorkit.profile.definitions import parse_features
-    >>> fs = parse_features({"features": {"views": {"count": {"events": ["view"]}}}})
-    >>> fingerprint(fs, QualitySettings()) == fingerprint(fs, QualitySettings(False))
+    >>> views = parse_features({"features": {"views": {"count": {"events": ["view"]}}}})
+    >>> buys = parse_features({"features": {"views": {"count": {"events": ["buy"]}}}})
+    >>> fingerprint(views) == fingerprint(buys)
     False
     """
-    text = repr((VERSION, features, quality))
+    text = repr((VERSION, RULES_VERSION, BOT_PATTERN, features))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _current_mark(
-    wh: Warehouse, features: FeatureSet, quality: QualitySettings, at: datetime
-) -> Mark:
+def _current_mark(wh: Warehouse, features: FeatureSet, at: datetime) -> Mark:
     """The store's watermark now, read *before* the rows are computed.
 
     Rows received after it are read again by the next refresh, so rows
@@ -204,7 +223,7 @@ def _current_mark(
         events=events,
         merged=merged.isoformat() if merged else None,
         identities=identities,
-        definition=fingerprint(features, quality),
+        definition=fingerprint(features),
     )
 
 
@@ -220,7 +239,7 @@ def _counts(wh: Warehouse, received: datetime | None, merged: datetime | None) -
 
 def _stored_mark(wh: Warehouse) -> Mark | None:
     tables = set(wh.con.list_tables())
-    if STATE_MARK not in tables or STATE not in tables or STATE_FLAGGED not in tables:
+    if not set(KEPT_PROFILES) <= tables:
         return None
     rows = wh.con.to_pyarrow(wh.con.table(STATE_MARK)).to_pylist()
     try:
@@ -229,12 +248,10 @@ def _stored_mark(wh: Warehouse) -> Mark | None:
         return None
 
 
-def _why_full(wh: Warehouse, old: Mark | None, new: Mark) -> str:
-    """Why the stored rows cannot be brought forward ("" when they can)."""
-    if old is None:
-        return "no stored profiles"
+def _why_full(wh: Warehouse, old: Mark, new: Mark) -> str:
+    """Why the kept rows cannot be brought forward ("" when they can)."""
     if old.definition != new.definition:
-        return "definitions or quality settings changed"
+        return "definitions changed"
     if old.received is None:
         return "no events stored before"
     received = datetime.fromisoformat(old.received)
@@ -254,73 +271,85 @@ def _windows(features: FeatureSet) -> set[int]:
     return {w for w in found if w is not None}
 
 
-def _changed_persons(
-    wh: Warehouse, features: FeatureSet, old: Mark, at: datetime, flagged: pa.Table
-) -> pa.Table:
-    """``person_id`` of every person whose row can differ between the mark's instant and ``at``."""
+def _changed_persons(wh: Warehouse, features: FeatureSet, old: Mark, at: datetime) -> pa.Table:
+    """Every person whose row can differ between the mark's instant and ``at``.
+
+    ``person_id``, and ``stored``: whether their stored events changed (new
+    arrivals, identity merges) rather than only which of them count at ``at``.
+    """
     t0, received = datetime.fromisoformat(old.as_of), datetime.fromisoformat(old.received or "")
     ev = wh.events
     # one filtered scan per range, not one scan with their disjunction: a single range is
     # checked inside the scan (on DuckDB against each row group's min and max first) before
     # any id is read; system events are kept (filtering them costs more than recomputing
     # the few persons who have nothing else in the ranges: they get no row, as before)
-    ranges = [ev.received_at > received, (ev.timestamp > t0) & (ev.timestamp <= at)]
+    ranges = [(ev.timestamp > t0) & (ev.timestamp <= at)]
     for minutes in sorted(_windows(features)):
         lo, hi = window_start(t0, minutes), window_start(at, minutes)
         if lo < hi:
             ranges.append((ev.timestamp >= lo) & (ev.timestamp < hi))
-    ids_in = [ev.filter(r).select("user_id", "anonymous_id") for r in ranges]
-    moved = wh.resolve(ibis.union(*ids_in, distinct=True))
     # a merge since the mark moves the anonymous id's events to its (new) user
     ids = wh.identities
     since = ids if old.merged is None else ids.filter(ids.merged_at > old.merged)
     touched = ids.filter(ids.anonymous_id.isin(since.anonymous_id))
-    parts = [
-        moved.select("person_id"),
+    stored = [
+        _persons(wh, [ev.filter(ev.received_at > received).select("user_id", "anonymous_id")]),
         since.select(person_id=since.anonymous_id.cast("string")),
         touched.select(person_id=touched.user_id.cast("string")),
     ]
-    found = wh.con.to_pyarrow(ibis.union(*parts, distinct=True)).column("person_id")
-    before = wh.con.to_pyarrow(wh.con.table(STATE_FLAGGED)).column("person_id")
-    flips = set(before.to_pylist()) ^ set(flagged.column("person_id").to_pylist())
-    persons = set(found.to_pylist()) | flips
-    return pa.table({"person_id": pa.array(sorted(persons), pa.string())})
+    timed = _persons(wh, [ev.filter(r).select("user_id", "anonymous_id") for r in ranges])
+    changed = ibis.union(*stored, distinct=True).mutate(stored=True)
+    both = ibis.union(changed, timed.mutate(stored=False))
+    found = both.group_by("person_id").aggregate(stored=both.stored.any())
+    return wh.con.to_pyarrow(found).cast(_PERSONS)
 
 
-def _recompute(
-    wh: Warehouse,
-    features: FeatureSet,
-    quality: QualitySettings,
-    at: datetime,
-    persons: pa.Table,
-    flagged: ir.Table,
-) -> int:
-    """Replace the rows of ``persons`` with their rows as of ``at``; returns how many persons."""
+def _persons(wh: Warehouse, ids: list[ir.Table]) -> ir.Table:
+    """Distinct ``person_id`` of raw id rows (``user_id``, ``anonymous_id``)."""
+    return wh.resolve(ibis.union(*ids, distinct=True)).select("person_id")
+
+
+def _kept_rows(features: FeatureSet, events: ir.Table, at: datetime) -> dict[str, ir.Table]:
+    """Each kept table's rows for the persons of resolved ``events`` (all their events)."""
+    own = events.filter(events.type.notin(sorted(SYSTEM_EVENT_TYPES)))
+    return {
+        STATE: person_aggregates(features, events, at),
+        STATE_DAYS: daily_counts(own),
+        STATE_BOTS: bot_persons(own),
+    }
+
+
+def _write_all(wh: Warehouse, features: FeatureSet, at: datetime) -> None:
+    for name, rows in _kept_rows(features, wh.resolved_events(), at).items():
+        wh.con.create_table(name, rows, overwrite=True)
+
+
+def _recompute(wh: Warehouse, features: FeatureSet, at: datetime, persons: pa.Table) -> int:
+    """Replace the kept rows of ``persons`` with their rows as of ``at``; returns how many persons.
+
+    Their events are read once, into a temporary table. The flags' rows
+    (days, bots) are replaced only for the persons whose stored events changed.
+    """
     if not persons.num_rows:
         return 0
     name = f"_tk_changed_{uuid.uuid4().hex[:12]}"
     changed = wh.con.create_table(name, persons, temp=True)
+    picked = wh.con.create_table(f"{name}_events", wh.resolved_events(persons=changed), temp=True)
     try:
-        state = wh.con.table(STATE)
-        events = clean_events(wh, quality, persons=changed, flagged=flagged)
-        rows = person_aggregates(features, events, at).select(*state.columns)
-        wh.con.raw_sql(f'DELETE FROM "{STATE}" WHERE person_id IN (SELECT person_id FROM "{name}")')
-        wh.con.insert(STATE, rows)
+        for table, rows in _kept_rows(features, picked, at).items():
+            which = "" if table == STATE else " WHERE stored"
+            if which and not pc.any(persons["stored"]).as_py():
+                continue
+            if which:
+                rows = rows.semi_join(changed.filter(changed.stored), "person_id")
+            wh.con.raw_sql(
+                f'DELETE FROM "{table}" WHERE person_id IN (SELECT person_id FROM "{name}"{which})'
+            )
+            wh.con.insert(table, rows.select(*wh.con.table(table).columns))
     finally:
         wh.con.drop_table(name, force=True)
+        wh.con.drop_table(f"{name}_events", force=True)
     return persons.num_rows
-
-
-# -- helpers ---------------------------------------------------------------------------
-
-
-def _flagged_ids(wh: Warehouse, quality: QualitySettings) -> pa.Table:
-    """``person_id`` of the persons :func:`clean_events` excludes now, read once."""
-    if not quality.exclude_flagged_users:
-        return pa.table({"person_id": pa.array([], pa.string())})
-    flags = flags_in_effect(wh, quality)
-    ids = wh.con.to_pyarrow(flags.select("person_id").distinct())
-    return ids.cast(pa.schema([pa.field("person_id", pa.string())]))
 
 
 def _drop(wh: Warehouse, name: str) -> None:

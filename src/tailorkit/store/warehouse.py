@@ -28,11 +28,10 @@ INGEST_STATS = "ingest_stats"
 #: Stored bot/outlier flags and their watermark (written by ``tailorkit.collect.quality``)
 FLAGGED_USERS = "flagged_users"
 PROFILE_SCORES = "profile_scores"  # written by tailorkit.learn.scores
-#: Profiles kept for batch segments (written by ``tailorkit.profile.materialized``)
-PROFILE_STATE = "profile_state"
-PROFILE_STATE_FLAGGED = "profile_state_flagged"
+#: Per-person rows kept for batch profiles (written by ``tailorkit.profile.materialized``)
+PROFILE_STATE = ("profile_state", "profile_state_days", "profile_state_bots")
 #: Derived tables keyed by ``person_id``: erasure deletes the person's rows there too.
-PERSON_TABLES = (FLAGGED_USERS, PROFILE_SCORES, PROFILE_STATE, PROFILE_STATE_FLAGGED)
+PERSON_TABLES = (FLAGGED_USERS, PROFILE_SCORES, *PROFILE_STATE)
 FLAGS_STATE = "flagged_users_state"
 
 EVENT_SCHEMA = ibis.schema(
