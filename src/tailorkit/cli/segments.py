@@ -10,7 +10,7 @@ from rich.table import Table
 
 from tailorkit.collect.quality import clean_events
 from tailorkit.project import Project
-from tailorkit.segment.batch import report
+from tailorkit.segment.batch import report, stored_membership
 from tailorkit.segment.definitions import parse_definitions
 from tailorkit.store.warehouse import Warehouse
 
@@ -37,8 +37,10 @@ def build_report(project: Project, at: str | None, days: int) -> dict[str, Any]:
     definitions = parse_definitions(project.definitions.get("segments", {}))
     warehouse = Warehouse(project.settings.store_url)
     try:
-        events = clean_events(warehouse, project.settings.quality)
-        return report(definitions, events, parse_instant(at), days)
+        quality = project.settings.quality
+        moment = parse_instant(at)
+        members = stored_membership(definitions, warehouse, quality, moment)
+        return report(definitions, clean_events(warehouse, quality), moment, days, members)
     finally:
         warehouse.close()
 

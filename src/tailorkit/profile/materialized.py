@@ -169,12 +169,17 @@ def stored_profiles(
     """
     rows = wh.con.table(STATE)
     if quality.exclude_flagged_users:
-        flags = flags_of(wh.con.table(STATE_BOTS), wh.con.table(STATE_DAYS), quality)
+        flags = kept_flags(wh, quality)
         # read once: the ranks and the profiles both read the rows, and the engine would
         # compute the medians behind the flags for each
         flagged = wh.con.to_pyarrow(flags.select("person_id").distinct())
         rows = rows.anti_join(ibis.memtable(flagged), "person_id")
     return profiles_from(features, rows, at, scores_in(wh.con))
+
+
+def kept_flags(wh: Warehouse, quality: QualitySettings) -> ir.Table:
+    """The bot/outlier flags (``person_id``, ``reason``) of the kept rows: those of a scan."""
+    return flags_of(wh.con.table(STATE_BOTS), wh.con.table(STATE_DAYS), quality)
 
 
 def profiles_now(
@@ -383,6 +388,7 @@ __all__ = [
     "Refresh",
     "can_refresh",
     "fingerprint",
+    "kept_flags",
     "profiles_now",
     "refresh_state",
     "stored_profiles",

@@ -24,7 +24,7 @@ import copy
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +35,13 @@ import pyarrow as pa
 from tailorkit.collect.quality import clean_events, flagged_users
 from tailorkit.profile.batch import latest_scores, profile_rows, profile_table, scores_in
 from tailorkit.profile.definitions import RFM_FEATURES, FeatureSet
-from tailorkit.profile.materialized import profiles_now
+from tailorkit.profile.materialized import (
+    can_refresh,
+    kept_flags,
+    profiles_now,
+    refresh_state,
+    stored_profiles,
+)
 from tailorkit.profile.sqlconditions import compile_sql
 from tailorkit.profile.windows import to_us
 from tailorkit.project.loader import QualitySettings
@@ -166,20 +172,29 @@ def _history_rows(table: ir.Table) -> list[dict[str, Any]]:
 
 
 def report(
-    definitions: Definitions, events: ir.Table, at: datetime, days: int = 14
+    definitions: Definitions,
+    events: ir.Table,
+    at: datetime,
+    days: int = 14,
+    members: ir.Table | None = None,
 ) -> dict[str, Any]:
     """Sizes, overlap, size over time and ``min_users`` flags: ``tailorkit segments``.
 
-    The cleaned events with their parsed properties are computed once into a
-    temporary table: every instant of the report reads them (JSON parsing,
-    the identity join and the flags were most of each instant's cost), and
-    the membership as of ``at`` is read once for sizes, overlap and the
-    history's last row.
+    ``members``: the membership as of ``at`` if known (e.g.
+    :func:`stored_membership`), else computed from ``events``. The cleaned
+    events with their parsed properties are computed once into a temporary
+    table when the history needs them: every instant of it reads them (JSON
+    parsing, the identity join and the flags were most of each instant's
+    cost), and the membership as of ``at`` is read once for sizes, overlap
+    and the history's last row.
     """
-    with (
-        _temporary(profile_rows(definitions.features, events)) as rows,
-        _temporary(membership_table(definitions, events, at, rows)) as members,
-    ):
+    with ExitStack() as stack:
+        rows = None
+        if days or members is None:
+            rows = stack.enter_context(_temporary(profile_rows(definitions.features, events)))
+        if members is None:
+            members = membership_table(definitions, events, at, rows)
+        members = stack.enter_context(_temporary(members))
         last = _history_rows(_sizes_of(definitions, members).mutate(as_of=ibis.literal(at)))
         history = []
         if days:
@@ -270,11 +285,18 @@ def refresh_online(
     features = engine.definitions.features
     with reader(warehouse) as view:
         flagged: set[str] = set()
+        kept = quality.exclude_flagged_users or features.rfm is not None
+        if kept and can_refresh(view, at):  # kept profiles: only changed persons are read
+            refresh_state(view, features, at)
+            table = stored_profiles(view, features, quality, at)
+            flags = kept_flags(view, quality)
+        else:
+            table = profile_table(features, clean_events(view, quality), at)
+            flags = flagged_users(view, quality)
         if quality.exclude_flagged_users:
-            flagged = set(flagged_users(view, quality).person_id.to_pyarrow().to_pylist())
+            flagged = set(view.con.to_pyarrow(flags.person_id).to_pylist())
         rows: dict[str, dict[str, Any]] = {}
         if features.rfm is not None:
-            table = profile_table(features, clean_events(view, quality), at)
             rfm = table.select("person_id", *RFM_FEATURES).filter(table.rfm_r.notnull())
             for row in rfm.to_pyarrow().to_pylist():
                 rows[row.pop("person_id")] = row

@@ -46,6 +46,7 @@ from tailorkit.segment.batch import (
     refresh_online,
     report,
     stored_events,
+    stored_membership,
 )
 from tailorkit.segment.definitions import Definitions, parse_definitions
 from tailorkit.segment.online import SegmentEngine
@@ -269,9 +270,11 @@ def get_segments(
         },
     }
     if batch:
+        quality = state.project.settings.quality
         with reader(state.warehouse) as view:  # not the writer's connection: no stall
-            events = clean_events(view, state.project.settings.quality)
-            out["batch"] = report(service.definitions, events, moment, days=max(0, days))
+            members = stored_membership(service.definitions, view, quality, moment)
+            events = clean_events(view, quality)
+            out["batch"] = report(service.definitions, events, moment, max(0, days), members)
     return out
 
 

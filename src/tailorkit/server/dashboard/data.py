@@ -22,7 +22,7 @@ from tailorkit.cli.experiments import power_report
 from tailorkit.collect.quality import clean_events
 from tailorkit.measure.analysis import analyze_experiment
 from tailorkit.measure.bandit_report import report_for
-from tailorkit.segment.batch import membership_table, reader, report
+from tailorkit.segment.batch import reader, report, stored_membership
 from tailorkit.server.app import AppState
 
 CACHE_SECONDS = 60.0
@@ -102,9 +102,11 @@ def segments(state: AppState, definitions: Any, cache: Cache) -> dict[str, Any]:
     """The batch segment report (sizes, overlap, history) as of now."""
 
     def compute() -> dict[str, Any]:
+        quality, now = state.project.settings.quality, datetime.now(UTC)
         with reader(state.warehouse) as view:
-            events = clean_events(view, state.project.settings.quality)
-            return report(definitions, events, datetime.now(UTC), days=SEGMENT_HISTORY_DAYS)
+            members = stored_membership(definitions, view, quality, now)
+            events = clean_events(view, quality)
+            return report(definitions, events, now, SEGMENT_HISTORY_DAYS, members)
 
     result: dict[str, Any] = cache.get("segments", compute)
     return result
@@ -113,8 +115,8 @@ def segments(state: AppState, definitions: Any, cache: Cache) -> dict[str, Any]:
 def members_sample(state: AppState, definitions: Any, key: str, n: int = 5) -> list[str]:
     """A few current members of segment ``key`` (warehouse view)."""
     with reader(state.warehouse) as view:
-        events = clean_events(view, state.project.settings.quality)
-        members = membership_table(definitions, events, datetime.now(UTC))
+        quality = state.project.settings.quality
+        members = stored_membership(definitions, view, quality, datetime.now(UTC))
         rows = members.filter(members[key]).select("person_id").order_by("person_id").limit(n)
         return [str(r["person_id"]) for r in rows.to_pyarrow().to_pylist()]
 
