@@ -76,10 +76,13 @@ def flags_of(bots: ir.Table, daily: ir.Table, quality: QualitySettings) -> ir.Ta
     and :func:`daily_counts` (each person's rows depend on their events only)."""
     bots = bots.select("person_id", reason=ibis.literal("bot_user_agent"))
     # exact on every backend: an approximate median (DuckDB's t-digest) could flag other
-    # users than PostgreSQL or Spark, and exact costs DuckDB no more on person-day counts
-    center = daily.aggregate(med=daily.n.median())
-    with_dev = daily.cross_join(center).mutate(dev=lambda t: (t.n - t.med).abs())
-    mad = with_dev.aggregate(mad=with_dev.dev.median(), med=with_dev.med.max())
+    # users than PostgreSQL or Spark; from the counts' histogram (a few hundred distinct
+    # counts), not by sorting millions of person-days
+    counts = daily.group_by("n").aggregate(k=daily.count())
+    center = histogram_median(counts.select(x=counts.n.cast("float64"), k=counts.k))
+    devs = counts.cross_join(center.select(med="median"))
+    devs = devs.group_by(x=(devs.n - devs.med).abs()).aggregate(k=devs.k.sum())
+    mad = center.select(med="median").cross_join(histogram_median(devs).select(mad="median"))
     scored = daily.cross_join(mad).mutate(
         z=(daily.n - mad.med) / ibis.greatest(mad.mad * MAD_TO_SIGMA, 1.0)
     )
@@ -90,6 +93,25 @@ def flags_of(bots: ir.Table, daily: ir.Table, quality: QualitySettings) -> ir.Ta
         .mutate(reason=ibis.literal("extreme_event_rate"))
     )
     return bots.union(outliers)
+
+
+def histogram_median(hist: ir.Table) -> ir.Table:
+    """One row, ``median``: the median of the values ``x`` repeated ``k`` times each.
+
+    Averages the two middle values of an even count, as SQL's
+    ``percentile_cont(0.5)`` and DuckDB's ``median`` do (null when empty).
+
+    >>> import pyarrow as pa
+    >>> hist = ibis.memtable(pa.table({"x": [1.0, 2.0, 10.0], "k": [2, 1, 1]}))
+    >>> histogram_median(hist).to_pyarrow().to_pylist()
+    [{'median': 1.5}]
+    """
+    total = hist.k.sum().over()
+    ranked = hist.mutate(upto=hist.k.sum().over(order_by=hist.x, rows=(None, 0)), n=total)
+    # 0-based ranks of the middle values: (n - 1) // 2 and n // 2
+    low = ranked.x.min(where=ranked.upto > (ranked.n - 1) // 2)
+    high = ranked.x.min(where=ranked.upto > ranked.n // 2)
+    return ranked.aggregate(median=(low + high) / 2.0)
 
 
 def flags_watermark(wh: Warehouse, quality: QualitySettings) -> str:
