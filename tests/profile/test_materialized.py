@@ -200,9 +200,27 @@ def test_other_definitions_force_a_full_recompute(small: Warehouse) -> None:
 
 
 def test_a_lost_mark_forces_a_full_recompute(small: Warehouse) -> None:
-    # what a crash while the rows are rewritten leaves: the mark is dropped first
     small.con.drop_table(STATE_MARK)
     assert refresh_state(small, VIEWS, T0 + timedelta(hours=3)).reason == ("no stored profiles")
+
+
+def test_a_failed_refresh_leaves_the_previous_rows(
+    small: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # u1's view leaves the window: its row is deleted, then writing the new one fails
+    later = T0 + timedelta(hours=24, minutes=30)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(small.con, "insert", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        refresh_state(small, VIEWS, later)
+    monkeypatch.undo()
+    assert views(small, T0 + timedelta(hours=2)) == {"u1": 1, "u2": 1}  # rows and mark as before
+    done = refresh_state(small, VIEWS, later)
+    assert (done.full, done.recomputed) == (False, 2)
+    assert views(small, later) == {"u1": 0, "u2": 1}
 
 
 def test_a_past_instant_is_computed_from_scratch(small: Warehouse) -> None:

@@ -141,14 +141,17 @@ def refresh_state(wh: Warehouse, features: FeatureSet, at: datetime) -> Refresh:
         if old is not None and not why and datetime.fromisoformat(old.as_of) > at:
             raise ValueError(f"the stored profiles are as of {old.as_of}, after {at.isoformat()}")
         persons = None if old is None or why else _changed_persons(wh, features, old, at)
-        _drop(wh, STATE_MARK)  # a crash from here on leaves no mark: the next refresh is full
-        if persons is None:
-            _write_all(wh, features, at)
-            done = Refresh(True, int(wh.con.to_pyarrow(wh.con.table(STATE).count()).as_py()), why)
-        else:
-            done = Refresh(False, _recompute(wh, features, at, persons), "incremental")
-        mark = pa.Table.from_pylist([asdict(new)], schema=_MARK_SCHEMA)
-        wh.con.create_table(STATE_MARK, mark, overwrite=True)
+        # one transaction: a reader beside sees the rows before or after, never a person
+        # deleted and not yet written again; a crash leaves the previous rows and mark
+        with wh.transaction():
+            if persons is None:
+                _write_all(wh, features, at)
+                rows = int(wh.con.to_pyarrow(wh.con.table(STATE).count()).as_py())
+                done = Refresh(True, rows, why)
+            else:
+                done = Refresh(False, _recompute(wh, features, at, persons), "incremental")
+            mark = pa.Table.from_pylist([asdict(new)], schema=_MARK_SCHEMA)
+            wh.con.create_table(STATE_MARK, mark, overwrite=True)
         return done
 
 
@@ -355,10 +358,6 @@ def _recompute(wh: Warehouse, features: FeatureSet, at: datetime, persons: pa.Ta
         wh.con.drop_table(name, force=True)
         wh.con.drop_table(f"{name}_events", force=True)
     return persons.num_rows
-
-
-def _drop(wh: Warehouse, name: str) -> None:
-    wh.con.drop_table(name, force=True)
 
 
 @contextmanager

@@ -229,7 +229,8 @@ class Warehouse:
             return int(self.events.count().execute())
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
+        """Writes inside commit together, or not at all (DuckDB, PostgreSQL; Spark: as they go)."""
         raw: Any = getattr(self.con, "con", None)  # DuckDB's and psycopg's (Spark has none)
         if self.backend == "duckdb":
             raw.begin()
@@ -305,7 +306,7 @@ class Warehouse:
             IDENTITIES: identities,
             INGEST_STATS: stats,
         }
-        with self.lock, self._transaction():
+        with self.lock, self.transaction():
             for name, table in tables.items():
                 if table is None or not table.num_rows:
                     continue
