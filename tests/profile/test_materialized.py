@@ -21,6 +21,7 @@ import pytest
 from tailorkit.collect.quality import clean_events, refresh_flags
 from tailorkit.collect.validate import identities_from
 from tailorkit.demo import generate_shop
+from tailorkit.learn.data import AsOf
 from tailorkit.profile.batch import profile_table
 from tailorkit.profile.definitions import parse_features
 from tailorkit.profile.materialized import (
@@ -231,3 +232,11 @@ def test_a_past_instant_is_computed_from_scratch(small: Warehouse) -> None:
     rows = small.con.to_pyarrow(profiles_now(small, VIEWS, QUALITY, past)).to_pylist()
     assert rows == [{"person_id": "u1", "views": 1}]  # u2's view had not happened yet
     assert views(small, T0 + timedelta(hours=2)) == {"u1": 1, "u2": 1}  # kept rows untouched
+
+
+def test_a_view_of_part_of_the_store_is_computed_from_scratch(small: Warehouse) -> None:
+    # a training view stops before `until`: the kept rows (the whole store) do not apply
+    view = AsOf(small, T0 + timedelta(minutes=30))
+    assert not can_refresh(view, T0 + timedelta(hours=3))
+    rows = small.con.to_pyarrow(profiles_now(view, VIEWS, QUALITY, T0 + timedelta(hours=3)))
+    assert rows.to_pylist() == [{"person_id": "u1", "views": 1}]

@@ -156,7 +156,13 @@ def refresh_state(wh: Warehouse, features: FeatureSet, at: datetime) -> Refresh:
 
 
 def can_refresh(wh: Warehouse, at: datetime) -> bool:
-    """Whether :func:`refresh_state` may move the kept rows to ``at`` (none or older ones)."""
+    """Whether :func:`refresh_state` may move the kept rows to ``at`` (none or older ones).
+
+    Only on DuckDB and PostgreSQL (a refresh rewrites rows in one
+    transaction), and only for a whole store (not a view of part of it).
+    """
+    if wh.backend not in ("duckdb", "postgres") or not wh.complete:
+        return False
     old = _stored_mark(wh)
     return old is None or datetime.fromisoformat(old.as_of) <= at
 
@@ -188,7 +194,10 @@ def kept_flags(wh: Warehouse, quality: QualitySettings) -> ir.Table:
 def profiles_now(
     wh: Warehouse, features: FeatureSet, quality: QualitySettings, at: datetime
 ) -> ir.Table:
-    """Profiles as of ``at``: from the kept rows brought forward, or from scratch for a past one."""
+    """Profiles as of ``at``: from the kept rows brought forward where :func:`can_refresh`.
+
+    Otherwise (a past instant, a view, Spark) from scratch.
+    """
     if not can_refresh(wh, at):
         return profile_table(features, clean_events(wh, quality), at)
     refresh_state(wh, features, at)
