@@ -26,6 +26,7 @@ from tailorkit.profile.batch import profile_table
 from tailorkit.profile.definitions import parse_features
 from tailorkit.profile.materialized import (
     GRACE,
+    KEPT_PROFILES,
     STATE_MARK,
     can_refresh,
     profiles_now,
@@ -240,3 +241,16 @@ def test_a_view_of_part_of_the_store_is_computed_from_scratch(small: Warehouse) 
     assert not can_refresh(view, T0 + timedelta(hours=3))
     rows = small.con.to_pyarrow(profiles_now(view, VIEWS, QUALITY, T0 + timedelta(hours=3)))
     assert rows.to_pylist() == [{"person_id": "u1", "views": 1}]
+
+
+def test_a_new_store_drops_kept_profiles_of_an_old_one(small: Warehouse) -> None:
+    # the events dropped (a store rebuilt under the same name): the kept rows would
+    # describe persons it no longer has
+    small.con.drop_table("events")
+    fresh = Warehouse(small.url)
+    try:
+        assert not set(KEPT_PROFILES) & set(fresh.con.list_tables())
+    finally:
+        if fresh.backend == "duckdb":
+            small.close()
+        fresh.close()

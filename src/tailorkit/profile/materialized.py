@@ -34,7 +34,7 @@ after its ``received_at``). An instant before the mark's is refused
 >>> from tailorkit.profile.definitions import parse_features
 >>> from tailorkit.project.loader import QualitySettings
 >>> from tailorkit.segment.online import events_table
->>> from tailorkit.store.warehouse import PROFILE_STATE, Warehouse
+>>> from tailorkit.store.warehouse import PROFILE_STATE, PROFILE_STATE_MARK, Warehouse
 >>> wh = Warehouse("duckdb://:memory:")
 >>> wh.insert(events_table([{"event_id": "e1", "type": "view", "user_id": "u1",
 ...     "timestamp": datetime(2024, 5, 1, tzinfo=UTC)}]))
@@ -82,10 +82,10 @@ from tailorkit.profile.batch import (
 from tailorkit.profile.definitions import Aggregate, FeatureSet
 from tailorkit.profile.windows import window_start
 from tailorkit.project.loader import QualitySettings
-from tailorkit.store.warehouse import PROFILE_STATE, Warehouse
+from tailorkit.store.warehouse import PROFILE_STATE, PROFILE_STATE_MARK, Warehouse
 
 STATE, STATE_DAYS, STATE_BOTS = PROFILE_STATE
-STATE_MARK = "profile_state_mark"
+STATE_MARK = PROFILE_STATE_MARK
 #: Every table the kept profiles use
 KEPT_PROFILES = (*PROFILE_STATE, STATE_MARK)
 #: How long after its ``received_at`` an event may still be committed without forcing a

@@ -30,6 +30,7 @@ FLAGGED_USERS = "flagged_users"
 PROFILE_SCORES = "profile_scores"  # written by tailorkit.learn.scores
 #: Per-person rows kept for batch profiles (written by ``tailorkit.profile.materialized``)
 PROFILE_STATE = ("profile_state", "profile_state_days", "profile_state_bots")
+PROFILE_STATE_MARK = "profile_state_mark"  # what they are up to date with
 #: Derived tables keyed by ``person_id``: erasure deletes the person's rows there too.
 PERSON_TABLES = (FLAGGED_USERS, PROFILE_SCORES, *PROFILE_STATE)
 FLAGS_STATE = "flagged_users_state"
@@ -141,8 +142,16 @@ class Warehouse:
         self.con.disconnect()
 
     def ensure_schema(self) -> None:
-        """Create the tables that do not exist yet."""
+        """Create the tables that do not exist yet.
+
+        A new events table starts a new store: kept profiles left from
+        another one (its events dropped) are dropped too.
+        """
         existing = set(self.con.list_tables())
+        if EVENTS not in existing:
+            for name in (PROFILE_STATE_MARK, *PROFILE_STATE):
+                if name in existing:
+                    self.con.drop_table(name, force=True)
         for name, schema in (
             (EVENTS, EVENT_SCHEMA),
             (IDENTITIES, IDENTITY_SCHEMA),
