@@ -191,35 +191,21 @@ def current_flags(wh: Warehouse, quality: QualitySettings) -> ir.Table:
         return stored if stored is not None else refresh_flags(wh, quality)
 
 
-def clean_events(
-    wh: Warehouse,
-    quality: QualitySettings,
-    persons: ir.Table | None = None,
-    flagged: ir.Table | None = None,
-) -> ir.Table:
+def clean_events(wh: Warehouse, quality: QualitySettings) -> ir.Table:
     """Resolved events without flagged users (or all of them when disabled).
 
     The flags are the stored ones when their watermark matches the store
     (the same rows as a scan, without its cost), else computed in the query
     (always for a view of part of the events, ``wh.complete`` false);
     nothing is written (this runs beside the writer, on reader connections).
-    ``flagged`` (``person_id`` rows) replaces them, e.g. flags read once
-    (:func:`flags_in_effect`); ``persons`` keeps only those persons' events
-    (:meth:`Warehouse.resolved_events`).
     """
-    events = wh.resolved_events(persons=persons)
+    events = wh.resolved_events()
     if not quality.exclude_flagged_users:
         return events
-    if flagged is None:
-        flagged = flags_in_effect(wh, quality)
+    stored = stored_flags(wh, quality) if wh.complete else None
+    flagged = stored if stored is not None else flagged_users(wh, quality)
     # .view(): both sides derive from the same tables; Ibis 12 needs them told apart
     return events.view().anti_join(flagged, "person_id")
-
-
-def flags_in_effect(wh: Warehouse, quality: QualitySettings) -> ir.Table:
-    """The flags :func:`clean_events` excludes: stored while fresh, else computed in the query."""
-    stored = stored_flags(wh, quality) if wh.complete else None
-    return stored if stored is not None else flagged_users(wh, quality)
 
 
 def quality_report(wh: Warehouse, quality: QualitySettings, days: int = 30) -> dict[str, Any]:
