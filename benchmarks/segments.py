@@ -23,6 +23,11 @@
   the demo shop (``--base-users`` visitors, ``--days`` days) replicated with
   fresh ids until it has ``--users`` visitors.
 
+* ``kept``: the membership as of the demo's evening peak from kept profiles
+  (:mod:`tailorkit.profile.materialized`) brought forward from ``--kept-after``
+  minutes before, the events of those minutes arriving in between, against
+  the from-scratch membership of the same instant (checked equal).
+
 Prints one JSON line per part; the last line is the batch result (or the
 online one with ``--skip-batch``).
 
