@@ -14,7 +14,7 @@ every event: tens of seconds at a million persons. Yet from one instant
 
 :func:`refresh_state` keeps those rows for every person in
 ``profile_state``, with a one-row ``profile_state_mark`` saying what they
-are up to date with, and recomputes only such persons: a refresh an hour
+are up to date with, and recomputes only such persons: a refresh minutes
 later reads a few percent of the events. What the bot/outlier flags read is
 kept the same way, per person (``profile_state_days``: events per day;
 ``profile_state_bots``: persons with a bot's agent). The steps that look
@@ -34,7 +34,7 @@ after its ``received_at``). An instant before the mark's is refused
 >>> from tailorkit.profile.definitions import parse_features
 >>> from tailorkit.project.loader import QualitySettings
 >>> from tailorkit.segment.online import events_table
->>> from tailorkit.store.warehouse import PROFILE_STATE, PROFILE_STATE_MARK, Warehouse
+>>> from tailorkit.store.warehouse import Warehouse
 >>> wh = Warehouse("duckdb://:memory:")
 >>> wh.insert(events_table([{"event_id": "e1", "type": "view", "user_id": "u1",
 ...     "timestamp": datetime(2024, 5, 1, tzinfo=UTC)}]))
