@@ -8,9 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tailorkit.collect.quality import clean_events
 from tailorkit.project import Project
-from tailorkit.segment.batch import report, stored_membership
+from tailorkit.segment.batch import stored_report
 from tailorkit.segment.definitions import parse_definitions
 from tailorkit.store.warehouse import Warehouse
 
@@ -38,9 +37,7 @@ def build_report(project: Project, at: str | None, days: int) -> dict[str, Any]:
     warehouse = Warehouse(project.settings.store_url)
     try:
         quality = project.settings.quality
-        moment = parse_instant(at)
-        members = stored_membership(definitions, warehouse, quality, moment)
-        return report(definitions, clean_events(warehouse, quality), moment, days, members)
+        return stored_report(definitions, warehouse, quality, parse_instant(at), days)
     finally:
         warehouse.close()
 

@@ -230,6 +230,15 @@ def report(
     }
 
 
+def stored_report(
+    definitions: Definitions, wh: Warehouse, quality: QualitySettings, at: datetime, days: int
+) -> dict[str, Any]:
+    """:func:`report` of the clean events, the membership as of ``at`` from kept profiles
+    (:func:`stored_membership`): ``tailorkit segments``, the admin API and the dashboard."""
+    members = stored_membership(definitions, wh, quality, at)
+    return report(definitions, clean_events(wh, quality), at, days, members)
+
+
 @contextmanager
 def _temporary(table: ir.Table) -> Iterator[ir.Table]:
     """``table`` computed once into a temporary table of its backend, dropped afterwards.
@@ -285,18 +294,19 @@ def refresh_online(
     features = engine.definitions.features
     with reader(warehouse) as view:
         flagged: set[str] = set()
-        kept = quality.exclude_flagged_users or features.rfm is not None
-        if kept and can_refresh(view, at):  # kept profiles: only changed persons are read
+        needed = quality.exclude_flagged_users or features.rfm is not None
+        kept = needed and can_refresh(view, at)
+        if kept:  # kept profiles: only the persons that changed are read
             refresh_state(view, features, at)
-            table = stored_profiles(view, features, quality, at)
-            flags = kept_flags(view, quality)
-        else:
-            table = profile_table(features, clean_events(view, quality), at)
-            flags = flagged_users(view, quality)
         if quality.exclude_flagged_users:
+            flags = kept_flags(view, quality) if kept else flagged_users(view, quality)
             flagged = set(view.con.to_pyarrow(flags.person_id).to_pylist())
         rows: dict[str, dict[str, Any]] = {}
         if features.rfm is not None:
+            if kept:
+                table = stored_profiles(view, features, quality, at)
+            else:
+                table = profile_table(features, clean_events(view, quality), at)
             rfm = table.select("person_id", *RFM_FEATURES).filter(table.rfm_r.notnull())
             for row in rfm.to_pyarrow().to_pylist():
                 rows[row.pop("person_id")] = row

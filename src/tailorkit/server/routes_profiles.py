@@ -44,9 +44,8 @@ from tailorkit.segment.batch import (
     reader,
     rebuild_online,
     refresh_online,
-    report,
     stored_events,
-    stored_membership,
+    stored_report,
 )
 from tailorkit.segment.definitions import Definitions, parse_definitions
 from tailorkit.segment.online import SegmentEngine
@@ -272,9 +271,7 @@ def get_segments(
     if batch:
         quality = state.project.settings.quality
         with reader(state.warehouse) as view:  # not the writer's connection: no stall
-            members = stored_membership(service.definitions, view, quality, moment)
-            events = clean_events(view, quality)
-            out["batch"] = report(service.definitions, events, moment, max(0, days), members)
+            out["batch"] = stored_report(service.definitions, view, quality, moment, max(0, days))
     return out
 
 

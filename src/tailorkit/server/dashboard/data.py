@@ -19,10 +19,9 @@ import ibis
 from prometheus_client import REGISTRY
 
 from tailorkit.cli.experiments import power_report
-from tailorkit.collect.quality import clean_events
 from tailorkit.measure.analysis import analyze_experiment
 from tailorkit.measure.bandit_report import report_for
-from tailorkit.segment.batch import reader, report, stored_membership
+from tailorkit.segment.batch import reader, stored_membership, stored_report
 from tailorkit.server.app import AppState
 
 CACHE_SECONDS = 60.0
@@ -104,9 +103,7 @@ def segments(state: AppState, definitions: Any, cache: Cache) -> dict[str, Any]:
     def compute() -> dict[str, Any]:
         quality, now = state.project.settings.quality, datetime.now(UTC)
         with reader(state.warehouse) as view:
-            members = stored_membership(definitions, view, quality, now)
-            events = clean_events(view, quality)
-            return report(definitions, events, now, SEGMENT_HISTORY_DAYS, members)
+            return stored_report(definitions, view, quality, now, SEGMENT_HISTORY_DAYS)
 
     result: dict[str, Any] = cache.get("segments", compute)
     return result
