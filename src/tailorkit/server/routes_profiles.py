@@ -33,19 +33,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from tailorkit.collect.quality import clean_events
 from tailorkit.learn.artifacts import ArtifactStore
 from tailorkit.learn.scores import SCORE_STEPS
-from tailorkit.profile.batch import profile_table
+from tailorkit.profile.materialized import profiles_now
 from tailorkit.profile.windows import iso, to_us
 from tailorkit.segment.batch import (
     has_segment_events,
-    membership_table,
     reader,
     rebuild_online,
     refresh_online,
     stored_events,
     stored_report,
+    with_segments,
 )
 from tailorkit.segment.definitions import Definitions, parse_definitions
 from tailorkit.segment.online import SegmentEngine
@@ -297,18 +296,19 @@ def _batch_profile(service: ProfilesService, state: AppState, person: str) -> di
     """The warehouse's view of one person (when the online store does not have them)."""
     definitions = service.definitions
     now = datetime.now(UTC)
+    keys = [s.key for s in definitions.segments]
     with reader(state.warehouse) as view:
-        events = clean_events(view, state.project.settings.quality)
-        features = profile_table(definitions.features, events, now)
-        one = features.filter(features.person_id == person).to_pyarrow().to_pylist()
-        members = membership_table(definitions, events, now)
-        flags = members.filter(members.person_id == person).to_pyarrow().to_pylist()
-    if not one:
+        # everyone's profiles, kept and brought forward (RFM ranks need the whole base)
+        profiles = profiles_now(view, definitions.features, state.project.settings.quality, now)
+        table = with_segments(definitions, profiles)
+        rows = table.filter(table.person_id == person).to_pyarrow().to_pylist()
+    if not rows:
         return None
-    values = one[0]
+    values = rows[0]
     values.pop("person_id")
+    member = {k: values.pop(k) for k in keys}
     shown = {k: iso(to_us(v)) if isinstance(v, datetime) else v for k, v in values.items()}
-    segments = [k for k, v in (flags[0] if flags else {}).items() if v is True]
+    segments = [k for k, v in member.items() if v is True]
     return {
         "person_id": person,
         "source": "batch",
