@@ -20,7 +20,7 @@ import pytest
 from tailorkit.profile.materialized import KEPT_PROFILES
 from tailorkit.project import Project, load_project
 from tailorkit.project.init import write_project
-from tailorkit.store.warehouse import Warehouse
+from tailorkit.store.warehouse import SEGMENT_SIZES, Warehouse
 
 PG_ADMIN_URL = os.environ.get("TAILORKIT_TEST_PG", "postgres://postgres@127.0.0.1:5432/test")
 
@@ -71,7 +71,7 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wareho
     url = request.getfixturevalue("pg_database")
     wh = Warehouse(url)
     yield wh
-    for table in ("events", "identities", "ingest_stats", *KEPT_PROFILES):
+    for table in ("events", "identities", "ingest_stats", *KEPT_PROFILES, SEGMENT_SIZES):
         wh.con.drop_table(table, force=True)
 
 

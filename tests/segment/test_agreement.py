@@ -24,7 +24,14 @@ from tailorkit.collect.raw import raw_from_arrow
 from tailorkit.demo import generate_shop
 from tailorkit.project import Project, load_project
 from tailorkit.project.init import write_project
-from tailorkit.segment.batch import overlap, refresh_online, report, size_history, sizes
+from tailorkit.segment.batch import (
+    history_instants,
+    overlap,
+    refresh_online,
+    report,
+    size_history,
+    sizes,
+)
 from tailorkit.segment.definitions import Definitions
 from tailorkit.segment.online import SegmentEngine
 from tailorkit.segment.sink import ChangeSink
@@ -109,7 +116,7 @@ def test_report_equals_sizes_overlap_and_history_computed_alone(replay: Replay) 
     assert got["profiles"] == counts.pop("profiles") > 1500
     assert {s["key"]: s["size"] for s in got["segments"]} == counts
     assert got["overlap"] == overlap(replay.definitions, events, at)
-    history = size_history(replay.definitions, events, at, 3)
+    history = size_history(replay.definitions, events, history_instants(at, 3))
     assert got["size_over_time"] == history and len(history) == 4
     assert history[0] != history[-1]  # the instants differ: a wrong instant would show
     assert report(replay.definitions, events, at, days=0)["size_over_time"] == []

@@ -21,11 +21,13 @@ result has one boolean column per segment, named by its key.
 from __future__ import annotations
 
 import copy
+import hashlib
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import ibis
@@ -37,6 +39,7 @@ from tailorkit.profile.batch import latest_scores, profile_rows, profile_table, 
 from tailorkit.profile.definitions import RFM_FEATURES, FeatureSet
 from tailorkit.profile.materialized import (
     can_refresh,
+    fingerprint,
     kept_flags,
     profiles_now,
     refresh_state,
@@ -47,7 +50,9 @@ from tailorkit.profile.windows import to_us
 from tailorkit.project.loader import QualitySettings
 from tailorkit.segment.definitions import ENTERED, EXITED, Definitions, typed_value
 from tailorkit.segment.online import Change, SegmentEngine
-from tailorkit.store.warehouse import EVENTS, Warehouse
+from tailorkit.store.warehouse import EVENTS, SEGMENT_SIZES, Warehouse
+
+log = logging.getLogger(__name__)
 
 
 def with_segments(definitions: Definitions, profiles: ir.Table) -> ir.Table:
@@ -148,15 +153,34 @@ def _overlap_of(definitions: Definitions, members: ir.Table) -> dict[str, dict[s
     return matrix
 
 
+def history_instants(at: datetime, days: int) -> list[datetime]:
+    """The instants of a ``days``-day size history ending at ``at``: the ``days``
+    midnights (UTC) before ``at``, oldest first, then ``at``.
+
+    >>> from datetime import UTC
+    >>> [t.isoformat() for t in history_instants(datetime(2024, 6, 3, 15, tzinfo=UTC), 2)]
+    ['2024-06-02T00:00:00+00:00', '2024-06-03T00:00:00+00:00', '2024-06-03T15:00:00+00:00']
+    >>> midnight = datetime(2024, 6, 3, tzinfo=UTC)
+    >>> [t.day for t in history_instants(midnight, 2)], history_instants(midnight, 0)
+    ([1, 2, 3], [])
+    """
+    if days <= 0:
+        return []
+    at = at.astimezone(UTC)
+    midnight = at.replace(hour=0, minute=0, second=0, microsecond=0)
+    last = midnight if midnight < at else midnight - timedelta(days=1)
+    return [last - timedelta(days=d) for d in range(days - 1, -1, -1)] + [at]
+
+
 def size_history(
     definitions: Definitions,
     events: ir.Table,
-    at: datetime,
-    days: int,
+    instants: list[datetime],
     rows: ir.Table | None = None,
 ) -> list[dict[str, Any]]:
-    """Sizes as of ``at`` and each of the ``days`` days before, oldest first (one query)."""
-    instants = [at - timedelta(days=d) for d in range(days, -1, -1)]
+    """Sizes as of each of ``instants``, oldest first (one query)."""
+    if not instants:
+        return []
     parts = [
         _sizes_expr(definitions, events, moment, rows).mutate(as_of=ibis.literal(moment))
         for moment in instants
@@ -177,31 +201,43 @@ def report(
     at: datetime,
     days: int = 14,
     members: ir.Table | None = None,
+    recorded: tuple[Warehouse, QualitySettings] | None = None,
 ) -> dict[str, Any]:
     """Sizes, overlap, size over time and ``min_users`` flags: ``tailorkit segments``.
 
+    The size history has a row for each of the ``days`` midnights (UTC)
+    before ``at`` and one for ``at`` (:func:`history_instants`).
     ``members``: the membership as of ``at`` if known (e.g.
-    :func:`stored_membership`), else computed from ``events``. The cleaned
-    events with their parsed properties are computed once into a temporary
-    table when the history needs them: every instant of it reads them (JSON
-    parsing, the identity join and the flags were most of each instant's
-    cost), and the membership as of ``at`` is read once for sizes, overlap
-    and the history's last row.
+    :func:`stored_membership`), else computed from ``events``. ``recorded``:
+    the store (and the cleaning rules of ``events``) whose recorded sizes of
+    past midnights are used, and where those computed now are recorded
+    (:func:`record_sizes`). The cleaned events with their parsed properties
+    are computed once into a temporary table when the history needs them:
+    every instant of it reads them (JSON parsing, the identity join and the
+    flags were most of each instant's cost), and the membership as of ``at``
+    is read once for sizes, overlap and the history's last row.
     """
+    past = history_instants(at, days)[:-1]
+    known = {} if recorded is None else recorded_sizes(recorded[0], definitions, recorded[1], past)
+    missing = [moment for moment in past if moment not in known]
     with ExitStack() as stack:
         rows = None
-        if days or members is None:
+        if missing or members is None:
             rows = stack.enter_context(_temporary(profile_rows(definitions.features, events)))
         if members is None:
             members = membership_table(definitions, events, at, rows)
         members = stack.enter_context(_temporary(members))
         last = _history_rows(_sizes_of(definitions, members).mutate(as_of=ibis.literal(at)))
-        history = []
-        if days:
-            history = size_history(definitions, events, at - timedelta(days=1), days - 1, rows)
-            history += last
+        computed = size_history(definitions, events, missing, rows)
         counts = {k: int(v or 0) for k, v in last[0].items() if k != "as_of"}
         overlap_matrix = _overlap_of(definitions, members)
+    if recorded is not None:
+        try:
+            record_sizes(recorded[0], definitions, recorded[1], computed)
+        except Exception:  # the report stands; the next one computes them again
+            log.exception("could not record the segment sizes of %d past days", len(computed))
+    history = sorted([*known.values(), *computed], key=lambda row: row["as_of"])
+    history += last if days else []
     segments = []
     for seg in definitions.segments:
         size = counts.get(seg.key, 0)
@@ -236,7 +272,90 @@ def stored_report(
     """:func:`report` of the clean events, the membership as of ``at`` from kept profiles
     (:func:`stored_membership`): ``tailorkit segments``, the admin API and the dashboard."""
     members = stored_membership(definitions, wh, quality, at)
-    return report(definitions, clean_events(wh, quality), at, days, members)
+    return report(definitions, clean_events(wh, quality), at, days, members, (wh, quality))
+
+
+# -- recorded sizes of past days ---------------------------------------------------
+
+#: A midnight's sizes are recorded once it is this far in the past: events of the
+#: day before it that arrive late (a phone coming back online) are counted first.
+SETTLE = timedelta(hours=1)
+_SIZES_SCHEMA = pa.schema(
+    [
+        ("definitions", pa.string()),
+        ("as_of", pa.timestamp("us", tz="UTC")),
+        ("segment", pa.string()),
+        ("size", pa.int64()),
+        ("recorded_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+_RECORD_LOCK = threading.Lock()
+
+
+def sizes_fingerprint(definitions: Definitions, quality: QualitySettings) -> str:
+    """What sizes are computed with: features, conditions, groups and the cleaning rules.
+
+    Descriptions, owners, ``min_users`` and webhooks do not change a size.
+
+    >>> from tailorkit.segment.definitions import parse_definitions
+    >>> doc = {"features": {"n": {"count": {}}}, "segments": {"s": {"condition": {"n": 1}}}}
+    >>> a = sizes_fingerprint(parse_definitions(doc), QualitySettings())
+    >>> doc["segments"]["s"]["description"] = "renamed"
+    >>> a == sizes_fingerprint(parse_definitions(doc), QualitySettings())
+    True
+    >>> doc["segments"]["s"]["condition"] = {"n": 2}
+    >>> a == sizes_fingerprint(parse_definitions(doc), QualitySettings())
+    False
+    """
+    segments = [(s.key, s.condition, s.priority, s.group) for s in definitions.segments]
+    text = repr((fingerprint(definitions.features), segments, quality))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def recorded_sizes(
+    wh: Warehouse, definitions: Definitions, quality: QualitySettings, instants: list[datetime]
+) -> dict[datetime, dict[str, Any]]:
+    """History rows of ``instants`` recorded with the same definitions (:func:`record_sizes`)."""
+    if not instants or SEGMENT_SIZES not in wh.con.list_tables():
+        return {}
+    table = wh.con.table(SEGMENT_SIZES)
+    key = sizes_fingerprint(definitions, quality)
+    found = table.filter(table.definitions == key, table.as_of.isin(instants))
+    rows: dict[datetime, dict[str, Any]] = {}
+    for row in found.order_by("recorded_at").to_pyarrow().to_pylist():
+        moment = row["as_of"]
+        rows.setdefault(moment, {"as_of": moment.isoformat()})[row["segment"]] = row["size"]
+    wanted = ["profiles", *(s.key for s in definitions.segments)]
+    return {m: r for m, r in rows.items() if all(k in r for k in wanted)}
+
+
+def record_sizes(
+    wh: Warehouse, definitions: Definitions, quality: QualitySettings, rows: list[dict[str, Any]]
+) -> int:
+    """Record history rows of settled midnights (older than :data:`SETTLE`); returns how many.
+
+    Recorded sizes are read instead of computed again: the size of a past
+    day is what was known once it settled, as in an audience-size chart,
+    and does not change with a later merge, erasure or purge. Other
+    definitions start another series.
+    """
+    now = datetime.now(UTC)
+    settled = [r for r in rows if datetime.fromisoformat(r["as_of"]) <= now - SETTLE]
+    if not settled:
+        return 0
+    key = sizes_fingerprint(definitions, quality)
+    records = [
+        {"definitions": key, "as_of": datetime.fromisoformat(r["as_of"]), "segment": name,
+         "size": int(size or 0), "recorded_at": now}
+        for r in settled for name, size in r.items() if name != "as_of"
+    ]  # fmt: skip
+    table = pa.Table.from_pylist(records, schema=_SIZES_SCHEMA)
+    with _RECORD_LOCK, wh.transaction():
+        if SEGMENT_SIZES in wh.con.list_tables():
+            wh.con.insert(SEGMENT_SIZES, ibis.memtable(table))
+        else:
+            wh.con.create_table(SEGMENT_SIZES, table)
+    return len(settled)
 
 
 @contextmanager

@@ -31,6 +31,8 @@ PROFILE_SCORES = "profile_scores"  # written by tailorkit.learn.scores
 #: Per-person rows kept for batch profiles (written by ``tailorkit.profile.materialized``)
 PROFILE_STATE = ("profile_state", "profile_state_days", "profile_state_bots")
 PROFILE_STATE_MARK = "profile_state_mark"  # what they are up to date with
+#: Recorded segment sizes of past days (written by ``tailorkit.segment.batch``)
+SEGMENT_SIZES = "segment_sizes"
 #: Derived tables keyed by ``person_id``: erasure deletes the person's rows there too.
 PERSON_TABLES = (FLAGGED_USERS, PROFILE_SCORES, *PROFILE_STATE)
 FLAGS_STATE = "flagged_users_state"
@@ -144,12 +146,12 @@ class Warehouse:
     def ensure_schema(self) -> None:
         """Create the tables that do not exist yet.
 
-        A new events table starts a new store: kept profiles left from
-        another one (its events dropped) are dropped too.
+        A new events table starts a new store: kept profiles and recorded
+        segment sizes left from another one (its events dropped) are dropped too.
         """
         existing = set(self.con.list_tables())
         if EVENTS not in existing:
-            for name in (PROFILE_STATE_MARK, *PROFILE_STATE):
+            for name in (PROFILE_STATE_MARK, *PROFILE_STATE, SEGMENT_SIZES):
                 if name in existing:
                     self.con.drop_table(name, force=True)
         for name, schema in (
