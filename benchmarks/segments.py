@@ -27,6 +27,10 @@
   (:mod:`tailorkit.profile.materialized`) brought forward from ``--kept-after``
   minutes before, the events of those minutes arriving in between, against
   the from-scratch membership of the same instant (checked equal).
+* ``report``: ``tailorkit segments`` with ``--report-days`` of size history
+  as of the same instant: a second report, reading the past midnights' sizes
+  the first one recorded (``segment_sizes``), against that first report,
+  which computes each of them from the events (checked equal).
 
 Prints one JSON line per part; the last line is the batch result (or the
 online one with ``--skip-batch``).
@@ -65,7 +69,12 @@ from tailorkit.demo import generate_shop
 from tailorkit.profile.materialized import KEPT_PROFILES, refresh_state, stored_profiles
 from tailorkit.profile.windows import minute_of, window_start
 from tailorkit.project.loader import QualitySettings
-from tailorkit.segment.batch import members_of, membership_table, stored_membership
+from tailorkit.segment.batch import (
+    members_of,
+    membership_table,
+    stored_membership,
+    stored_report,
+)
 from tailorkit.segment.definitions import Definitions, parse_definitions
 from tailorkit.segment.online import SegmentEngine
 from tailorkit.server.latency import tune_runtime
@@ -356,7 +365,9 @@ FROM s
 """
 
 
-def batch(users: int, base_users: int, days: int, seed: int, kept_after: list[int]) -> list[str]:
+def batch(
+    users: int, base_users: int, days: int, seed: int, kept_after: list[int], report_days: int
+) -> list[str]:
     defs = definitions()
     quality = QualitySettings()
     keys = [s.key for s in defs.segments]
@@ -397,6 +408,8 @@ def batch(users: int, base_users: int, days: int, seed: int, kept_after: list[in
         ours_s, theirs_s, mine = run(stored=True)
         profiles = mine.num_rows
         kept = kept_profiles(wh, defs, quality, at - KEPT_BEFORE, kept_after)
+        if report_days:
+            kept.append(report_history(wh, defs, quality, at - KEPT_BEFORE, report_days))
         wh.close()
     return [*kept, line(
         "batch_seconds", ours_s, theirs_s, ours_s / theirs_s, users=users, profiles=profiles,
@@ -466,6 +479,24 @@ def kept_step(
     )  # fmt: skip
 
 
+def report_history(
+    wh: Warehouse, defs: Definitions, quality: QualitySettings, at: datetime, days: int
+) -> str:
+    """``tailorkit segments --days`` as of ``at``: the second report, which reads the past
+    midnights' sizes recorded by the first, against the first, which computes them
+    from the events (the baseline: each point a profile computation). Both are checked equal.
+    """
+    computed_s, first = timed(lambda: stored_report(defs, wh, quality, at, days))
+    recorded_s, again = timed(lambda: stored_report(defs, wh, quality, at, days))
+    differ = [k for k in first if again.get(k) != first[k]]
+    if differ:
+        raise SystemExit(f"the report with recorded sizes differs in {differ}: {again} {first}")
+    return line(
+        "report_seconds", recorded_s, computed_s, recorded_s / computed_s, history_days=days,
+        points=len(first["size_over_time"]), as_of=at.isoformat(),
+    )  # fmt: skip
+
+
 def hold_back(wh: Warehouse, after: datetime) -> int:
     """Move the events and identity merges received after ``after`` aside; returns events moved."""
     raw: Any = wh.con.con
@@ -512,6 +543,12 @@ def main() -> None:
         default="10,60",
         help="minutes (comma-separated) the kept profiles are brought forward",
     )
+    parser.add_argument(
+        "--report-days",
+        type=int,
+        default=14,
+        help="days of size history in the report part (0: skip it)",
+    )
     parser.add_argument("--skip-online", action="store_true")
     parser.add_argument("--skip-batch", action="store_true")
     args = parser.parse_args()
@@ -520,7 +557,7 @@ def main() -> None:
     if not args.skip_batch:
         base = min(args.base_users, args.users)
         steps = [int(m) for m in args.kept_after.split(",") if m]
-        for result in batch(args.users, base, args.days, args.seed, steps):
+        for result in batch(args.users, base, args.days, args.seed, steps, args.report_days):
             print(result, flush=True)
 
 

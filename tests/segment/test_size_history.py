@@ -63,23 +63,25 @@ def recorded_rows(wh: Warehouse) -> int:
 
 def test_history_is_computed_once_then_read_from_the_store(stored: Warehouse) -> None:
     defs = definitions()
-    first = stored_report(defs, stored, QUALITY, END, 3)["size_over_time"]
-    instants = history_instants(END, 3)
+    first = stored_report(defs, stored, QUALITY, END, 8)["size_over_time"]
+    instants = history_instants(END, 8)
     assert [row["as_of"] for row in first] == [t.isoformat() for t in instants]
-    # what was recorded is what the events give at those instants
+    # what was recorded is what the events give at those instants; the first
+    # midnight is before the data: no profiles, every size 0
     scratch = size_history(defs, clean_events(stored, QUALITY), instants)
-    assert first == scratch and first[0] != first[-2]
-    assert recorded_rows(stored) == 3 * (len(defs.segments) + 1)  # midnights only, not END
+    assert first == scratch and first[1] != first[-2]
+    assert set(first[0].values()) == {first[0]["as_of"], 0}
+    assert recorded_rows(stored) == 8 * (len(defs.segments) + 1)  # midnights only, not END
     assert set(recorded_sizes(stored, defs, QUALITY, instants)) == set(instants[:-1])
     # persons arriving late for the past days: the recorded days stay as recorded,
     # the sizes as of END count them
     stored.insert(late_views(instants[-2]))
-    again = stored_report(defs, stored, QUALITY, END, 3)["size_over_time"]
+    again = stored_report(defs, stored, QUALITY, END, 8)["size_over_time"]
     assert again[:-1] == first[:-1]
     assert again[-1]["profiles"] == first[-1]["profiles"] + 40
     recomputed = size_history(defs, clean_events(stored, QUALITY), instants[:-1])
     assert recomputed[-1]["profiles"] == first[-2]["profiles"] + 40  # a wrong read would show
-    assert recorded_rows(stored) == 3 * (len(defs.segments) + 1)  # nothing recorded twice
+    assert recorded_rows(stored) == 8 * (len(defs.segments) + 1)  # nothing recorded twice
 
 
 def test_other_definitions_start_another_series(stored: Warehouse) -> None:

@@ -189,10 +189,11 @@ def size_history(
 
 
 def _history_rows(table: ir.Table) -> list[dict[str, Any]]:
-    rows = table.to_pyarrow().to_pylist()
-    for row in rows:
-        row["as_of"] = row["as_of"].isoformat()
-    return rows
+    """Rows of sizes with ``as_of`` in ISO 8601; a sum over no profiles (NULL) is 0."""
+    return [
+        {k: v.isoformat() if k == "as_of" else int(v or 0) for k, v in row.items()}
+        for row in table.to_pyarrow().to_pylist()
+    ]
 
 
 def report(
