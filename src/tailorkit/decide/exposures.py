@@ -60,7 +60,7 @@ _MAX_SEEN = 500_000  # ids remembered per day before the memory is reset
 
 #: What a sink receives: a batch of event dicts; it may return a future.
 Sink = Callable[[list[dict[str, Any]]], object]
-_Queued = tuple[ExposureRecord, str | None, str | None, datetime]
+_Queued = tuple[Any, ...]  # a record's as_tuple(), user id, anonymous id, datetime
 
 
 def exposure_event_for(
@@ -180,7 +180,10 @@ class ExposureLog:
             self._seen.discard(key)  # a later evaluation may log it
             _DROPPED.inc()
             return
-        self._queue.append((record, user_id, anonymous_id, at))  # counted when drained
+        # one flat tuple of the record's fields: the garbage collector stops tracking it at
+        # its first look, while a record (or a tuple holding one) waits to be scanned in
+        # every collection until the flush (see ExposureRecord.as_tuple)
+        self._queue.append((*record.as_tuple(), user_id, anonymous_id, at))  # counted when drained
         if len(self._queue) >= self.max_pending // 2:
             self._wake.set()
 
@@ -250,7 +253,8 @@ class ExposureLog:
         EXPOSURES.labels("duplicate").inc(duplicates)
         queued = 0
         while self._queue:
-            record, user_id, anonymous_id, at = self._queue.popleft()
+            *fields, user_id, anonymous_id, at = self._queue.popleft()
+            record = ExposureRecord(*fields)
             queued += 1
             try:
                 event = exposure_event_for(

@@ -25,7 +25,7 @@ same Ibis code as behavioural events.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -86,44 +86,65 @@ def exposure_event(
     }
 
 
-def exposures_table(
-    events: list[dict[str, Any]],
-    source: str,
-    received: datetime,
-    hide_hash_values_of: Iterable[str] = (),
-) -> pa.Table:
-    """Exposure events as rows of the events table, without the HTTP path's checks.
+#: A decision-log event as it waits for its flush: event id, user id, anonymous id,
+#: timestamp (ISO 8601) and properties (JSON). Only strings and bytes: the garbage
+#: collector stops tracking such a tuple the first time it looks at it, while an
+#: event dict holding a properties dict is scanned at every collection until the
+#: flush (at 1,000 first visits a second, collections of 17 ms instead of 3 ms).
+ExposureRow = tuple[str, str | None, str | None, str, bytes]
+
+
+def exposure_row(event: Mapping[str, Any], hidden: Collection[str] = ()) -> ExposureRow:
+    """An exposure event (as :func:`exposure_event` builds it) as an :data:`ExposureRow`.
+
+    The hash value of an experiment hashed on a personal attribute (in
+    ``hidden``: ``pii.fields``, e.g. ``email``) is left out.
+
+    >>> e = exposure_event(kind="experiment", key="t", variation=1, propensity=0.5,
+    ...     user_id="u1", hash_attribute="email", hash_value="a@b.c", event_id="e1",
+    ...     timestamp=datetime(2026, 1, 2, tzinfo=UTC))
+    >>> row = exposure_row(e, hidden=("email",))
+    >>> row[:4], orjson.loads(row[4])["hash_attribute"], "hash_value" in orjson.loads(row[4])
+    (('e1', 'u1', None, '2026-01-02T00:00:00+00:00'), 'email', False)
+    """
+    props = event["properties"]
+    if hidden and props.get("hash_attribute") in hidden and "hash_value" in props:
+        props = {k: v for k, v in props.items() if k != "hash_value"}
+    return (
+        event["event_id"],
+        event.get("user_id"),
+        event.get("anonymous_id"),
+        event["timestamp"],
+        orjson.dumps(props),  # UTF-8 bytes: Arrow takes them as strings
+    )
+
+
+def exposures_table(rows: Sequence[ExposureRow], source: str, received: datetime) -> pa.Table:
+    """Exposure rows as rows of the events table, without the HTTP path's checks.
 
     Decision-log events are built by tailorkit itself (by :func:`exposure_event`
     or in the same shape), so they skip the JSON round trip and the validator
-    that events from outside go through. The hash value of an experiment
-    hashed on a personal attribute (``pii.fields``, e.g. ``email``) is left out.
+    that events from outside go through.
 
     >>> e = exposure_event(kind="rule", key="hero", variation=1, propensity=1.0,
     ...                    user_id="u1", timestamp=datetime(2026, 1, 2, tzinfo=UTC))
-    >>> t = exposures_table([e], "decide", datetime(2026, 1, 2, 0, 0, 1, tzinfo=UTC))
+    >>> t = exposures_table([exposure_row(e)], "decide", datetime(2026, 1, 2, 0, 0, 1, tzinfo=UTC))
     >>> t.num_rows, t["source"][0].as_py(), t["timestamp"][0].as_py().isoformat()
     (1, 'decide', '2026-01-02T00:00:00+00:00')
     """
-    hidden = frozenset(hide_hash_values_of)
-    properties = []
-    for event in events:
-        props = event["properties"]
-        if props.get("hash_attribute") in hidden and "hash_value" in props:
-            props = {k: v for k, v in props.items() if k != "hash_value"}
-        properties.append(orjson.dumps(props))  # UTF-8 bytes: Arrow takes them as strings
-    n = len(events)
+    n = len(rows)
     schema = EVENT_ARROW_SCHEMA
+    ids, users, anonymous, stamps, properties = zip(*rows, strict=True) if rows else ([],) * 5
 
     def same(name: str, value: Any) -> pa.Array:  # one value in every row, built by Arrow
         return pa.repeat(pa.scalar(value, schema.field(name).type), n)
 
     columns = {
-        "event_id": pa.array([e["event_id"] for e in events], pa.string()),
-        "type": pa.array([e["type"] for e in events], pa.string()),
-        "user_id": pa.array([e.get("user_id") for e in events], pa.string()),
-        "anonymous_id": pa.array([e.get("anonymous_id") for e in events], pa.string()),
-        "timestamp": _timestamps([e["timestamp"] for e in events]),
+        "event_id": pa.array(ids, pa.string()),
+        "type": same("type", EXPOSURE),
+        "user_id": pa.array(users, pa.string()),
+        "anonymous_id": pa.array(anonymous, pa.string()),
+        "timestamp": _timestamps(list(stamps)),
         "received_at": same("received_at", received),
         "clock_skew_ms": same("clock_skew_ms", None),
         "source": same("source", source),
@@ -210,13 +231,16 @@ class StoredToday:
 
 def store_exposures(
     collector: Collector,
-    events: list[dict[str, Any]],
+    events: Sequence[Mapping[str, Any] | ExposureRow],
     source: str = "decide",
     fresh_ids: bool = False,
     daily_ids: bool = False,
     stored_today: StoredToday | None = None,
 ) -> int:
-    """Store decision-log events now (or publish them to the event bus); returns how many.
+    """Store decision-log events now, or publish them to the event bus; returns how many.
+
+    ``events``: dicts, or :data:`ExposureRow` s as
+    :class:`~tailorkit.decide.service.ExposureLogger` queues them.
 
     One transaction with their ingest statistics; called from a background
     thread, never on the request path. Deduplicated against the store like any
@@ -232,7 +256,9 @@ def store_exposures(
     from tailorkit.collect.validate import Validated
 
     received = datetime.now(UTC)
-    table = exposures_table(events, source, received, collector.settings.pii.fields)
+    hidden = collector.settings.pii.fields
+    rows = [e if isinstance(e, tuple) else exposure_row(e, hidden) for e in events]
+    table = exposures_table(rows, source, received)
     part = Part(source, received, Validated(table, list(range(len(events))), identities=_NO_MERGES))
     if collector.publish is not None:
         collector.publish([part])

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import fields
 from typing import Any
 
 from tailorkit.evaluate.bandits import BanditRouter, compile_bandit_rule
@@ -79,7 +78,6 @@ _SCALARS = (int, float, bool, type(None))
 #: (the cache holds thousands of users' records; as objects they made every full
 #: collection scan them: ~50,000 objects, ~60 ms, at the cache's size)
 _Replay = tuple[tuple[str, str, str, str], tuple[Any, ...]]
-_RECORD_FIELDS = tuple(f.name for f in fields(ExposureRecord))
 #: A cache entry of :meth:`Evaluator.values`: the values as (key, value) pairs (a dict
 #: would keep the entry tracked) and the exposures to replay
 _Values = tuple[tuple[tuple[str, Any], ...], tuple[_Replay, ...]]
@@ -287,7 +285,7 @@ class Evaluator:
             values = {k: r.value for k, r in self.eval_all(ctx).items()}
         finally:
             ctx.on_exposure = callback
-        replays = tuple((_dedupe_key(r), _fields_of(r)) for r in seen)
+        replays = tuple((_dedupe_key(r), r.as_tuple()) for r in seen)
         return tuple(values.items()), replays
 
     def _remember_values(self, key: tuple[Any, ...], entry: _Values) -> None:
@@ -546,17 +544,6 @@ def _dedupe_key(record: ExposureRecord) -> tuple[str, str, str, str]:
         record.hash_attribute,
         hash_string(record.hash_value),
     )
-
-
-def _fields_of(record: ExposureRecord) -> tuple[Any, ...]:
-    """A record's fields in declaration order (``ExposureRecord(*fields)`` rebuilds it).
-
-    >>> r = ExposureRecord("exp", 1, "b", "id", "u1", "f", 0.25, 0.5)
-    >>> ExposureRecord(*_fields_of(r)) == r
-    True
-    """
-    # not dataclasses.astuple: it deep-copies every value, on the cache's miss path
-    return tuple([getattr(record, name) for name in _RECORD_FIELDS])
 
 
 def _replay(ctx: Context, replays: Iterable[_Replay]) -> None:

@@ -156,3 +156,21 @@ class ExposureRecord:
     sticky_bucket_used: bool = False
     leaf_id: int | None = None
     bandit_version: int | None = None
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The fields in declaration order (``ExposureRecord(*fields)`` rebuilds the record).
+
+        A tuple of them is what caches and queues hold: the garbage collector
+        stops tracking it at its first look, a record it scans until it dies.
+
+        >>> from dataclasses import fields
+        >>> r = ExposureRecord("exp", 1, "b", "id", "u1", "f", 0.25, 0.5, 0.1, True, 3, 2)
+        >>> ExposureRecord(*r.as_tuple()) == r, len(r.as_tuple()) == len(fields(r))
+        (True, True)
+        """
+        # not dataclasses.astuple: it deep-copies every value
+        return (
+            self.experiment_key, self.variation_id, self.variation_key, self.hash_attribute,
+            self.hash_value, self.feature_key, self.propensity, self.enrollment_probability,
+            self.bucket, self.sticky_bucket_used, self.leaf_id, self.bandit_version,
+        )  # fmt: skip
