@@ -15,6 +15,7 @@ import pytest
 from tailorkit.collect.quality import clean_events
 from tailorkit.collect.validate import identities_from
 from tailorkit.demo import generate_shop
+from tailorkit.learn.data import AsOf
 from tailorkit.project.loader import QualitySettings
 from tailorkit.segment.batch import (
     history_instants,
@@ -117,3 +118,13 @@ def test_a_new_store_drops_the_sizes_of_the_old_one(stored: Warehouse) -> None:
     stored.con.drop_table("events")
     stored.ensure_schema()
     assert SEGMENT_SIZES not in stored.con.list_tables()
+
+
+def test_a_view_of_part_of_the_store_records_nothing(stored: Warehouse) -> None:
+    # a training view sees the events up to its cut-off only: its sizes are not the store's
+    view = AsOf(stored, END - timedelta(days=2))
+    seen = stored_report(definitions(), view, QUALITY, END, 3)["size_over_time"]
+    assert len({row["profiles"] for row in seen[1:]}) == 1  # no one new after the cut-off
+    assert SEGMENT_SIZES not in stored.con.list_tables()
+    whole = stored_report(definitions(), stored, QUALITY, END, 3)["size_over_time"]
+    assert whole[-1]["profiles"] > seen[-1]["profiles"]

@@ -271,9 +271,15 @@ def stored_report(
     definitions: Definitions, wh: Warehouse, quality: QualitySettings, at: datetime, days: int
 ) -> dict[str, Any]:
     """:func:`report` of the clean events, the membership as of ``at`` from kept profiles
-    (:func:`stored_membership`): ``tailorkit segments``, the admin API and the dashboard."""
+    (:func:`stored_membership`): ``tailorkit segments``, the admin API and the dashboard.
+
+    The past days' sizes are recorded in and read from the store (:func:`record_sizes`)
+    on DuckDB and PostgreSQL, for a whole store only: a view of part of it (a
+    training view) has other sizes.
+    """
     members = stored_membership(definitions, wh, quality, at)
-    return report(definitions, clean_events(wh, quality), at, days, members, (wh, quality))
+    recorded = (wh, quality) if wh.backend in ("duckdb", "postgres") and wh.complete else None
+    return report(definitions, clean_events(wh, quality), at, days, members, recorded)
 
 
 # -- recorded sizes of past days ---------------------------------------------------
