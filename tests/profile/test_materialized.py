@@ -36,7 +36,7 @@ from tailorkit.profile.materialized import (
 from tailorkit.project.loader import QualitySettings
 from tailorkit.segment.batch import membership_table, stored_membership
 from tailorkit.segment.online import events_table
-from tailorkit.store.warehouse import Warehouse
+from tailorkit.store.warehouse import IDENTITY_SCHEMA, Warehouse
 from tests.segment.common import shop_definitions, stored_events
 
 QUALITY = QualitySettings()
@@ -178,11 +178,47 @@ def test_a_commit_within_the_grace_is_read_again(small: Warehouse) -> None:
     assert views(small, T0 + timedelta(hours=3)) == {"u1": 1, "u2": 1, "u3": 1}
 
 
-def test_an_erasure_forces_a_full_recompute(small: Warehouse) -> None:
+def test_an_erasure_keeps_the_next_refresh_incremental(small: Warehouse) -> None:
     small.erase_user("u1")
     done = refresh_state(small, VIEWS, T0 + timedelta(hours=3))
-    assert done.full and done.reason == "events or identity merges deleted or stored late"
+    assert (done.full, done.reason) == (False, "incremental")
     assert views(small, T0 + timedelta(hours=3)) == {"u2": 1}
+
+
+def test_erasures_of_merged_persons_match_scratch(warehouse: Warehouse) -> None:
+    # the demo shop with identity merges: erased persons leave the kept rows as a
+    # from-scratch computation without them, and the refreshes after stay incremental
+    wh, features = warehouse, shop_definitions().features
+    events, end = arrivals(seed=5)
+    store_until(wh, events, end - timedelta(days=8), end - timedelta(hours=5))
+    refresh_state(wh, features, end - timedelta(hours=5))
+    merged = wh.con.to_pyarrow(wh.identities.user_id).to_pylist()
+    users = sorted({u for u in events["user_id"].to_pylist() if u})
+    for person in [*sorted(set(merged))[:3], *users[-2:]]:
+        assert wh.erase_user(person) > 0
+    store_until(wh, events, end - timedelta(hours=5), end)
+    done = refresh_state(wh, features, end)
+    assert (done.full, done.reason) == (False, "incremental")
+    assert kept(wh, end) == scratch(wh, end)
+
+
+def test_an_anonymous_id_merged_into_two_users_forces_a_full_recompute(
+    small: Warehouse,
+) -> None:
+    # a1's events belong to u2 (the larger id wins); erasing u1 takes them away from u2
+    at = T0 + timedelta(hours=2)
+    small.insert(
+        events_table([{"event_id": "e3", "type": "page_view", "anonymous_id": "a1",
+                       "timestamp": T0 + timedelta(minutes=70), "received_at": T0}]),
+        pa.table({"anonymous_id": ["a1", "a1"], "user_id": ["u1", "u2"],
+                  "merged_at": [T0, T0]}).cast(IDENTITY_SCHEMA.to_pyarrow()),
+    )  # fmt: skip
+    refresh_state(small, VIEWS, at)  # full: e3 was received before the mark
+    assert views(small, at) == {"u1": 1, "u2": 2}
+    small.erase_user("u1")
+    done = refresh_state(small, VIEWS, at + timedelta(minutes=1))
+    assert done.full
+    assert views(small, at + timedelta(minutes=1)) == {"u2": 1}
 
 
 def test_an_erasure_deletes_the_kept_row(small: Warehouse) -> None:

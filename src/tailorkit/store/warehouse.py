@@ -376,26 +376,34 @@ class Warehouse:
             return [str(v) for v in self.con.to_pyarrow(expr).column(0).to_pylist()]
 
     def erase_user(self, user_id: str) -> int:
-        """Delete every event and identity row of a user and their anonymous ids.
+        """Delete every event and identity row of a user and their anonymous ids, and
+        their rows in derived tables (:data:`PERSON_TABLES`).
 
-        Returns the number of events deleted.
+        Returns the number of events deleted. Kept profiles stay incremental
+        (:func:`tailorkit.profile.materialized.erasing`).
         """
+        from tailorkit.profile.materialized import erasing  # late: it imports this module
+
         with self.lock:
             anon = self.user_anonymous_ids(user_id)
-            events = self.events
-            cond = events.user_id == user_id
-            if anon:
-                cond = cond | events.anonymous_id.isin(anon)
-            n = int(events.filter(cond).count().execute())
-            self._delete(EVENTS, events, cond)
-            ids = self.identities
-            self._delete(IDENTITIES, ids, ids.user_id == user_id)
-            existing = set(self.con.list_tables())
-            for name in PERSON_TABLES:  # derived, but they name the person
-                if name in existing:
-                    rows = self.con.table(name)
-                    self._delete(name, rows, rows.person_id.isin([user_id, *anon]))
-            return n
+            with erasing(self, user_id, anon):
+                return self._erase(user_id, anon)
+
+    def _erase(self, user_id: str, anon: list[str]) -> int:
+        events = self.events
+        cond = events.user_id == user_id
+        if anon:
+            cond = cond | events.anonymous_id.isin(anon)
+        n = int(events.filter(cond).count().execute())
+        self._delete(EVENTS, events, cond)
+        ids = self.identities
+        self._delete(IDENTITIES, ids, ids.user_id == user_id)
+        existing = set(self.con.list_tables())
+        for name in PERSON_TABLES:  # derived, but they name the person
+            if name in existing:
+                rows = self.con.table(name)
+                self._delete(name, rows, rows.person_id.isin([user_id, *anon]))
+        return n
 
     def purge_before(self, cutoff: datetime) -> int:
         """Delete events with a timestamp before ``cutoff`` (retention)."""
