@@ -11,6 +11,7 @@ rows alone.
 from __future__ import annotations
 
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from tailorkit.profile.materialized import (
     GRACE,
     KEPT_PROFILES,
     STATE_MARK,
+    _exclusive,
     can_refresh,
     profiles_now,
     refresh_state,
@@ -290,3 +292,29 @@ def test_a_new_store_drops_kept_profiles_of_an_old_one(small: Warehouse) -> None
         if fresh.backend == "duckdb":
             small.close()
         fresh.close()
+
+
+def test_an_erasure_waiting_for_a_refresh_does_not_stall_ingestion(small: Warehouse) -> None:
+    # a refresh holds its lock (as a long cold build would); the erasure waits for it
+    # without holding the store's lock, so the writer goes on storing meanwhile
+    refreshing, release = threading.Event(), threading.Event()
+
+    def long_refresh() -> None:
+        with _exclusive(small):
+            refreshing.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=long_refresh)
+    holder.start()
+    assert refreshing.wait(10)
+    erased: list[int] = []
+    eraser = threading.Thread(target=lambda: erased.append(small.erase_user("u1")))
+    eraser.start()
+    small.insert(events_table([view("e9", "u9", 70)]))  # not blocked by the waiting erasure
+    assert not erased
+    release.set()
+    holder.join(10)
+    eraser.join(10)
+    assert erased == [1]
+    done = refresh_state(small, VIEWS, T0 + timedelta(hours=3))
+    assert not done.full and views(small, T0 + timedelta(hours=3)) == {"u2": 1, "u9": 1}

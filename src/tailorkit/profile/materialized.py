@@ -53,10 +53,11 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import ibis
@@ -268,39 +269,47 @@ def _stored_mark(wh: Warehouse) -> Mark | None:
 
 
 @contextmanager
-def erasing(wh: Warehouse, user_id: str, anonymous_ids: list[str]) -> Iterator[None]:
-    """Around the erasure of a person: take their rows out of the mark's counts first.
+def erasing(wh: Warehouse) -> Iterator[Callable[[str, list[str]], None]]:
+    """Around the erasure of a person: yields ``forget(user_id, anonymous_ids)``, which
+    takes their rows out of the mark's counts (call it holding ``wh.lock``, before
+    deleting them).
 
     The erasure deletes the person's events, identity merges and kept rows
     (:data:`~tailorkit.store.warehouse.PERSON_TABLES`); no other person's row
     reads them, so once the counts agree the next refresh stays incremental
-    instead of recomputing everyone (45 s at a million persons). Held as one
-    refresh (:func:`_exclusive`), so no refresh counts between the two. An
-    anonymous id also merged into another user (whose row read its events)
-    leaves the counts alone: the next refresh recomputes everything.
+    instead of recomputing everyone (45 s at a million persons). The block
+    holds the refresh lock (:func:`_exclusive`), taken before the store's
+    lock, so no refresh counts in between and a refresh running meanwhile
+    does not stall ingestion. An anonymous id also merged into another user
+    (whose row read its events) leaves the counts alone: the next refresh
+    recomputes everything.
     """
     with _exclusive(wh):
-        mark = _stored_mark(wh)
-        if mark is not None and mark.received is not None:
-            ev, ids = wh.events, wh.identities
-            shared = ids.filter(ids.anonymous_id.isin(anonymous_ids) & (ids.user_id != user_id))
-            if not anonymous_ids or not int(wh.con.to_pyarrow(shared.count()).as_py()):
-                mine = ev.user_id == user_id
-                if anonymous_ids:
-                    mine = mine | ev.anonymous_id.isin(anonymous_ids)
-                received = datetime.fromisoformat(mark.received)
-                merged = datetime.fromisoformat(mark.merged) if mark.merged else None
-                erased = ev.filter(mine & (ev.received_at <= received)).count()
-                n_events = int(wh.con.to_pyarrow(erased).as_py())
-                n_ids = 0
-                if merged is not None:
-                    rows = ids.filter((ids.user_id == user_id) & (ids.merged_at <= merged))
-                    n_ids = int(wh.con.to_pyarrow(rows.count()).as_py())
-                left = replace(mark, events=mark.events - n_events)
-                left = replace(left, identities=mark.identities - n_ids)
-                table = pa.Table.from_pylist([asdict(left)], schema=_MARK_SCHEMA)
-                wh.con.create_table(STATE_MARK, table, overwrite=True)
-        yield
+        yield partial(_forget, wh)
+
+
+def _forget(wh: Warehouse, user_id: str, anonymous_ids: list[str]) -> None:
+    mark = _stored_mark(wh)
+    if mark is None or mark.received is None:
+        return
+    ev, ids = wh.events, wh.identities
+    if anonymous_ids:
+        shared = ids.filter(ids.anonymous_id.isin(anonymous_ids) & (ids.user_id != user_id))
+        if int(wh.con.to_pyarrow(shared.count()).as_py()):
+            return
+    mine = ev.user_id == user_id
+    if anonymous_ids:
+        mine = mine | ev.anonymous_id.isin(anonymous_ids)
+    received = datetime.fromisoformat(mark.received)
+    n_events = int(wh.con.to_pyarrow(ev.count(where=mine & (ev.received_at <= received))).as_py())
+    n_ids = 0
+    if mark.merged:
+        merged = datetime.fromisoformat(mark.merged)
+        theirs = (ids.user_id == user_id) & (ids.merged_at <= merged)
+        n_ids = int(wh.con.to_pyarrow(ids.count(where=theirs)).as_py())
+    left = replace(mark, events=mark.events - n_events, identities=mark.identities - n_ids)
+    table = pa.Table.from_pylist([asdict(left)], schema=_MARK_SCHEMA)
+    wh.con.create_table(STATE_MARK, table, overwrite=True)
 
 
 def _why_full(wh: Warehouse, old: Mark, new: Mark) -> str:

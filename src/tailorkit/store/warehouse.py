@@ -384,10 +384,10 @@ class Warehouse:
         """
         from tailorkit.profile.materialized import erasing  # late: it imports this module
 
-        with self.lock:
+        with erasing(self) as forget, self.lock:
             anon = self.user_anonymous_ids(user_id)
-            with erasing(self, user_id, anon):
-                return self._erase(user_id, anon)
+            forget(user_id, anon)
+            return self._erase(user_id, anon)
 
     def _erase(self, user_id: str, anon: list[str]) -> int:
         events = self.events
