@@ -90,7 +90,7 @@ def exposure_event(
 #: timestamp (ISO 8601) and properties (JSON). Only strings and bytes: the garbage
 #: collector stops tracking such a tuple the first time it looks at it, while an
 #: event dict holding a properties dict is scanned at every collection until the
-#: flush (at 1,000 first visits a second, collections of 17 ms instead of 3 ms).
+#: flush (at 1,000 first-visit decides a second, young collections took 20 % less time).
 ExposureRow = tuple[str, str | None, str | None, str, bytes]
 
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -419,7 +420,11 @@ def _recompute(wh: Warehouse, features: FeatureSet, at: datetime, persons: pa.Ta
 
 @contextmanager
 def _exclusive(wh: Warehouse) -> Iterator[None]:
-    """One refresh at a time per store: in this process, and on PostgreSQL across processes."""
+    """One refresh at a time per store: in this process, and on PostgreSQL across processes.
+
+    The advisory lock is tried, not waited for: a connection waiting in
+    ``pg_advisory_lock`` is busy, and an erasure holds the writer's own.
+    """
     with _LOCKS_GUARD:
         lock = _LOCKS.setdefault(wh.url, threading.Lock())
     with lock:
@@ -427,8 +432,12 @@ def _exclusive(wh: Warehouse) -> Iterator[None]:
             yield
             return
         raw: Any = wh.con.con
-        with raw.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (_PG_LOCK_KEY,))
+        while True:
+            with raw.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (_PG_LOCK_KEY,))
+                if cur.fetchone()[0]:
+                    break
+            time.sleep(0.05)
         try:
             yield
         finally:

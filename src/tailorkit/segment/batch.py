@@ -330,7 +330,7 @@ def recorded_sizes(
     found = table.filter(table.definitions == key, table.as_of.isin(instants))
     rows: dict[datetime, dict[str, Any]] = {}
     for row in found.order_by("recorded_at").to_pyarrow().to_pylist():
-        moment = row["as_of"]
+        moment = row["as_of"].astimezone(UTC)  # PostgreSQL answers in its session's zone
         rows.setdefault(moment, {"as_of": moment.isoformat()})[row["segment"]] = row["size"]
     wanted = ["profiles", *(s.key for s in definitions.segments)]
     return {m: r for m, r in rows.items() if all(k in r for k in wanted)}
