@@ -318,3 +318,20 @@ def test_an_erasure_waiting_for_a_refresh_does_not_stall_ingestion(small: Wareho
     assert erased == [1]
     done = refresh_state(small, VIEWS, T0 + timedelta(hours=3))
     assert not done.full and views(small, T0 + timedelta(hours=3)) == {"u2": 1, "u9": 1}
+
+
+def test_a_purge_recomputes_only_the_persons_who_lost_events(warehouse: Warehouse) -> None:
+    # retention: events before the cut-off go; the persons who had some are recomputed
+    # (their lifetime features change), the others are not, and the result is scratch's
+    wh, features = warehouse, shop_definitions().features
+    events, end = arrivals(seed=9)
+    store_until(wh, events, end - timedelta(days=8), end - timedelta(hours=2))
+    refresh_state(wh, features, end - timedelta(hours=2))
+    profiled = len(scratch(wh, end - timedelta(hours=2)))
+    assert wh.purge_before(end - timedelta(days=5)) > 0
+    store_until(wh, events, end - timedelta(hours=2), end)
+    done = refresh_state(wh, features, end)
+    assert (done.full, done.reason) == (False, "incremental")
+    assert done.recomputed < profiled
+    assert kept(wh, end) == scratch(wh, end)
+    assert refresh_state(wh, features, end).recomputed < done.recomputed  # noted once

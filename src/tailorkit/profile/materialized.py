@@ -25,9 +25,12 @@ RFM ranks, recency as of ``T1``, derived features, model scores
 
 It falls back to a full recompute whenever it cannot prove the rows current:
 no mark, other definitions, or events or identity merges deleted or stored
-late (the count of rows received up to the mark's watermark changed: an
-erasure, a retention purge, or a write committed more than :data:`GRACE`
-after its ``received_at``). An instant before the mark's is refused
+late (the count of rows received up to the mark's watermark changed: a
+write committed more than :data:`GRACE` after its ``received_at``, or rows
+deleted by hand). An erasure (:func:`erasing`) and a retention purge
+(:func:`purging`) take what they delete out of the counts themselves: the
+erased person's rows go with them, and the persons a purge took events from
+are recomputed by the next refresh. An instant before the mark's is refused
 (:func:`profiles_now` computes it from scratch, leaving the rows alone).
 
 >>> from datetime import UTC, datetime
@@ -84,12 +87,18 @@ from tailorkit.profile.batch import (
 from tailorkit.profile.definitions import Aggregate, FeatureSet
 from tailorkit.profile.windows import window_start
 from tailorkit.project.loader import QualitySettings
-from tailorkit.store.warehouse import PROFILE_STATE, PROFILE_STATE_MARK, Warehouse
+from tailorkit.store.warehouse import (
+    PROFILE_STATE,
+    PROFILE_STATE_MARK,
+    PROFILE_STATE_PURGED,
+    Warehouse,
+)
 
 STATE, STATE_DAYS, STATE_BOTS = PROFILE_STATE
 STATE_MARK = PROFILE_STATE_MARK
-#: Every table the kept profiles use
-KEPT_PROFILES = (*PROFILE_STATE, STATE_MARK)
+STATE_PURGED = PROFILE_STATE_PURGED
+#: Every table the kept profiles use (the mark needs the first four)
+KEPT_PROFILES = (*PROFILE_STATE, STATE_MARK, STATE_PURGED)
 #: How long after its ``received_at`` an event may still be committed without forcing a
 #: full recompute: the rows received in the last minute before a refresh are read again.
 GRACE = timedelta(minutes=1)
@@ -156,6 +165,8 @@ def refresh_state(wh: Warehouse, features: FeatureSet, at: datetime) -> Refresh:
                 done = Refresh(False, _recompute(wh, features, at, persons), "incremental")
             mark = pa.Table.from_pylist([asdict(new)], schema=_MARK_SCHEMA)
             wh.con.create_table(STATE_MARK, mark, overwrite=True)
+            if STATE_PURGED in wh.con.list_tables():  # recomputed now
+                wh.con.raw_sql(f'DELETE FROM "{STATE_PURGED}"')
         return done
 
 
@@ -260,7 +271,7 @@ def _counts(wh: Warehouse, received: datetime | None, merged: datetime | None) -
 
 def _stored_mark(wh: Warehouse) -> Mark | None:
     tables = set(wh.con.list_tables())
-    if not set(KEPT_PROFILES) <= tables:
+    if not {*PROFILE_STATE, STATE_MARK} <= tables:
         return None
     rows = wh.con.to_pyarrow(wh.con.table(STATE_MARK)).to_pylist()
     try:
@@ -313,6 +324,35 @@ def _forget(wh: Warehouse, user_id: str, anonymous_ids: list[str]) -> None:
     wh.con.create_table(STATE_MARK, table, overwrite=True)
 
 
+@contextmanager
+def purging(wh: Warehouse) -> Iterator[Callable[[datetime], None]]:
+    """Around a retention purge: yields ``forget(cutoff)``, which notes the persons
+    losing events in ``profile_state_purged`` (the next refresh recomputes them) and
+    takes the deleted rows out of the mark's counts (call it holding ``wh.lock``,
+    before deleting). Held as one refresh, like :func:`erasing`.
+    """
+    with _exclusive(wh):
+        yield partial(_forget_before, wh)
+
+
+def _forget_before(wh: Warehouse, cutoff: datetime) -> None:
+    mark = _stored_mark(wh)
+    if mark is None or mark.received is None:
+        return
+    ev = wh.events
+    old = ev.filter(ev.timestamp < cutoff)
+    persons = wh.con.to_pyarrow(_persons(wh, [old.select("user_id", "anonymous_id")]))
+    received = datetime.fromisoformat(mark.received)
+    n_events = int(wh.con.to_pyarrow(old.count(where=old.received_at <= received)).as_py())
+    left = pa.Table.from_pylist([asdict(replace(mark, events=mark.events - n_events))])
+    with wh.transaction():
+        if STATE_PURGED in wh.con.list_tables():
+            wh.con.insert(STATE_PURGED, ibis.memtable(persons))
+        else:
+            wh.con.create_table(STATE_PURGED, persons)
+        wh.con.create_table(STATE_MARK, left.cast(_MARK_SCHEMA), overwrite=True)
+
+
 def _why_full(wh: Warehouse, old: Mark, new: Mark) -> str:
     """Why the kept rows cannot be brought forward ("" when they can)."""
     if old.definition != new.definition:
@@ -362,6 +402,9 @@ def _changed_persons(wh: Warehouse, features: FeatureSet, old: Mark, at: datetim
         since.select(person_id=since.anonymous_id.cast("string")),
         touched.select(person_id=touched.user_id.cast("string")),
     ]
+    if STATE_PURGED in wh.con.list_tables():  # persons a purge took events from
+        purged = wh.con.table(STATE_PURGED)
+        stored.append(purged.select(person_id=purged.person_id.cast("string")))
     timed = _persons(wh, [ev.filter(r).select("user_id", "anonymous_id") for r in ranges])
     changed = ibis.union(*stored, distinct=True).mutate(stored=True)
     both = ibis.union(changed, timed.mutate(stored=False))

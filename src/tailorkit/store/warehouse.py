@@ -31,10 +31,11 @@ PROFILE_SCORES = "profile_scores"  # written by tailorkit.learn.scores
 #: Per-person rows kept for batch profiles (written by ``tailorkit.profile.materialized``)
 PROFILE_STATE = ("profile_state", "profile_state_days", "profile_state_bots")
 PROFILE_STATE_MARK = "profile_state_mark"  # what they are up to date with
+PROFILE_STATE_PURGED = "profile_state_purged"  # persons a purge took events from
 #: Recorded segment sizes of past days (written by ``tailorkit.segment.batch``)
 SEGMENT_SIZES = "segment_sizes"
 #: Derived tables keyed by ``person_id``: erasure deletes the person's rows there too.
-PERSON_TABLES = (FLAGGED_USERS, PROFILE_SCORES, *PROFILE_STATE)
+PERSON_TABLES = (FLAGGED_USERS, PROFILE_SCORES, *PROFILE_STATE, PROFILE_STATE_PURGED)
 FLAGS_STATE = "flagged_users_state"
 
 EVENT_SCHEMA = ibis.schema(
@@ -151,7 +152,7 @@ class Warehouse:
         """
         existing = set(self.con.list_tables())
         if EVENTS not in existing:
-            for name in (PROFILE_STATE_MARK, *PROFILE_STATE, SEGMENT_SIZES):
+            for name in (PROFILE_STATE_MARK, *PROFILE_STATE, PROFILE_STATE_PURGED, SEGMENT_SIZES):
                 if name in existing:
                     self.con.drop_table(name, force=True)
         for name, schema in (
@@ -406,8 +407,15 @@ class Warehouse:
         return n
 
     def purge_before(self, cutoff: datetime) -> int:
-        """Delete events with a timestamp before ``cutoff`` (retention)."""
-        with self.lock:
+        """Delete events with a timestamp before ``cutoff`` (retention).
+
+        Kept profiles recompute only the persons who lost events
+        (:func:`tailorkit.profile.materialized.purging`).
+        """
+        from tailorkit.profile.materialized import purging  # late: it imports this module
+
+        with purging(self) as forget, self.lock:
+            forget(cutoff)
             events = self.events
             cond = events.timestamp < cutoff
             n = int(events.filter(cond).count().execute())
