@@ -163,20 +163,23 @@ def refresh_state(wh: Warehouse, features: FeatureSet, at: datetime) -> Refresh:
                 done = Refresh(True, rows, why)
             else:
                 done = Refresh(False, _recompute(wh, features, at, persons), "incremental")
-            mark = pa.Table.from_pylist([asdict(new)], schema=_MARK_SCHEMA)
-            wh.con.create_table(STATE_MARK, mark, overwrite=True)
+            _write_mark(wh, new)
             if STATE_PURGED in wh.con.list_tables():  # recomputed now
                 wh.con.raw_sql(f'DELETE FROM "{STATE_PURGED}"')
         return done
 
 
-def can_refresh(wh: Warehouse, at: datetime) -> bool:
-    """Whether :func:`refresh_state` may move the kept rows to ``at`` (none or older ones).
+def can_keep(wh: Warehouse) -> bool:
+    """Whether rows derived from the whole store may be kept in it: on DuckDB and
+    PostgreSQL (rewritten in one transaction), and for a whole store, not a view of
+    part of it (its rows would be other ones)."""
+    return wh.backend in ("duckdb", "postgres") and wh.complete
 
-    Only on DuckDB and PostgreSQL (a refresh rewrites rows in one
-    transaction), and only for a whole store (not a view of part of it).
-    """
-    if wh.backend not in ("duckdb", "postgres") or not wh.complete:
+
+def can_refresh(wh: Warehouse, at: datetime) -> bool:
+    """Whether :func:`refresh_state` may move the kept rows to ``at`` (none or older ones):
+    where :func:`can_keep`."""
+    if not can_keep(wh):
         return False
     old = _stored_mark(wh)
     return old is None or datetime.fromisoformat(old.as_of) <= at
@@ -281,10 +284,10 @@ def _stored_mark(wh: Warehouse) -> Mark | None:
 
 
 @contextmanager
-def erasing(wh: Warehouse) -> Iterator[Callable[[str, list[str]], None]]:
-    """Around the erasure of a person: yields ``forget(user_id, anonymous_ids)``, which
-    takes their rows out of the mark's counts (call it holding ``wh.lock``, before
-    deleting them).
+def erasing(wh: Warehouse) -> Iterator[Callable[[str, list[str], ir.Table], None]]:
+    """Around the erasure of a person: yields ``forget(user_id, anonymous_ids, events)``,
+    which takes their ``events`` and identity merges out of the mark's counts (call it
+    holding ``wh.lock``, before deleting them).
 
     The erasure deletes the person's events, identity merges and kept rows
     (:data:`~tailorkit.store.warehouse.PERSON_TABLES`); no other person's row
@@ -300,57 +303,58 @@ def erasing(wh: Warehouse) -> Iterator[Callable[[str, list[str]], None]]:
         yield partial(_forget, wh)
 
 
-def _forget(wh: Warehouse, user_id: str, anonymous_ids: list[str]) -> None:
+def _forget(wh: Warehouse, user_id: str, anonymous_ids: list[str], events: ir.Table) -> None:
     mark = _stored_mark(wh)
     if mark is None or mark.received is None:
         return
-    ev, ids = wh.events, wh.identities
+    ids = wh.identities
     if anonymous_ids:
         shared = ids.filter(ids.anonymous_id.isin(anonymous_ids) & (ids.user_id != user_id))
         if int(wh.con.to_pyarrow(shared.count()).as_py()):
             return
-    mine = ev.user_id == user_id
-    if anonymous_ids:
-        mine = mine | ev.anonymous_id.isin(anonymous_ids)
-    received = datetime.fromisoformat(mark.received)
-    n_events = int(wh.con.to_pyarrow(ev.count(where=mine & (ev.received_at <= received))).as_py())
-    n_ids = 0
-    if mark.merged:
-        merged = datetime.fromisoformat(mark.merged)
-        theirs = (ids.user_id == user_id) & (ids.merged_at <= merged)
-        n_ids = int(wh.con.to_pyarrow(ids.count(where=theirs)).as_py())
-    left = replace(mark, events=mark.events - n_events, identities=mark.identities - n_ids)
-    table = pa.Table.from_pylist([asdict(left)], schema=_MARK_SCHEMA)
-    wh.con.create_table(STATE_MARK, table, overwrite=True)
+    _write_mark(wh, _without(wh, mark, events, ids.filter(ids.user_id == user_id)))
 
 
 @contextmanager
-def purging(wh: Warehouse) -> Iterator[Callable[[datetime], None]]:
-    """Around a retention purge: yields ``forget(cutoff)``, which notes the persons
-    losing events in ``profile_state_purged`` (the next refresh recomputes them) and
-    takes the deleted rows out of the mark's counts (call it holding ``wh.lock``,
-    before deleting). Held as one refresh, like :func:`erasing`.
+def purging(wh: Warehouse) -> Iterator[Callable[[ir.Table], None]]:
+    """Around a retention purge: yields ``forget(events)``, which notes the persons of
+    the ``events`` about to be deleted in ``profile_state_purged`` (the next refresh
+    recomputes them) and takes the events out of the mark's counts (call it holding
+    ``wh.lock``, before deleting). Held as one refresh, like :func:`erasing`.
     """
     with _exclusive(wh):
-        yield partial(_forget_before, wh)
+        yield partial(_forget_purged, wh)
 
 
-def _forget_before(wh: Warehouse, cutoff: datetime) -> None:
+def _forget_purged(wh: Warehouse, events: ir.Table) -> None:
     mark = _stored_mark(wh)
     if mark is None or mark.received is None:
         return
-    ev = wh.events
-    old = ev.filter(ev.timestamp < cutoff)
-    persons = wh.con.to_pyarrow(_persons(wh, [old.select("user_id", "anonymous_id")]))
-    received = datetime.fromisoformat(mark.received)
-    n_events = int(wh.con.to_pyarrow(old.count(where=old.received_at <= received)).as_py())
-    left = pa.Table.from_pylist([asdict(replace(mark, events=mark.events - n_events))])
+    persons = wh.con.to_pyarrow(_persons(wh, [events.select("user_id", "anonymous_id")]))
+    left = _without(wh, mark, events)
     with wh.transaction():
         if STATE_PURGED in wh.con.list_tables():
             wh.con.insert(STATE_PURGED, ibis.memtable(persons))
         else:
             wh.con.create_table(STATE_PURGED, persons)
-        wh.con.create_table(STATE_MARK, left.cast(_MARK_SCHEMA), overwrite=True)
+        _write_mark(wh, left)
+
+
+def _without(wh: Warehouse, mark: Mark, events: ir.Table, merges: ir.Table | None = None) -> Mark:
+    """``mark`` with ``events`` and identity ``merges`` about to be deleted out of its counts
+    (those received, or merged, up to its watermark)."""
+    received = datetime.fromisoformat(mark.received or "")
+    n_events = int(wh.con.to_pyarrow(events.count(where=events.received_at <= received)).as_py())
+    n_ids = 0
+    if merges is not None and mark.merged:
+        merged = datetime.fromisoformat(mark.merged)
+        n_ids = int(wh.con.to_pyarrow(merges.count(where=merges.merged_at <= merged)).as_py())
+    return replace(mark, events=mark.events - n_events, identities=mark.identities - n_ids)
+
+
+def _write_mark(wh: Warehouse, mark: Mark) -> None:
+    table = pa.Table.from_pylist([asdict(mark)], schema=_MARK_SCHEMA)
+    wh.con.create_table(STATE_MARK, table, overwrite=True)
 
 
 def _why_full(wh: Warehouse, old: Mark, new: Mark) -> str:
@@ -494,6 +498,7 @@ __all__ = [
     "STATE",
     "Mark",
     "Refresh",
+    "can_keep",
     "can_refresh",
     "fingerprint",
     "kept_flags",

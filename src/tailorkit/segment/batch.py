@@ -38,6 +38,7 @@ from tailorkit.collect.quality import clean_events, flagged_users
 from tailorkit.profile.batch import latest_scores, profile_rows, profile_table, scores_in
 from tailorkit.profile.definitions import RFM_FEATURES, FeatureSet
 from tailorkit.profile.materialized import (
+    can_keep,
     can_refresh,
     fingerprint,
     kept_flags,
@@ -274,11 +275,11 @@ def stored_report(
     (:func:`stored_membership`): ``tailorkit segments``, the admin API and the dashboard.
 
     The past days' sizes are recorded in and read from the store (:func:`record_sizes`)
-    on DuckDB and PostgreSQL, for a whole store only: a view of part of it (a
+    where :func:`~tailorkit.profile.materialized.can_keep`: a view of part of it (a
     training view) has other sizes.
     """
     members = stored_membership(definitions, wh, quality, at)
-    recorded = (wh, quality) if wh.backend in ("duckdb", "postgres") and wh.complete else None
+    recorded = (wh, quality) if can_keep(wh) else None
     return report(definitions, clean_events(wh, quality), at, days, members, recorded)
 
 

@@ -387,24 +387,21 @@ class Warehouse:
 
         with erasing(self) as forget, self.lock:
             anon = self.user_anonymous_ids(user_id)
-            forget(user_id, anon)
-            return self._erase(user_id, anon)
-
-    def _erase(self, user_id: str, anon: list[str]) -> int:
-        events = self.events
-        cond = events.user_id == user_id
-        if anon:
-            cond = cond | events.anonymous_id.isin(anon)
-        n = int(events.filter(cond).count().execute())
-        self._delete(EVENTS, events, cond)
-        ids = self.identities
-        self._delete(IDENTITIES, ids, ids.user_id == user_id)
-        existing = set(self.con.list_tables())
-        for name in PERSON_TABLES:  # derived, but they name the person
-            if name in existing:
-                rows = self.con.table(name)
-                self._delete(name, rows, rows.person_id.isin([user_id, *anon]))
-        return n
+            events = self.events
+            cond = events.user_id == user_id
+            if anon:
+                cond = cond | events.anonymous_id.isin(anon)
+            forget(user_id, anon, events.filter(cond))
+            n = int(events.filter(cond).count().execute())
+            self._delete(EVENTS, events, cond)
+            ids = self.identities
+            self._delete(IDENTITIES, ids, ids.user_id == user_id)
+            existing = set(self.con.list_tables())
+            for name in PERSON_TABLES:  # derived, but they name the person
+                if name in existing:
+                    rows = self.con.table(name)
+                    self._delete(name, rows, rows.person_id.isin([user_id, *anon]))
+            return n
 
     def purge_before(self, cutoff: datetime) -> int:
         """Delete events with a timestamp before ``cutoff`` (retention).
@@ -415,9 +412,9 @@ class Warehouse:
         from tailorkit.profile.materialized import purging  # late: it imports this module
 
         with purging(self) as forget, self.lock:
-            forget(cutoff)
             events = self.events
             cond = events.timestamp < cutoff
+            forget(events.filter(cond))
             n = int(events.filter(cond).count().execute())
             self._delete(EVENTS, events, cond)
             return n
