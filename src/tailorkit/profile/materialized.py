@@ -186,27 +186,37 @@ def can_refresh(wh: Warehouse, at: datetime) -> bool:
 
 
 def stored_profiles(
-    wh: Warehouse, features: FeatureSet, quality: QualitySettings, at: datetime
+    wh: Warehouse,
+    features: FeatureSet,
+    quality: QualitySettings,
+    at: datetime,
+    flagged: pa.Table | None = None,
 ) -> ir.Table:
     """Profiles as of ``at`` from the rows :func:`refresh_state` brought to ``at``.
 
     The same rows as :func:`~tailorkit.profile.batch.profile_table` of
     :func:`~tailorkit.collect.quality.clean_events`: flagged persons are
-    left out here, with flags computed from the kept days and bots.
+    left out here, with flags computed from the kept days and bots
+    (``flagged``: their ``person_id`` s when the caller read them already,
+    :func:`read_kept_flags`).
     """
     rows = wh.con.table(STATE)
     if quality.exclude_flagged_users:
-        flags = kept_flags(wh, quality)
-        # read once: the ranks and the profiles both read the rows, and the engine would
-        # compute the medians behind the flags for each
-        flagged = wh.con.to_pyarrow(flags.select("person_id").distinct())
+        if flagged is None:
+            flagged = read_kept_flags(wh, quality)
         rows = rows.anti_join(ibis.memtable(flagged), "person_id")
     return profiles_from(features, rows, at, scores_in(wh.con))
 
 
-def kept_flags(wh: Warehouse, quality: QualitySettings) -> ir.Table:
-    """The bot/outlier flags (``person_id``, ``reason``) of the kept rows: those of a scan."""
-    return flags_of(wh.con.table(STATE_BOTS), wh.con.table(STATE_DAYS), quality)
+def read_kept_flags(wh: Warehouse, quality: QualitySettings) -> pa.Table:
+    """The persons (``person_id``) the bot/outlier flags of the kept rows flag, the same
+    as a scan's, read into memory.
+
+    Read once per read of the profiles: the ranks and the profiles both read
+    the rows, and the engine would compute the medians behind the flags for each.
+    """
+    flags = flags_of(wh.con.table(STATE_BOTS), wh.con.table(STATE_DAYS), quality)
+    return wh.con.to_pyarrow(flags.select("person_id").distinct())
 
 
 def profiles_now(
@@ -501,8 +511,8 @@ __all__ = [
     "can_keep",
     "can_refresh",
     "fingerprint",
-    "kept_flags",
     "profiles_now",
+    "read_kept_flags",
     "refresh_state",
     "stored_profiles",
 ]

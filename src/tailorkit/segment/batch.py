@@ -41,8 +41,8 @@ from tailorkit.profile.materialized import (
     can_keep,
     can_refresh,
     fingerprint,
-    kept_flags,
     profiles_now,
+    read_kept_flags,
     refresh_state,
     stored_profiles,
 )
@@ -425,13 +425,18 @@ def refresh_online(
         kept = needed and can_refresh(view, at)
         if kept:  # kept profiles: only the persons that changed are read
             refresh_state(view, features, at)
+        kept_flagged = None  # read once, for the flagged set and the kept profiles
         if quality.exclude_flagged_users:
-            flags = kept_flags(view, quality) if kept else flagged_users(view, quality)
-            flagged = set(view.con.to_pyarrow(flags.person_id).to_pylist())
+            if kept:
+                kept_flagged = read_kept_flags(view, quality)
+                flagged = set(kept_flagged["person_id"].to_pylist())
+            else:
+                flags = flagged_users(view, quality)
+                flagged = set(view.con.to_pyarrow(flags.person_id).to_pylist())
         rows: dict[str, dict[str, Any]] = {}
         if features.rfm is not None:
             if kept:
-                table = stored_profiles(view, features, quality, at)
+                table = stored_profiles(view, features, quality, at, kept_flagged)
             else:
                 table = profile_table(features, clean_events(view, quality), at)
             rfm = table.select("person_id", *RFM_FEATURES).filter(table.rfm_r.notnull())
