@@ -144,7 +144,8 @@ class ProfilesService:
         self._apply_pending(replayed)
         self._scores_seen = self._scores_version()
         self._refresh(now)
-        freeze_heap()  # the rebuilt profiles live on: out of every later full collection
+        if len(replayed):  # the rebuilt profiles live on: out of every later full collection
+            freeze_heap()
         self.ready.set()
         self._run()
 
