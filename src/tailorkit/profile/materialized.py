@@ -88,6 +88,7 @@ from tailorkit.profile.definitions import Aggregate, FeatureSet
 from tailorkit.profile.windows import window_start
 from tailorkit.project.loader import QualitySettings
 from tailorkit.store.warehouse import (
+    KEPT_PROFILES,
     PROFILE_STATE,
     PROFILE_STATE_MARK,
     PROFILE_STATE_PURGED,
@@ -97,8 +98,6 @@ from tailorkit.store.warehouse import (
 STATE, STATE_DAYS, STATE_BOTS = PROFILE_STATE
 STATE_MARK = PROFILE_STATE_MARK
 STATE_PURGED = PROFILE_STATE_PURGED
-#: Every table the kept profiles use (the mark needs the first four)
-KEPT_PROFILES = (*PROFILE_STATE, STATE_MARK, STATE_PURGED)
 #: How long after its ``received_at`` an event may still be committed without forcing a
 #: full recompute: the rows received in the last minute before a refresh are read again.
 GRACE = timedelta(minutes=1)
@@ -343,10 +342,7 @@ def _forget_purged(wh: Warehouse, events: ir.Table) -> None:
     persons = wh.con.to_pyarrow(_persons(wh, [events.select("user_id", "anonymous_id")]))
     left = _without(wh, mark, events)
     with wh.transaction():
-        if STATE_PURGED in wh.con.list_tables():
-            wh.con.insert(STATE_PURGED, ibis.memtable(persons))
-        else:
-            wh.con.create_table(STATE_PURGED, persons)
+        wh.append(STATE_PURGED, persons)
         _write_mark(wh, left)
 
 

@@ -359,10 +359,7 @@ def record_sizes(
     ]  # fmt: skip
     table = pa.Table.from_pylist(records, schema=_SIZES_SCHEMA)
     with _RECORD_LOCK, wh.transaction():
-        if SEGMENT_SIZES in wh.con.list_tables():
-            wh.con.insert(SEGMENT_SIZES, ibis.memtable(table))
-        else:
-            wh.con.create_table(SEGMENT_SIZES, table)
+        wh.append(SEGMENT_SIZES, table)
     return len(settled)
 
 

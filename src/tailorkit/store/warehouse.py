@@ -32,6 +32,8 @@ PROFILE_SCORES = "profile_scores"  # written by tailorkit.learn.scores
 PROFILE_STATE = ("profile_state", "profile_state_days", "profile_state_bots")
 PROFILE_STATE_MARK = "profile_state_mark"  # what they are up to date with
 PROFILE_STATE_PURGED = "profile_state_purged"  # persons a purge took events from
+#: Every table the kept profiles use
+KEPT_PROFILES = (*PROFILE_STATE, PROFILE_STATE_MARK, PROFILE_STATE_PURGED)
 #: Recorded segment sizes of past days (written by ``tailorkit.segment.batch``)
 SEGMENT_SIZES = "segment_sizes"
 #: Derived tables keyed by ``person_id``: erasure deletes the person's rows there too.
@@ -152,7 +154,7 @@ class Warehouse:
         """
         existing = set(self.con.list_tables())
         if EVENTS not in existing:
-            for name in (PROFILE_STATE_MARK, *PROFILE_STATE, PROFILE_STATE_PURGED, SEGMENT_SIZES):
+            for name in (*KEPT_PROFILES, SEGMENT_SIZES):
                 if name in existing:
                     self.con.drop_table(name, force=True)
         for name, schema in (
@@ -304,6 +306,13 @@ class Warehouse:
         ).event_id
         with self.lock:
             return set(self.con.to_pyarrow(expr).to_pylist())
+
+    def append(self, name: str, rows: pa.Table) -> None:
+        """Add ``rows`` to the derived table ``name``, created with their schema if missing."""
+        if name in self.con.list_tables():
+            self.con.insert(name, ibis.memtable(rows))
+        else:
+            self.con.create_table(name, rows)
 
     def insert(
         self, events: pa.Table, identities: pa.Table | None = None, stats: pa.Table | None = None
